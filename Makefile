@@ -1,0 +1,32 @@
+# Two commands on a fresh Debian 12 machine:
+#   make run    install what is missing, build, start the daemon on configs/default.toml
+#   make test   install what is missing, build, run the whole test suite
+BUILD ?= build
+
+.PHONY: all deps build run test check install clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	./$(BUILD)/core/switchboard run -c configs/default.toml --plugin-dir $(BUILD)/plugins
+
+check: build
+	./$(BUILD)/core/switchboard check -c configs/default.toml --plugin-dir $(BUILD)/plugins
+
+test: build
+	scripts/run-tests $(BUILD)
+
+install: build
+	meson install -C $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,441 @@
+#include "cli/commands.hpp"
+
+#include "build_config.hpp"
+#include "daemon.hpp"
+#include "log.hpp"
+#include "util/text.hpp"
+
+#include <switchboard/detail/record_data.hpp>
+#include <switchboard/plugin.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+namespace switchboard::cli {
+
+namespace {
+
+const char* kMainHelp = R"(switchboard - routes council contact data to departments, proportionately,
+and deletes it everywhere when its time is up.
+
+Usage:
+  switchboard run -c FILE [--plugin-dir DIR]... [--set KEY=VALUE]...
+  switchboard check -c FILE [--plugin-dir DIR]... [--set KEY=VALUE]...
+  switchboard plugins [--json] [-c FILE] [--plugin-dir DIR]...
+  switchboard version
+  switchboard help [COMMAND]
+
+Commands:
+  run       start a node on a config file; stops cleanly on SIGTERM or SIGINT
+  check     validate a config file (the same checks as run) and exit
+  plugins   list the plugins found, with their config schema
+  version   print the version and the plugin ABI
+
+Every command takes --help. Exit codes: 0 success, 1 failure while running,
+2 bad usage or an invalid config.
+)";
+
+const char* kRunHelp = R"(Usage: switchboard run -c FILE [--plugin-dir DIR]... [--set KEY=VALUE]...
+
+Starts a node: validates FILE exactly as `switchboard check` does, loads the
+plugins, starts every enabled source and destination and the HTTP listener,
+and logs "ready" when it is serving. Stops cleanly on SIGTERM or SIGINT.
+SIGHUP re-validates FILE and reports the result; live reload is not supported
+yet, so a new config takes effect on restart.
+
+Options:
+  -c, --config FILE    the config file (required)
+  --plugin-dir DIR     look for plugins in DIR instead of plugins.directories
+                       (repeatable)
+  --set KEY=VALUE      override one key of the file, e.g.
+                       --set http.listen=127.0.0.1:0 (repeatable)
+  -h, --help           this text
+)";
+
+const char* kCheckHelp = R"(Usage: switchboard check -c FILE [--plugin-dir DIR]... [--set KEY=VALUE]...
+
+Validates FILE and the files it includes: unknown keys, types, ranges,
+required keys, every plugin instance's section against its plugin's schema,
+references between sections, and that every env: and file: secret can be
+read. Prints every problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits 2 if
+there is any error, 0 otherwise (warnings do not fail the check).
+
+Options:
+  -c, --config FILE    the config file (required)
+  --plugin-dir DIR     look for plugins in DIR instead of plugins.directories
+                       (repeatable)
+  --set KEY=VALUE      override one key of the file, e.g.
+                       --set http.listen=127.0.0.1:0 (repeatable)
+  -h, --help           this text
+)";
+
+const char* kPluginsHelp = R"(Usage: switchboard plugins [--json] [-c FILE] [--plugin-dir DIR]...
+
+Lists the plugins found in the plugin directories (those of FILE, or DIR, or
+the installed plugin directory): name, version, kind, ABI, file, what data
+they emit or accept, and their config schema. Files that were refused are
+listed with the reason.
+
+Options:
+  --json               machine-readable output
+  -c, --config FILE    take plugins.directories and pins from FILE
+  --plugin-dir DIR     look in DIR (repeatable)
+  -h, --help           this text
+)";
+
+const char* kVersionHelp = R"(Usage: switchboard version
+
+Prints the Switchboard version and the plugin ABI it accepts.
+)";
+
+struct Args {
+    std::optional<std::filesystem::path> config;
+    std::vector<std::filesystem::path> plugin_dirs;
+    std::vector<std::string> overrides;
+    bool json = false;
+    bool help = false;
+};
+
+// Parses the options a command accepts; on a problem prints it and returns
+// nullopt.
+std::optional<Args> parse(int argc, char** argv, int first, bool allow_json, const char* command) {
+    Args a;
+    for (int i = first; i < argc; ++i) {
+        std::string arg = argv[i];
+        auto value = [&](const char* name) -> std::optional<std::string> {
+            if (i + 1 >= argc) {
+                std::cerr << "switchboard " << command << ": " << name << " needs a value\n";
+                return std::nullopt;
+            }
+            return std::string(argv[++i]);
+        };
+        if (arg == "-h" || arg == "--help") {
+            a.help = true;
+        } else if (arg == "-c" || arg == "--config") {
+            auto v = value("--config");
+            if (!v) return std::nullopt;
+            a.config = *v;
+        } else if (arg.rfind("--config=", 0) == 0) {
+            a.config = arg.substr(9);
+        } else if (arg == "--plugin-dir") {
+            auto v = value("--plugin-dir");
+            if (!v) return std::nullopt;
+            a.plugin_dirs.emplace_back(*v);
+        } else if (arg.rfind("--plugin-dir=", 0) == 0) {
+            a.plugin_dirs.emplace_back(arg.substr(13));
+        } else if (arg == "--set") {
+            auto v = value("--set");
+            if (!v) return std::nullopt;
+            a.overrides.push_back(*v);
+        } else if (arg.rfind("--set=", 0) == 0) {
+            a.overrides.push_back(arg.substr(6));
+        } else if (allow_json && arg == "--json") {
+            a.json = true;
+        } else {
+            std::cerr << "switchboard " << command << ": unknown option '" << arg
+                      << "'; see switchboard " << command << " --help\n";
+            return std::nullopt;
+        }
+    }
+    return a;
+}
+
+void print_diagnostics(const config::Diagnostics& d, const plugin::Registry& registry) {
+    for (const auto& r : registry.refused()) std::cerr << r.str() << "\n";
+    for (const auto& item : d.all()) std::cerr << item.str() << "\n";
+}
+
+const char* kind_name(sb_plugin_kind k) {
+    switch (k) {
+    case SB_KIND_SOURCE: return "source";
+    case SB_KIND_DESTINATION: return "destination";
+    case SB_KIND_TRANSFORM: return "transform";
+    }
+    return "unknown";
+}
+
+const char* type_name(sb_config_type t) {
+    switch (t) {
+    case SB_CFG_STRING: return "string";
+    case SB_CFG_INT: return "integer";
+    case SB_CFG_FLOAT: return "float";
+    case SB_CFG_BOOL: return "boolean";
+    case SB_CFG_DURATION: return "duration";
+    case SB_CFG_PATH: return "path";
+    case SB_CFG_SIZE: return "size";
+    }
+    return "unknown";
+}
+
+std::vector<std::string> capability_names(std::uint64_t caps) {
+    std::vector<std::string> out;
+    const std::pair<std::uint64_t, const char*> names[] = {
+        {SB_CAP_ERASE, "erase"},   {SB_CAP_HTTP, "http"},           {SB_CAP_POLL, "poll"},
+        {SB_CAP_TIMERS, "timers"}, {SB_CAP_ASYNC_ACK, "async-ack"}, {SB_CAP_ATTACHMENTS, "attachments"}};
+    for (auto [bit, name] : names)
+        if (caps & bit) out.emplace_back(name);
+    return out;
+}
+
+std::vector<std::string> categories(const sb_plugin_descriptor& d) {
+    std::vector<std::string> out;
+    if (d.data_categories)
+        for (const char* const* p = d.data_categories; *p; ++p) out.emplace_back(*p);
+    return out;
+}
+
+std::string number(double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+}
+
+void json_string(std::string& out, std::string_view s) { sb::detail::append_json_string(out, s); }
+
+void json_list(std::string& out, const std::vector<std::string>& items) {
+    out += "[";
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i) out += ",";
+        json_string(out, items[i]);
+    }
+    out += "]";
+}
+
+std::string plugins_json(const plugin::Registry& registry) {
+    std::string out = "{\"abi\":{\"major\":" + std::to_string(SB_ABI_MAJOR) +
+                      ",\"minor\":" + std::to_string(SB_ABI_MINOR) + "},\"plugins\":[";
+    bool first = true;
+    for (const auto& p : registry.plugins()) {
+        const sb_plugin_descriptor& d = *p->descriptor;
+        if (!first) out += ",";
+        first = false;
+        out += "{\"name\":";
+        json_string(out, d.name);
+        out += ",\"version\":";
+        json_string(out, d.version);
+        out += ",\"kind\":";
+        json_string(out, kind_name(d.kind));
+        out += ",\"abi\":";
+        json_string(out, std::to_string(d.abi_major) + "." + std::to_string(d.abi_minor));
+        out += ",\"file\":";
+        json_string(out, p->file.string());
+        out += ",\"vendor\":";
+        json_string(out, d.vendor ? d.vendor : "");
+        out += ",\"licence\":";
+        json_string(out, d.licence ? d.licence : "");
+        out += ",\"description\":";
+        json_string(out, d.description ? d.description : "");
+        out += ",\"capabilities\":";
+        json_list(out, capability_names(d.capabilities));
+        out += ",\"data_categories\":";
+        json_list(out, categories(d));
+        out += ",\"config\":[";
+        for (std::size_t i = 0; i < d.n_config_fields; ++i) {
+            const sb_config_field& f = d.config_fields[i];
+            if (i) out += ",";
+            out += "{\"key\":";
+            json_string(out, f.key);
+            out += ",\"type\":";
+            json_string(out, type_name(f.type));
+            out += std::string(",\"required\":") + (f.flags & SB_CFG_REQUIRED ? "true" : "false");
+            out += std::string(",\"secret\":") + (f.flags & SB_CFG_SECRET ? "true" : "false");
+            out += std::string(",\"multi\":") + (f.flags & SB_CFG_MULTI ? "true" : "false");
+            out += ",\"default\":";
+            if (f.default_value)
+                json_string(out, f.default_value);
+            else
+                out += "null";
+            out += ",\"min\":" + (f.flags & SB_CFG_HAS_MIN ? number(f.min) : "null");
+            out += ",\"max\":" + (f.flags & SB_CFG_HAS_MAX ? number(f.max) : "null");
+            out += ",\"choices\":";
+            if (f.choices) {
+                std::vector<std::string> c;
+                for (const char* const* q = f.choices; *q; ++q) c.emplace_back(*q);
+                json_list(out, c);
+            } else {
+                out += "null";
+            }
+            out += ",\"description\":";
+            json_string(out, f.description ? f.description : "");
+            out += "}";
+        }
+        out += "]}";
+    }
+    out += "],\"refused\":[";
+    first = true;
+    for (const auto& r : registry.refused()) {
+        if (!first) out += ",";
+        first = false;
+        out += "{\"file\":";
+        json_string(out, r.file.string());
+        out += ",\"reason\":";
+        json_string(out, r.reason);
+        out += "}";
+    }
+    out += "]}";
+    return out;
+}
+
+std::string plugins_text(const plugin::Registry& registry) {
+    std::ostringstream out;
+    if (registry.plugins().empty()) out << "no plugins found\n";
+    for (const auto& p : registry.plugins()) {
+        const sb_plugin_descriptor& d = *p->descriptor;
+        out << d.name << " " << d.version << "  " << kind_name(d.kind) << "  ABI " << d.abi_major
+            << "." << d.abi_minor << "  " << p->file.string() << "\n";
+        if (d.description && *d.description) out << "  " << d.description << "\n";
+        out << "  vendor: " << (d.vendor ? d.vendor : "") << "; licence: "
+            << (d.licence ? d.licence : "") << "\n";
+        auto caps = capability_names(d.capabilities);
+        out << "  capabilities: " << (caps.empty() ? "none" : text::join(caps, ", ")) << "\n";
+        auto cats = categories(d);
+        out << "  " << (d.kind == SB_KIND_DESTINATION ? "accepts: " : "emits: ")
+            << (cats.empty() ? "(not declared)" : text::join(cats, ", ")) << "\n";
+        out << "  config:" << (d.n_config_fields ? "" : " none") << "\n";
+        for (std::size_t i = 0; i < d.n_config_fields; ++i) {
+            const sb_config_field& f = d.config_fields[i];
+            std::vector<std::string> notes;
+            if (f.flags & SB_CFG_REQUIRED) notes.emplace_back("required");
+            if (f.flags & SB_CFG_SECRET) notes.emplace_back("secret (env: or file:)");
+            if (f.default_value) notes.push_back(std::string("default ") + f.default_value);
+            if (f.flags & SB_CFG_HAS_MIN) notes.push_back("min " + number(f.min));
+            if (f.flags & SB_CFG_HAS_MAX) notes.push_back("max " + number(f.max));
+            if (f.choices) {
+                std::vector<std::string> c;
+                for (const char* const* q = f.choices; *q; ++q) c.emplace_back(*q);
+                notes.push_back("one of " + text::join(c, "|"));
+            }
+            std::string type = type_name(f.type);
+            if (f.flags & SB_CFG_MULTI) type = "array of " + type;
+            out << "    " << f.key << " (" << type << ")";
+            if (!notes.empty()) out << " [" << text::join(notes, ", ") << "]";
+            if (f.description && *f.description) out << ": " << f.description;
+            out << "\n";
+        }
+    }
+    if (!registry.refused().empty()) {
+        out << "refused:\n";
+        for (const auto& r : registry.refused()) out << "  " << r.file.string() << ": " << r.reason << "\n";
+    }
+    return out.str();
+}
+
+int cmd_check(const Args& a) {
+    if (!a.config) {
+        std::cerr << "switchboard check: -c FILE is required; see switchboard check --help\n";
+        return 2;
+    }
+    auto p = prepare({*a.config, a.plugin_dirs, a.overrides});
+    print_diagnostics(p->diagnostics, p->registry);
+    if (p->diagnostics.has_errors()) {
+        std::cerr << a.config->string() << ": " << p->diagnostics.error_count() << " error(s)\n";
+        return 2;
+    }
+    const auto& c = *p->config;
+    std::size_t routes = 0;
+    if (auto* r = c.root.get("route"); r && r->is_array()) routes = r->as_array()->size();
+    std::cout << a.config->string() << ": OK (" << c.sources.size() << " source(s), "
+              << c.destinations.size() << " destination(s), " << routes << " route(s))\n";
+    return 0;
+}
+
+int cmd_run(const Args& a) {
+    if (!a.config) {
+        std::cerr << "switchboard run: -c FILE is required; see switchboard run --help\n";
+        return 2;
+    }
+    RunOptions options{*a.config, a.plugin_dirs, a.overrides};
+    auto p = prepare(options);
+    if (p->diagnostics.has_errors()) {
+        print_diagnostics(p->diagnostics, p->registry);
+        std::cerr << a.config->string() << ": " << p->diagnostics.error_count()
+                  << " error(s); not starting\n";
+        return 2;
+    }
+    for (const auto& item : p->diagnostics.all()) log::warn("config", item.str());
+    return run_daemon(std::move(p), options);
+}
+
+int cmd_plugins(const Args& a) {
+    std::vector<std::filesystem::path> dirs = a.plugin_dirs;
+    plugin::LoadOptions load;
+    if (a.config) {
+        config::Diagnostics d;
+        auto c = config::load_config(*a.config, d, a.overrides);
+        if (d.has_errors()) {
+            for (const auto& item : d.all()) std::cerr << item.str() << "\n";
+            return 2;
+        }
+        if (dirs.empty()) dirs = c->plugins.directories;
+        load.pins = c->plugins.sha256;
+        load.require_pins = c->plugins.require_pins;
+    }
+    if (dirs.empty()) dirs.emplace_back(SWITCHBOARD_PLUGINDIR);
+    plugin::Registry registry;
+    registry.scan(dirs, load);
+    std::cout << (a.json ? plugins_json(registry) + "\n" : plugins_text(registry));
+    return 0;
+}
+
+} // namespace
+
+std::string version_text() {
+    return std::string("switchboard ") + SWITCHBOARD_VERSION + " (plugin ABI " +
+           std::to_string(SB_ABI_MAJOR) + "." + std::to_string(SB_ABI_MINOR) + ")";
+}
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::cerr << kMainHelp;
+        return 2;
+    }
+    std::string command = argv[1];
+    if (command == "-h" || command == "--help" || command == "help") {
+        std::string topic = argc > 2 ? argv[2] : "";
+        if (topic == "run") std::cout << kRunHelp;
+        else if (topic == "check") std::cout << kCheckHelp;
+        else if (topic == "plugins") std::cout << kPluginsHelp;
+        else if (topic == "version") std::cout << kVersionHelp;
+        else std::cout << kMainHelp;
+        return 0;
+    }
+    if (command == "--version" || command == "version") {
+        if (argc > 2 && (std::strcmp(argv[2], "--help") == 0 || std::strcmp(argv[2], "-h") == 0)) {
+            std::cout << kVersionHelp;
+            return 0;
+        }
+        std::cout << version_text() << "\n";
+        return 0;
+    }
+    struct Command {
+        const char* name;
+        const char* help;
+        bool json;
+        int (*fn)(const Args&);
+    };
+    static const Command commands[] = {{"run", kRunHelp, false, cmd_run},
+                                       {"check", kCheckHelp, false, cmd_check},
+                                       {"plugins", kPluginsHelp, true, cmd_plugins}};
+    for (const Command& c : commands) {
+        if (command != c.name) continue;
+        auto args = parse(argc, argv, 2, c.json, c.name);
+        if (!args) return 2;
+        if (args->help) {
+            std::cout << c.help;
+            return 0;
+        }
+        try {
+            return c.fn(*args);
+        } catch (const std::exception& e) {
+            std::cerr << "switchboard " << c.name << ": " << e.what() << "\n";
+            return 1;
+        }
+    }
+    std::cerr << "switchboard: unknown command '" << command << "'; see switchboard --help\n";
+    return 2;
+}
+
+} // namespace switchboard::cli

@@ -1,0 +1,277 @@
+#include "daemon.hpp"
+
+#include "http/server.hpp"
+#include "log.hpp"
+#include "plugin/instance.hpp"
+#include "timers.hpp"
+#include "util/text.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace switchboard {
+
+namespace {
+
+constexpr const char* kComponent = "core";
+
+log::Level to_log_level(int level) {
+    if (level < 0) level = 0;
+    if (level > 4) level = 4;
+    return static_cast<log::Level>(level);
+}
+
+// Refuses to share a data directory with another running node.
+class DataDirLock {
+public:
+    bool acquire(const std::filesystem::path& dir, std::string& error) {
+        std::filesystem::path file = dir / "switchboard.lock";
+        fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd_ < 0) {
+            error = "cannot open " + file.string() + ": " + std::strerror(errno);
+            return false;
+        }
+        if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+            error = "another switchboard process is using " + dir.string();
+            return false;
+        }
+        std::string pid = std::to_string(::getpid()) + "\n";
+        if (::ftruncate(fd_, 0) == 0 && ::write(fd_, pid.data(), pid.size()) < 0) {
+            // The pid is informational only.
+        }
+        return true;
+    }
+    ~DataDirLock() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// Bounds shutdown: if stopping hangs (a plugin that never returns from
+// stop), the process still exits, with a line saying why.
+class ShutdownWatchdog {
+public:
+    explicit ShutdownWatchdog(std::chrono::seconds limit)
+        : thread_([this, limit] {
+              std::unique_lock lock(mutex_);
+              if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
+                  log::error(kComponent, "shutdown took longer than " +
+                                             std::to_string(limit.count()) + "s; exiting now");
+                  std::_Exit(3);
+              }
+          }) {}
+    ~ShutdownWatchdog() {
+        {
+            std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool done_ = false;
+    std::thread thread_;
+};
+
+} // namespace
+
+std::unique_ptr<Prepared> prepare(const RunOptions& options) {
+    auto p = std::make_unique<Prepared>();
+    p->config = config::load_config(options.config_file, p->diagnostics, options.overrides);
+    config::Config& c = *p->config;
+    std::vector<std::filesystem::path> dirs =
+        options.plugin_dirs.empty() ? c.plugins.directories : options.plugin_dirs;
+    plugin::LoadOptions load;
+    load.pins = c.plugins.sha256;
+    load.require_pins = c.plugins.require_pins;
+    p->registry.scan(dirs, load);
+    for (const auto& file : p->registry.unused_pins())
+        p->diagnostics.warn(c.plugins.pins_where, "plugins.sha256",
+                            "pin for " + file + " matches no file in the plugin directories");
+    config::bind_plugins(
+        c,
+        [&](const std::string& name) -> const sb_plugin_descriptor* {
+            auto found = p->registry.find(name);
+            return found ? found->descriptor : nullptr;
+        },
+        p->registry.names(), p->diagnostics);
+    config::resolve_secrets(c, p->diagnostics);
+    p->diagnostics.sort();
+    return p;
+}
+
+void configure_logging(const config::Config& c) {
+    std::map<std::string, log::Level> overrides = c.log.components;
+    for (const auto* list : {&c.sources, &c.destinations, &c.transforms})
+        for (const auto& inst : *list)
+            if (inst.log_level) overrides[inst.name] = *inst.log_level;
+    log::Logger::get().configure(c.log.level, overrides, c.log.format);
+}
+
+int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
+    config::Config& c = *prepared->config;
+    configure_logging(c);
+
+    // Signals are taken by sigwait on this thread; every thread started
+    // from here on inherits the mask.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    for (const auto& r : prepared->registry.refused()) log::error("host", r.str());
+    for (const auto& p : prepared->registry.plugins())
+        log::info("host", "loaded plugin " + p->name() + " " + p->descriptor->version + " (ABI " +
+                              std::to_string(p->descriptor->abi_major) + "." +
+                              std::to_string(p->descriptor->abi_minor) + ") from " +
+                              p->file.string() + (p->sha256.empty() ? "" : ", sha256 pinned"));
+
+    std::error_code ec;
+    std::filesystem::create_directories(c.node.data_dir, ec);
+    if (ec) {
+        log::error(kComponent, "cannot create data directory " + c.node.data_dir.string() + ": " +
+                                   ec.message());
+        return 1;
+    }
+    std::filesystem::permissions(c.node.data_dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+    DataDirLock lock;
+    std::string error;
+    if (!lock.acquire(c.node.data_dir, error)) {
+        log::error(kComponent, error);
+        return 1;
+    }
+
+    auto to_log = [](const char* component) {
+        return [component](int level, const std::string& message) {
+            log::write(to_log_level(level), component, message);
+        };
+    };
+
+    std::atomic<bool> ready{false};
+    std::unique_ptr<http::Server> server;
+    if (c.http.enabled) {
+        http::Server::Options o;
+        o.host = c.http.host;
+        o.port = c.http.port;
+        o.max_body = static_cast<std::size_t>(c.http.max_body);
+        o.threads = c.http.threads;
+        o.timeout_ms = static_cast<int>(c.http.timeout_ms);
+        server = std::make_unique<http::Server>(o, to_log("http"));
+        server->add_route("GET", "/healthz",
+                          [](const http::Request&, http::Response& r) {
+                              r.respond(200, "application/json", "{\"status\":\"ok\"}");
+                          },
+                          "core");
+        server->add_route("GET", "/readyz",
+                          [&ready](const http::Request&, http::Response& r) {
+                              if (ready)
+                                  r.respond(200, "application/json", "{\"status\":\"ready\"}");
+                              else
+                                  r.respond(503, "application/json", "{\"status\":\"starting\"}");
+                          },
+                          "core");
+        try {
+            server->start();
+        } catch (const std::exception& e) {
+            log::error("http", e.what());
+            return 1;
+        }
+    }
+
+    TimerService timers(to_log("timers"));
+    timers.start();
+    plugin::Metrics metrics;
+    plugin::NoJournal journal;
+    plugin::Services services;
+    services.http = server.get();
+    services.timers = &timers;
+    services.metrics = &metrics;
+    services.sink = &journal;
+    services.data_dir = c.node.data_dir;
+
+    std::vector<std::unique_ptr<plugin::Instance>> instances;
+    auto shutdown = [&] {
+        ready = false;
+        ShutdownWatchdog watchdog(std::chrono::seconds(30));
+        for (auto it = instances.rbegin(); it != instances.rend(); ++it) (*it)->stop();
+        if (server) server->stop();
+        timers.stop();
+        for (auto it = instances.rbegin(); it != instances.rend(); ++it) (*it)->destroy();
+        instances.clear();
+    };
+
+    // Destinations first, so that whatever sources emit has somewhere to go.
+    std::vector<config::InstanceConfig*> order;
+    for (auto* list : {&c.destinations, &c.transforms, &c.sources})
+        for (auto& inst : *list)
+            if (inst.enabled) order.push_back(&inst);
+    for (config::InstanceConfig* ic : order) {
+        auto plugin = prepared->registry.find(ic->plugin);
+        auto inst = std::make_unique<plugin::Instance>(plugin, *ic, services);
+        if (!inst->create(error)) {
+            log::error("host", ic->key_path + " (plugin " + ic->plugin + "): create failed: " + error);
+            shutdown();
+            return 1;
+        }
+        if (!inst->start(error)) {
+            log::error("host", ic->key_path + " (plugin " + ic->plugin + "): start failed: " + error);
+            inst->destroy();
+            shutdown();
+            return 1;
+        }
+        log::info("host", "started " + ic->key_path + " (plugin " + ic->plugin + ")");
+        instances.push_back(std::move(inst));
+    }
+    for (auto& inst : instances) inst->start_polling();
+
+    ready = true;
+    std::string http_text = server ? "http://" + c.http.host + ":" + std::to_string(server->port())
+                                   : "disabled";
+    log::info(kComponent, "ready: node " + c.node.name + ", " + std::to_string(c.sources.size()) +
+                              " source(s), " + std::to_string(c.destinations.size()) +
+                              " destination(s), http " + http_text + ", data " +
+                              c.node.data_dir.string());
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&signals, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            auto again = prepare(options);
+            if (again->diagnostics.has_errors()) {
+                log::error(kComponent, "SIGHUP: " + c.file.string() + " has " +
+                                           std::to_string(again->diagnostics.error_count()) +
+                                           " error(s); run `switchboard check -c " + c.file.string() +
+                                           "`; still running the config loaded at start");
+            } else {
+                log::warn(kComponent, "SIGHUP: " + c.file.string() +
+                                          " is valid, but live reload is not supported yet; restart "
+                                          "switchboard to apply it");
+            }
+            continue;
+        }
+        log::info(kComponent, std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+        break;
+    }
+    shutdown();
+    log::info(kComponent, "stopped");
+    return 0;
+}
+
+} // namespace switchboard

@@ -1,0 +1,61 @@
+#pragma once
+
+// Loading plugin libraries: pin check, Boost.DLL, descriptor checks.
+
+#include <switchboard/plugin.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace boost::dll {
+class shared_library;
+}
+
+namespace switchboard::plugin {
+
+// Size of sb_plugin_descriptor as published at each minor of the current
+// major. A plugin built for minor m must stamp at least kDescriptorSize[m].
+std::size_t descriptor_size_for_minor(unsigned minor);
+
+// A plugin library that passed every check. Instances hold a shared_ptr to
+// it, so the library stays mapped while any instance lives.
+struct LoadedPlugin {
+    std::filesystem::path file;
+    std::string sha256; // empty unless the file was pinned
+    std::shared_ptr<boost::dll::shared_library> library;
+    const sb_plugin_descriptor* descriptor = nullptr;
+
+    std::string name() const { return descriptor->name; }
+};
+
+struct Refusal {
+    std::filesystem::path file;
+    std::string reason; // what was expected and what was found
+    bool directory = false; // a configured plugin directory, not a file
+    std::string str() const {
+        return directory ? "plugin directory " + file.string() + ": " + reason
+                         : "plugin " + file.string() + ": refused: " + reason;
+    }
+};
+
+struct LoadOptions {
+    // File name -> expected lowercase hex SHA-256.
+    std::map<std::string, std::string> pins;
+    bool require_pins = false;
+};
+
+// Loads one library. On refusal returns nullptr and fills `refusal`. The pin
+// (if any) is checked on the file's bytes before the library is opened, so a
+// mismatching file never runs any code, not even static constructors.
+std::shared_ptr<const LoadedPlugin> load_plugin(const std::filesystem::path& file,
+                                                const LoadOptions& options, Refusal& refusal);
+
+// Checks a descriptor's header, version and contents. Returns an empty string
+// when it is acceptable, otherwise the reason.
+std::string check_descriptor(const sb_plugin_descriptor* d);
+
+} // namespace switchboard::plugin

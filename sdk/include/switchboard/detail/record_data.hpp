@@ -1,0 +1,589 @@
+// Switchboard SDK: the in-memory record behind the opaque sb_record handle.
+//
+// Header-only and shared by the core and the test harness (testing.hpp), so
+// that a plugin tested with the harness sees exactly the record semantics of
+// the daemon: path syntax, conflicts, ordering and JSON form. This is not part
+// of the ABI: plugins only ever see sb_record through the host API table.
+#pragma once
+
+#include <switchboard/plugin.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sb::detail {
+
+constexpr std::size_t kMaxPathLength = 512;
+constexpr std::size_t kMaxPathDepth = 32;
+constexpr std::int64_t kMaxArrayIndex = 65535;
+
+// One segment of a field path: a key ("citizen") or an array index ("[2]").
+struct PathSegment {
+    std::string_view key;   // empty for an index
+    std::int64_t index = -1; // >= 0 for an index
+
+    bool is_index() const { return index >= 0; }
+};
+
+inline bool is_key_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-';
+}
+
+// Parses "a.b[2].c" into segments. The first segment is a key; keys are
+// [A-Za-z0-9_-]+; indexes are decimal. Returns false on any other shape.
+inline bool parse_path(std::string_view path, std::vector<PathSegment>& out) {
+    out.clear();
+    if (path.empty() || path.size() > kMaxPathLength) return false;
+    std::size_t i = 0;
+    bool expect_key = true;
+    while (i < path.size()) {
+        if (expect_key) {
+            std::size_t start = i;
+            while (i < path.size() && is_key_char(path[i])) ++i;
+            if (i == start) return false;
+            out.push_back({path.substr(start, i - start), -1});
+            expect_key = false;
+        } else if (path[i] == '.') {
+            ++i;
+            expect_key = true;
+        } else if (path[i] == '[') {
+            ++i;
+            std::size_t start = i;
+            while (i < path.size() && path[i] >= '0' && path[i] <= '9') ++i;
+            if (i == start || i >= path.size() || path[i] != ']' || i - start > 7) return false;
+            std::int64_t index = 0;
+            std::from_chars(path.data() + start, path.data() + i, index);
+            if (index > kMaxArrayIndex) return false;
+            ++i;
+            out.push_back({{}, index});
+        } else {
+            return false;
+        }
+        if (out.size() > kMaxPathDepth) return false;
+    }
+    return !expect_key;
+}
+
+// A byte string whose order is path order and in which an ancestor's key is a
+// prefix of its descendants' keys: a key segment is 0x02 + bytes + 0x00, an
+// index is 0x01 + 4 bytes big-endian.
+inline void append_sort_key(std::string& out, const std::vector<PathSegment>& segs) {
+    for (const auto& seg : segs) {
+        if (seg.is_index()) {
+            auto v = static_cast<std::uint32_t>(seg.index);
+            char b[5] = {'\x01', static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                         static_cast<char>(v >> 8), static_cast<char>(v)};
+            out.append(b, 5);
+        } else {
+            out.push_back('\x02');
+            out.append(seg.key);
+            out.push_back('\0');
+        }
+    }
+}
+
+// Appends `s` to `out` as a JSON string literal. Invalid UTF-8 bytes become
+// U+FFFD so that the output is always valid JSON.
+inline void append_json_string(std::string& out, std::string_view s) {
+    static const char hex[] = "0123456789abcdef";
+    out.push_back('"');
+    std::size_t i = 0;
+    while (i < s.size()) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            default:
+                if (c < 0x20) {
+                    out += "\\u00";
+                    out.push_back(hex[c >> 4]);
+                    out.push_back(hex[c & 15]);
+                } else {
+                    out.push_back(static_cast<char>(c));
+                }
+            }
+            ++i;
+            continue;
+        }
+        // Multi-byte sequence: validate length, continuation bytes, overlong
+        // forms and surrogates.
+        std::size_t len = (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3
+                                                      : (c >= 0xF0 && c <= 0xF4) ? 4
+                                                                                 : 0;
+        bool ok = len != 0 && i + len <= s.size();
+        for (std::size_t k = 1; ok && k < len; ++k)
+            ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+        if (ok && len >= 3) {
+            unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+            if (c == 0xE0 && c1 < 0xA0) ok = false;
+            if (c == 0xED && c1 > 0x9F) ok = false;
+            if (c == 0xF0 && c1 < 0x90) ok = false;
+            if (c == 0xF4 && c1 > 0x8F) ok = false;
+        }
+        if (ok) {
+            out.append(s.data() + i, len);
+            i += len;
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    out.push_back('"');
+}
+
+inline void append_json_double(std::string& out, double f) {
+    if (!std::isfinite(f)) {
+        out += "null";
+        return;
+    }
+    char buf[32];
+    auto r = std::to_chars(buf, buf + sizeof buf, f);
+    std::string_view text(buf, static_cast<std::size_t>(r.ptr - buf));
+    out += text;
+    // Keep it a float on the way back in.
+    if (text.find_first_of(".eE") == std::string_view::npos) out += ".0";
+}
+
+inline void append_json_int(std::string& out, std::int64_t i) {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, i);
+    out.append(buf, static_cast<std::size_t>(r.ptr - buf));
+}
+
+// One leaf of the field tree.
+struct Leaf {
+    std::string key;  // sort key (see sort_key): byte order is path order
+    std::string path; // canonical dotted path
+    std::string category;
+    sb_value_type type = SB_VALUE_NULL;
+    std::string str;
+    std::int64_t i = 0;
+    double f = 0;
+};
+
+struct AttachmentData {
+    std::string name, uri, media_type, sha256, category;
+    std::int64_t size = -1;
+};
+
+// Envelope keys a record may carry, in the order they are written.
+inline constexpr const char* kMetaKeys[] = {"id",          "source",      "channel",
+                                            "occurred_at", "received_at", "expires_at",
+                                            "category",    "external_id", "subject_ref"};
+
+inline int meta_index(std::string_view key) {
+    for (int i = 0; i < static_cast<int>(std::size(kMetaKeys)); ++i)
+        if (key == kMetaKeys[i]) return i;
+    return -1;
+}
+
+// Accepts RFC 3339 date-times: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM).
+inline bool is_rfc3339(std::string_view s) {
+    auto digits = [&](std::size_t at, std::size_t n) {
+        if (at + n > s.size()) return false;
+        for (std::size_t k = at; k < at + n; ++k)
+            if (s[k] < '0' || s[k] > '9') return false;
+        return true;
+    };
+    if (!(digits(0, 4) && s.size() > 19 && s[4] == '-' && digits(5, 2) && s[7] == '-' &&
+          digits(8, 2) && (s[10] == 'T' || s[10] == 't') && digits(11, 2) && s[13] == ':' &&
+          digits(14, 2) && s[16] == ':' && digits(17, 2)))
+        return false;
+    std::size_t i = 19;
+    if (i < s.size() && s[i] == '.') {
+        ++i;
+        std::size_t start = i;
+        while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+        if (i == start) return false;
+    }
+    if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) return i + 1 == s.size();
+    return i + 6 == s.size() && (s[i] == '+' || s[i] == '-') && digits(i + 1, 2) &&
+           s[i + 3] == ':' && digits(i + 4, 2);
+}
+
+class RecordData {
+public:
+    // Envelope ------------------------------------------------------------
+    sb_status set_meta(std::string_view key, std::string_view value) {
+        int idx = meta_index(key);
+        if (idx < 0) return SB_ERR_INVALID;
+        if ((key == "occurred_at" || key == "received_at" || key == "expires_at") &&
+            !is_rfc3339(value))
+            return SB_ERR_INVALID;
+        meta_[static_cast<std::size_t>(idx)] = std::string(value);
+        has_meta_ |= 1u << idx;
+        dirty();
+        return SB_OK;
+    }
+
+    const char* meta(std::string_view key) const {
+        int idx = meta_index(key);
+        if (idx < 0 || !(has_meta_ & (1u << idx))) return nullptr;
+        return meta_[static_cast<std::size_t>(idx)].c_str();
+    }
+
+    // Fields -------------------------------------------------------------
+    sb_status set(std::string_view path, const sb_value& value, const char* category) {
+        if (!parse_path(path, scratch_)) return SB_ERR_INVALID;
+        if (value.type == SB_VALUE_STRING && value.str == nullptr && value.len != 0)
+            return SB_ERR_INVALID;
+        if (value.type < SB_VALUE_NULL || value.type > SB_VALUE_BOOL) return SB_ERR_INVALID;
+        Leaf leaf;
+        append_sort_key(leaf.key, scratch_);
+        auto pos = lower_bound(leaf.key);
+        bool exists = pos != leaves_.end() && pos->key == leaf.key;
+        if (!exists && conflicts(pos, leaf.key)) return SB_ERR_INVALID;
+        leaf.path = canonical(scratch_);
+        leaf.category = (category && *category) ? category : "unknown";
+        leaf.type = value.type;
+        if (value.type == SB_VALUE_STRING) leaf.str.assign(value.str ? value.str : "", value.len);
+        if (value.type == SB_VALUE_INT || value.type == SB_VALUE_BOOL)
+            leaf.i = value.type == SB_VALUE_BOOL ? (value.i != 0) : value.i;
+        if (value.type == SB_VALUE_FLOAT) leaf.f = value.f;
+        if (exists)
+            *pos = std::move(leaf);
+        else
+            leaves_.insert(pos, std::move(leaf));
+        dirty();
+        return SB_OK;
+    }
+
+    // Removes the leaf at `path`, or every leaf under it when it names a
+    // subtree. Returns how many leaves went.
+    std::size_t erase(std::string_view path) {
+        std::vector<PathSegment> want;
+        if (!parse_path(path, want)) return 0;
+        std::string prefix;
+        append_sort_key(prefix, want);
+        std::size_t before = leaves_.size();
+        auto first = lower_bound(prefix);
+        auto last = first;
+        while (last != leaves_.end() && last->key.compare(0, prefix.size(), prefix) == 0) ++last;
+        leaves_.erase(first, last);
+        if (leaves_.size() != before) dirty();
+        return before - leaves_.size();
+    }
+
+    const Leaf* find(std::string_view path) const {
+        std::vector<PathSegment> segs;
+        if (!parse_path(path, segs)) return nullptr;
+        std::string key;
+        append_sort_key(key, segs);
+        auto pos = std::lower_bound(leaves_.begin(), leaves_.end(), key,
+                                    [](const Leaf& l, const std::string& k) { return l.key < k; });
+        if (pos != leaves_.end() && pos->key == key) return &*pos;
+        return nullptr;
+    }
+
+    const std::vector<Leaf>& leaves() const { return leaves_; }
+
+    // Attachments --------------------------------------------------------
+    sb_status add_attachment(const sb_attachment& a) {
+        if (!a.uri || !*a.uri) return SB_ERR_INVALID;
+        AttachmentData d;
+        d.name = a.name ? a.name : "";
+        d.uri = a.uri;
+        d.media_type = a.media_type ? a.media_type : "application/octet-stream";
+        d.size = a.size;
+        d.sha256 = a.sha256 ? a.sha256 : "";
+        d.category = (a.category && *a.category) ? a.category : "unknown";
+        attachments_.push_back(std::move(d));
+        dirty();
+        return SB_OK;
+    }
+
+    const std::vector<AttachmentData>& attachments() const { return attachments_; }
+
+    // JSON ---------------------------------------------------------------
+    const std::string& json() const {
+        if (!json_valid_) {
+            json_.clear();
+            write_json(json_);
+            json_valid_ = true;
+        }
+        return json_;
+    }
+
+    void write_json(std::string& out) const {
+        out += "{\"id\":";
+        const char* id = meta("id");
+        if (id)
+            append_json_string(out, id);
+        else
+            out += "null";
+        out += ",\"meta\":{";
+        bool first = true;
+        for (std::size_t k = 0; k < std::size(kMetaKeys); ++k) {
+            if (k == 0 || !(has_meta_ & (1u << k))) continue;
+            if (!first) out.push_back(',');
+            first = false;
+            append_json_string(out, kMetaKeys[k]);
+            out.push_back(':');
+            append_json_string(out, meta_[k]);
+        }
+        out += "},\"fields\":";
+        write_fields_json(out);
+        out += ",\"attachments\":[";
+        for (std::size_t k = 0; k < attachments_.size(); ++k) {
+            const AttachmentData& a = attachments_[k];
+            if (k) out.push_back(',');
+            out += "{\"name\":";
+            append_json_string(out, a.name);
+            out += ",\"uri\":";
+            append_json_string(out, a.uri);
+            out += ",\"media_type\":";
+            append_json_string(out, a.media_type);
+            out += ",\"size\":";
+            append_json_int(out, a.size);
+            if (!a.sha256.empty()) {
+                out += ",\"sha256\":";
+                append_json_string(out, a.sha256);
+            }
+            out += ",\"category\":";
+            append_json_string(out, a.category);
+            out.push_back('}');
+        }
+        out += "]}";
+    }
+
+    // The field tree as a JSON object: {"citizen":{"name":"…"},"turns":[…]}.
+    // Gaps in arrays are written as null.
+    void write_fields_json(std::string& out) const {
+        struct Open {
+            bool array;
+            bool first;
+            std::int64_t next_index; // arrays: the index the next element has
+        };
+        std::vector<PathSegment> prev, cur;
+        std::vector<Open> stack{{false, true, 0}}; // [0] is the root object
+        out.push_back('{');
+        for (const Leaf& leaf : leaves_) {
+            parse_path(leaf.path, cur);
+            // Containers shared with the previous leaf stay open.
+            std::size_t common = 0;
+            while (!prev.empty() && common + 1 < prev.size() && common + 1 < cur.size() &&
+                   same_segment(prev[common], cur[common]))
+                ++common;
+            while (stack.size() > common + 1) {
+                out.push_back(stack.back().array ? ']' : '}');
+                stack.pop_back();
+            }
+            for (std::size_t d = common; d < cur.size(); ++d) {
+                Open& top = stack.back();
+                if (top.array) {
+                    for (; top.next_index < cur[d].index; ++top.next_index) {
+                        if (!top.first) out.push_back(',');
+                        top.first = false;
+                        out += "null";
+                    }
+                    top.next_index = cur[d].index + 1;
+                }
+                if (!top.first) out.push_back(',');
+                top.first = false;
+                if (!cur[d].is_index()) {
+                    append_json_string(out, cur[d].key);
+                    out.push_back(':');
+                }
+                if (d + 1 < cur.size()) {
+                    bool array = cur[d + 1].is_index();
+                    out.push_back(array ? '[' : '{');
+                    stack.push_back({array, true, 0});
+                }
+            }
+            write_value(out, leaf);
+            prev.swap(cur);
+        }
+        while (!stack.empty()) {
+            out.push_back(stack.back().array ? ']' : '}');
+            stack.pop_back();
+        }
+    }
+
+private:
+    static void write_value(std::string& out, const Leaf& leaf) {
+        switch (leaf.type) {
+        case SB_VALUE_STRING: append_json_string(out, leaf.str); break;
+        case SB_VALUE_INT: append_json_int(out, leaf.i); break;
+        case SB_VALUE_FLOAT: append_json_double(out, leaf.f); break;
+        case SB_VALUE_BOOL: out += leaf.i ? "true" : "false"; break;
+        default: out += "null";
+        }
+    }
+
+    static bool same_segment(const PathSegment& a, const PathSegment& b) {
+        return a.is_index() == b.is_index() && (a.is_index() ? a.index == b.index : a.key == b.key);
+    }
+
+    static std::string canonical(const std::vector<PathSegment>& segs) {
+        std::string s;
+        for (const auto& seg : segs) {
+            if (seg.is_index()) {
+                s.push_back('[');
+                append_json_int(s, seg.index);
+                s.push_back(']');
+            } else {
+                if (!s.empty()) s.push_back('.');
+                s.append(seg.key);
+            }
+        }
+        return s;
+    }
+
+    std::vector<Leaf>::iterator lower_bound(const std::string& key) {
+        return std::lower_bound(leaves_.begin(), leaves_.end(), key,
+                                [](const Leaf& l, const std::string& k) { return l.key < k; });
+    }
+
+    // A new leaf conflicts if an existing leaf is one of its ancestors, if it
+    // would be an ancestor of existing leaves, or if a container on its way is
+    // already used with the other kind (object vs array). Only the neighbours
+    // in sort order can conflict.
+    bool conflicts(std::vector<Leaf>::iterator pos, const std::string& key) const {
+        auto check = [&](const std::string& other) {
+            std::size_t n = std::min(other.size(), key.size());
+            std::size_t i = 0;
+            std::size_t seg_start = 0; // start of the segment being compared
+            while (i < n && other[i] == key[i]) {
+                // Track segment boundaries: a key ends at its 0x00, an index
+                // spans 5 bytes.
+                if (key[seg_start] == '\x01' ? i == seg_start + 4 : key[i] == '\0')
+                    seg_start = i + 1;
+                ++i;
+            }
+            if (i == n) return true; // one is a prefix of the other
+            // They diverge inside the segment starting at seg_start: a
+            // conflict only if one is a key and the other an index there.
+            return i == seg_start && other[i] != key[i];
+        };
+        if (pos != leaves_.end() && check(pos->key)) return true;
+        if (pos != leaves_.begin() && check((pos - 1)->key)) return true;
+        return false;
+    }
+
+    void dirty() { json_valid_ = false; }
+
+    std::string meta_[std::size(kMetaKeys)];
+    std::uint32_t has_meta_ = 0;
+    std::vector<Leaf> leaves_;
+    std::vector<AttachmentData> attachments_;
+    std::vector<PathSegment> scratch_;
+    mutable std::string json_;
+    mutable bool json_valid_ = false;
+};
+
+} // namespace sb::detail
+
+// The opaque handle of the C ABI, defined for the host side.
+struct sb_record {
+    sb::detail::RecordData data;
+};
+
+namespace sb::detail {
+
+// Implementations of the record functions of sb_host_api, shared by the core
+// and the test harness. Null pointers are answered with SB_ERR_INVALID.
+inline sb_status record_set_meta(sb_record* r, const char* key, const char* value) {
+    if (!r || !key || !value) return SB_ERR_INVALID;
+    // Sources may set only what they know; the host stamps the rest.
+    std::string_view k(key);
+    if (k != SB_META_CHANNEL && k != SB_META_OCCURRED_AT && k != SB_META_EXTERNAL_ID &&
+        k != SB_META_SUBJECT_REF)
+        return SB_ERR_INVALID;
+    return r->data.set_meta(k, value);
+}
+
+inline sb_status record_set(sb_record* r, const char* path, const sb_value* value,
+                            const char* category) {
+    if (!r || !path || !value) return SB_ERR_INVALID;
+    return r->data.set(path, *value, category);
+}
+
+inline sb_status record_add_attachment(sb_record* r, const sb_attachment* a) {
+    if (!r || !a) return SB_ERR_INVALID;
+    return r->data.add_attachment(*a);
+}
+
+inline const char* record_get_meta(const sb_record* r, const char* key) {
+    if (!r || !key) return nullptr;
+    return r->data.meta(key);
+}
+
+inline size_t record_field_count(const sb_record* r) { return r ? r->data.leaves().size() : 0; }
+
+inline void fill_field(const Leaf& l, sb_field* out) {
+    out->struct_size = sizeof(sb_field);
+    out->path = l.path.c_str();
+    out->category = l.category.c_str();
+    out->value = sb_value{l.type, l.type == SB_VALUE_STRING ? l.str.data() : nullptr,
+                          l.type == SB_VALUE_STRING ? l.str.size() : 0, l.i, l.f};
+}
+
+inline sb_status record_field_at(const sb_record* r, size_t index, sb_field* out) {
+    if (!r || !out) return SB_ERR_INVALID;
+    if (index >= r->data.leaves().size()) return SB_ERR_NOT_FOUND;
+    fill_field(r->data.leaves()[index], out);
+    return SB_OK;
+}
+
+inline sb_status record_get(const sb_record* r, const char* path, sb_field* out) {
+    if (!r || !path || !out) return SB_ERR_INVALID;
+    const Leaf* l = r->data.find(path);
+    if (!l) return SB_ERR_NOT_FOUND;
+    fill_field(*l, out);
+    return SB_OK;
+}
+
+inline size_t record_attachment_count(const sb_record* r) {
+    return r ? r->data.attachments().size() : 0;
+}
+
+inline sb_status record_attachment_at(const sb_record* r, size_t index, sb_attachment* out) {
+    if (!r || !out) return SB_ERR_INVALID;
+    if (index >= r->data.attachments().size()) return SB_ERR_NOT_FOUND;
+    const AttachmentData& a = r->data.attachments()[index];
+    out->struct_size = sizeof(sb_attachment);
+    out->name = a.name.c_str();
+    out->uri = a.uri.c_str();
+    out->media_type = a.media_type.c_str();
+    out->size = a.size;
+    out->sha256 = a.sha256.empty() ? nullptr : a.sha256.c_str();
+    out->category = a.category.c_str();
+    return SB_OK;
+}
+
+inline const char* record_json(const sb_record* r, size_t* len) {
+    if (!r) return nullptr;
+    const std::string& j = r->data.json();
+    if (len) *len = j.size();
+    return j.c_str();
+}
+
+// Fills the record functions of a host table.
+inline void fill_record_api(sb_host_api& api) {
+    api.record_set_meta = &record_set_meta;
+    api.record_set = &record_set;
+    api.record_add_attachment = &record_add_attachment;
+    api.record_get_meta = &record_get_meta;
+    api.record_field_count = &record_field_count;
+    api.record_field_at = &record_field_at;
+    api.record_get = &record_get;
+    api.record_attachment_count = &record_attachment_count;
+    api.record_attachment_at = &record_attachment_at;
+    api.record_json = &record_json;
+}
+
+} // namespace sb::detail

@@ -1,0 +1,211 @@
+// The `switchboard` command as users run it: a real subprocess, real config
+// files, real HTTP on loopback, real signals.
+
+#include "process.hpp"
+
+#include <Poco/Net/HTTPClientSession.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <sstream>
+
+using namespace std::chrono_literals;
+using sbtest::Process;
+using sbtest::TempDir;
+
+namespace {
+
+std::string default_config() { return sbtest::source_root() + "/configs/default.toml"; }
+
+struct Http {
+    int status;
+    std::string body;
+};
+
+Http get(int port, const std::string& path) {
+    Poco::Net::HTTPClientSession session("127.0.0.1", static_cast<Poco::UInt16>(port));
+    session.setTimeout(Poco::Timespan(5, 0));
+    Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_GET, path, Poco::Net::HTTPMessage::HTTP_1_1);
+    session.sendRequest(req);
+    Poco::Net::HTTPResponse resp;
+    std::istream& in = session.receiveResponse(resp);
+    std::ostringstream body;
+    body << in.rdbuf();
+    return {static_cast<int>(resp.getStatus()), body.str()};
+}
+
+// Starts the daemon on `config` with a private data dir and a free port.
+std::unique_ptr<Process> start(const std::string& config, const TempDir& data,
+                               std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {sbtest::switchboard_binary(), "run", "-c", config,
+                                     "--plugin-dir", sbtest::plugin_dir(),
+                                     "--set", "http.listen=127.0.0.1:0",
+                                     "--set", "node.data_dir=" + data.path.string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv);
+}
+
+int ready_port(Process& p) {
+    auto m = p.wait_for_log(R"(INFO  core: ready: .* http http://127\.0\.0\.1:([0-9]+))", 20s);
+    INFO(p.err());
+    REQUIRE(m);
+    return std::stoi((*m)[1]);
+}
+
+} // namespace
+
+TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves health, stops on SIGTERM") {
+    TempDir data;
+    auto daemon = start(default_config(), data);
+    int port = ready_port(*daemon);
+    CHECK(get(port, "/healthz").status == 200);
+    Http ready = get(port, "/readyz");
+    CHECK(ready.status == 200);
+    CHECK(ready.body == "{\"status\":\"ready\"}");
+    CHECK(get(port, "/no/such/route").status == 404);
+
+    // SIGHUP says plainly what it does.
+    daemon->signal(SIGHUP);
+    CHECK(daemon->wait_for_log("SIGHUP: .* is valid, but live reload is not supported yet", 10s));
+
+    daemon->signal(SIGTERM);
+    auto code = daemon->wait(15s);
+    REQUIRE(code);
+    CHECK(*code == 0);
+    CHECK(daemon->err().find("INFO  core: stopping on SIGTERM") != std::string::npos);
+    CHECK(daemon->err().find("INFO  core: stopped") != std::string::npos);
+}
+
+TEST_CASE("SIGINT stops the daemon cleanly too") {
+    TempDir data;
+    auto daemon = start(default_config(), data);
+    ready_port(*daemon);
+    daemon->signal(SIGINT);
+    auto code = daemon->wait(15s);
+    REQUIRE(code);
+    CHECK(*code == 0);
+}
+
+TEST_CASE("a second daemon on the same data directory refuses to start") {
+    TempDir data;
+    auto first = start(default_config(), data);
+    ready_port(*first);
+    auto second = start(default_config(), data);
+    auto code = second->wait(15s);
+    REQUIRE(code);
+    CHECK(*code == 1);
+    CHECK(second->err().find("another switchboard process is using " + data.path.string()) !=
+          std::string::npos);
+    first->signal(SIGTERM);
+    CHECK(first->wait(15s) == 0);
+}
+
+TEST_CASE("run refuses an invalid config, listing every error, and starts nothing") {
+    TempDir dir;
+    auto config = dir.write("bad.toml", "[node]\ndata_dir = \"d\"\nbogus = 1\n[http]\nthreads = 0\n");
+    auto r = sbtest::run({sbtest::switchboard_binary(), "run", "-c", config.string(),
+                          "--plugin-dir", sbtest::plugin_dir()});
+    CHECK(r.code == 2);
+    CHECK(r.err.find(config.string() + ":3:1: node.bogus: unknown key; valid keys: name, data_dir, "
+                                       "store, postgresql") != std::string::npos);
+    CHECK(r.err.find(config.string() + ":5:11: http.threads: must be at least 1 (found 0)") !=
+          std::string::npos);
+    CHECK(r.err.find("2 error(s); not starting") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir.path / "d"));
+}
+
+TEST_CASE("check: exit 0 on a valid config, 2 with every error on a bad one") {
+    auto ok = sbtest::run({sbtest::switchboard_binary(), "check", "-c", default_config(),
+                           "--plugin-dir", sbtest::plugin_dir()});
+    CHECK(ok.code == 0);
+    CHECK(ok.out.find("default.toml: OK") != std::string::npos);
+
+    TempDir dir;
+    auto config = dir.write("bad.toml", "[node]\ndata_dir = \"d\"\n[sources.web]\nplugin = "
+                                        "\"memory-source\"\n[sources.web.config]\ncount = -1\n"
+                                        "colour = \"blue\"\n");
+    auto bad = sbtest::run({sbtest::switchboard_binary(), "check", "-c", config.string(),
+                            "--plugin-dir", sbtest::plugin_dir()});
+    CHECK(bad.code == 2);
+    CHECK(bad.err.find(config.string() + ":6:9: sources.web.config.count: must be at least 0 (found -1)") !=
+          std::string::npos);
+    CHECK(bad.err.find(config.string() + ":7:1: sources.web.config.colour: unknown key") !=
+          std::string::npos);
+    CHECK(bad.err.find("2 error(s)") != std::string::npos);
+}
+
+TEST_CASE("a plugin that throws in create stops start-up with its message, not a crash") {
+    TempDir data, dir;
+    auto config = dir.write("throws.toml", "[node]\ndata_dir = \"d\"\n[sources.broken]\nplugin = "
+                                           "\"memory-source\"\n[sources.broken.config]\n"
+                                           "throw_in_create = true\n");
+    auto daemon = start(config.string(), data);
+    auto code = daemon->wait(20s);
+    REQUIRE(code);
+    CHECK(*code == 1);
+    CHECK(daemon->err().find("ERROR host: sources.broken (plugin memory-source): create failed:") !=
+          std::string::npos);
+}
+
+TEST_CASE("a plugin whose start fails with sb::Error stops start-up with its status message") {
+    TempDir data, dir;
+    auto config = dir.write("fails.toml", "[node]\ndata_dir = \"d\"\n[sources.broken]\nplugin = "
+                                          "\"memory-source\"\n[sources.broken.config]\n"
+                                          "fail_start = true\n");
+    auto daemon = start(config.string(), data);
+    auto code = daemon->wait(20s);
+    REQUIRE(code);
+    CHECK(*code == 1);
+    CHECK(daemon->err().find("ERROR host: sources.broken (plugin memory-source): start failed: "
+                             "fail_start is set") != std::string::npos);
+}
+
+TEST_CASE("plugins lists name, version, kind, ABI, file and config schema; --json too") {
+    auto text = sbtest::run({sbtest::switchboard_binary(), "plugins", "--plugin-dir",
+                             sbtest::plugin_dir()});
+    CHECK(text.code == 0);
+    CHECK(text.out.find("memory-source ") != std::string::npos);
+    CHECK(text.out.find("memory-sink ") != std::string::npos);
+    CHECK(text.out.find("  source  ABI 1.0  ") != std::string::npos);
+    CHECK(text.out.find("    count (integer) [default 10, min 0]") != std::string::npos);
+
+    auto json = sbtest::run({sbtest::switchboard_binary(), "plugins", "--json", "--plugin-dir",
+                             sbtest::plugin_dir()});
+    CHECK(json.code == 0);
+    CHECK(json.out.find("\"abi\":{\"major\":1,\"minor\":0}") != std::string::npos);
+    CHECK(json.out.find("\"name\":\"memory-sink\"") != std::string::npos);
+    CHECK(json.out.find("\"kind\":\"destination\"") != std::string::npos);
+    CHECK(json.out.find("{\"key\":\"count\",\"type\":\"integer\",\"required\":false,\"secret\":false,"
+                        "\"multi\":false,\"default\":\"10\",\"min\":0,\"max\":null") !=
+          std::string::npos);
+}
+
+TEST_CASE("--help everywhere; version; unknown commands and options are usage errors") {
+    for (const char* cmd : {"run", "check", "plugins", "version"}) {
+        auto r = sbtest::run({sbtest::switchboard_binary(), cmd, "--help"});
+        CHECK(r.code == 0);
+        CHECK(r.out.find(std::string("Usage: switchboard ") + cmd) != std::string::npos);
+    }
+    auto top = sbtest::run({sbtest::switchboard_binary(), "--help"});
+    CHECK(top.code == 0);
+    CHECK(top.out.find("Commands:") != std::string::npos);
+
+    auto v = sbtest::run({sbtest::switchboard_binary(), "version"});
+    CHECK(v.code == 0);
+    CHECK(v.out == "switchboard 0.1.0 (plugin ABI 1.0)\n");
+
+    auto unknown = sbtest::run({sbtest::switchboard_binary(), "frobnicate"});
+    CHECK(unknown.code == 2);
+    CHECK(unknown.err == "switchboard: unknown command 'frobnicate'; see switchboard --help\n");
+
+    auto bad_opt = sbtest::run({sbtest::switchboard_binary(), "check", "--colour"});
+    CHECK(bad_opt.code == 2);
+    CHECK(bad_opt.err == "switchboard check: unknown option '--colour'; see switchboard check --help\n");
+
+    auto no_config = sbtest::run({sbtest::switchboard_binary(), "run"});
+    CHECK(no_config.code == 2);
+}

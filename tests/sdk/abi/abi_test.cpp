@@ -1,0 +1,228 @@
+// The plugin ABI: struct layouts are pinned, and the host refuses every kind
+// of incompatible plugin with one line naming the file, what it expected and
+// what it found.
+
+#include "plugin/instance.hpp"
+#include "plugin/library.hpp"
+#include "plugin/registry.hpp"
+#include "util/sha256.hpp"
+
+#include <switchboard/plugin.h>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using namespace switchboard;
+
+namespace {
+
+fs::path plugin_dir() {
+    const char* d = std::getenv("SB_ABI_PLUGIN_DIR");
+    REQUIRE(d != nullptr);
+    return d;
+}
+
+fs::path plugin_file(const std::string& name) { return plugin_dir() / (name + ".so"); }
+
+// A directory holding copies of exactly the plugins a test wants.
+struct PluginDir {
+    fs::path path;
+    explicit PluginDir(std::initializer_list<std::string> names) {
+        char tmpl[] = "/tmp/sb-abi-XXXXXX";
+        path = mkdtemp(tmpl);
+        for (const auto& n : names) fs::copy_file(plugin_file(n), path / (n + ".so"));
+    }
+    ~PluginDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+std::string refusal_of(const std::string& name, const plugin::LoadOptions& options = {}) {
+    plugin::Refusal r;
+    auto p = plugin::load_plugin(plugin_file(name), options, r);
+    REQUIRE(p == nullptr);
+    return r.str();
+}
+
+bool mapped(const fs::path& file) {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    std::string want = fs::canonical(file).string();
+    while (std::getline(maps, line))
+        if (line.find(want) != std::string::npos) return true;
+    return false;
+}
+
+// Takes what a source emits, for the C plugin test.
+struct CaptureSink : plugin::NoJournal {
+    std::vector<std::string> json;
+    sb_status emit(const std::string&, std::vector<std::unique_ptr<sb_record>>& records,
+                   const char*, const char*, sb_status* results, std::string&) override {
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            json.push_back(records[i]->data.json());
+            if (results) results[i] = SB_OK;
+        }
+        return SB_OK;
+    }
+};
+
+} // namespace
+
+TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.0)") {
+    // Changing any of these is an ABI break: append fields (minor bump) or
+    // bump the major. See docs/sdk.md.
+    STATIC_REQUIRE(SB_ABI_MAJOR == SB_MESON_ABI_MAJOR);
+    STATIC_REQUIRE(SB_ABI_MAJOR == 1);
+    STATIC_REQUIRE(SB_ABI_MINOR == 0);
+    STATIC_REQUIRE(sizeof(sb_plugin_descriptor) == 160);
+    STATIC_REQUIRE(offsetof(sb_plugin_descriptor, struct_size) == 0);
+    STATIC_REQUIRE(offsetof(sb_plugin_descriptor, abi_major) == 4);
+    STATIC_REQUIRE(offsetof(sb_plugin_descriptor, abi_minor) == 6);
+    STATIC_REQUIRE(offsetof(sb_plugin_descriptor, name) == 8);
+    STATIC_REQUIRE(offsetof(sb_plugin_descriptor, create) == 88);
+    STATIC_REQUIRE(offsetof(sb_plugin_descriptor, transform) == 152);
+    STATIC_REQUIRE(sizeof(sb_host_api) == 352);
+    STATIC_REQUIRE(offsetof(sb_host_api, set_error) == 8);
+    STATIC_REQUIRE(offsetof(sb_host_api, emit) == 216);
+    STATIC_REQUIRE(offsetof(sb_host_api, timer_cancel) == 344);
+    STATIC_REQUIRE(sizeof(sb_config_field) == 64);
+    STATIC_REQUIRE(sizeof(sb_delivery) == 64);
+    STATIC_REQUIRE(sizeof(sb_erase_request) == 48);
+    STATIC_REQUIRE(sizeof(sb_value) == 40);
+    STATIC_REQUIRE(sizeof(sb_field) == 64);
+    STATIC_REQUIRE(sizeof(sb_attachment) == 56);
+    REQUIRE(plugin::descriptor_size_for_minor(0) == 160);
+}
+
+TEST_CASE("a plugin built for another ABI major is refused, naming file, expected and found") {
+    std::string msg = refusal_of("bad-major");
+    CHECK(msg == "plugin " + plugin_file("bad-major").string() +
+                     ": refused: expected plugin ABI major 1, found 2 (rebuild the plugin against "
+                     "this SDK)");
+}
+
+TEST_CASE("a plugin built for a newer minor is refused") {
+    CHECK(refusal_of("newer-minor") ==
+          "plugin " + plugin_file("newer-minor").string() +
+              ": refused: expected plugin ABI minor 0 or older, found 1 (the plugin needs a newer "
+              "Switchboard)");
+}
+
+TEST_CASE("a descriptor smaller than the one the host knows is refused") {
+    CHECK(refusal_of("small-descriptor") ==
+          "plugin " + plugin_file("small-descriptor").string() +
+              ": refused: expected a descriptor of at least 160 bytes for ABI 1.0, found 64 bytes");
+}
+
+TEST_CASE("a library without the entry point is refused") {
+    CHECK(refusal_of("no-entry") ==
+          "plugin " + plugin_file("no-entry").string() +
+              ": refused: expected entry point switchboard_plugin_descriptor, found none (not a "
+              "Switchboard plugin)");
+}
+
+TEST_CASE("a second plugin with the same name is refused; the first stays") {
+    PluginDir dir({"duplicate-a", "duplicate-b"});
+    plugin::Registry registry;
+    registry.scan({dir.path}, {});
+    REQUIRE(registry.plugins().size() == 1);
+    CHECK(registry.plugins()[0]->file == dir.path / "duplicate-a.so");
+    REQUIRE(registry.refused().size() == 1);
+    CHECK(registry.refused()[0].str() ==
+          "plugin " + (dir.path / "duplicate-b.so").string() +
+              ": refused: expected a unique plugin name, found 'duplicate' already loaded from " +
+              (dir.path / "duplicate-a.so").string());
+}
+
+TEST_CASE("a pinned plugin whose hash differs is refused before any of its code runs") {
+    PluginDir dir({"constructor-marker"});
+    fs::path marker = dir.path / "marker";
+    setenv("SB_CTOR_MARKER", marker.c_str(), 1);
+
+    std::string error;
+    auto actual = sha256_file(dir.path / "constructor-marker.so", error);
+    REQUIRE(actual);
+    std::string wrong(64, '0');
+
+    plugin::Registry refused;
+    refused.scan({dir.path}, {{{"constructor-marker.so", wrong}}, false});
+    CHECK(refused.plugins().empty());
+    REQUIRE(refused.refused().size() == 1);
+    CHECK(refused.refused()[0].reason == "expected sha256 " + wrong + ", found " + *actual);
+    // The library's constructor would have written the marker.
+    CHECK_FALSE(fs::exists(marker));
+
+    // The same file with the right pin loads, and its constructor does run:
+    // so the check above could have failed.
+    plugin::Registry accepted;
+    accepted.scan({dir.path}, {{{"constructor-marker.so", *actual}}, false});
+    REQUIRE(accepted.plugins().size() == 1);
+    CHECK(accepted.plugins()[0]->sha256 == *actual);
+    CHECK(fs::exists(marker));
+    unsetenv("SB_CTOR_MARKER");
+}
+
+TEST_CASE("require_pins refuses an unpinned plugin") {
+    PluginDir dir({"c-source"});
+    plugin::Registry registry;
+    registry.scan({dir.path}, {{}, true});
+    CHECK(registry.plugins().empty());
+    REQUIRE(registry.refused().size() == 1);
+    CHECK(registry.refused()[0].reason ==
+          "expected a sha256 pin (plugins.require_pins is set), found none");
+}
+
+TEST_CASE("a missing plugin directory is reported, not fatal") {
+    plugin::Registry registry;
+    registry.scan({"/nonexistent/switchboard/plugins", plugin_dir()}, {});
+    CHECK(registry.find("c-source") != nullptr);
+    REQUIRE_FALSE(registry.refused().empty());
+    CHECK(registry.refused()[0].str() ==
+          "plugin directory /nonexistent/switchboard/plugins: does not exist or is not a directory");
+}
+
+TEST_CASE("a plain C plugin runs through the host table, and its library stays loaded while "
+          "its instance lives") {
+    PluginDir dir({"c-source"});
+    fs::path file = dir.path / "c-source.so";
+    CaptureSink sink;
+    plugin::Metrics metrics;
+    plugin::Services services;
+    services.metrics = &metrics;
+    services.sink = &sink;
+
+    config::InstanceConfig ic;
+    ic.name = "greeter";
+    ic.plugin = "c-source";
+    config::PluginValue greeting;
+    greeting.text = "hello from C";
+    ic.values["greeting"] = greeting;
+
+    std::unique_ptr<plugin::Instance> instance;
+    {
+        plugin::Registry registry;
+        registry.scan({dir.path}, {});
+        REQUIRE(registry.find("c-source"));
+        instance = std::make_unique<plugin::Instance>(registry.find("c-source"), ic, services);
+    }
+    // The registry is gone; the instance still holds the library.
+    CHECK(mapped(file));
+    std::string error;
+    REQUIRE(instance->create(error));
+    REQUIRE(instance->start(error));
+    CHECK(instance->poll_once(error) == SB_OK);
+    REQUIRE(sink.json.size() == 1);
+    CHECK(sink.json[0].find("\"content\":{\"text\":\"hello from C\"}") != std::string::npos);
+    CHECK(metrics.value("greeter", "polls") == 1);
+    instance->stop();
+    instance->destroy();
+    instance.reset();
+    // Last reference gone: now it may be unmapped.
+    CHECK_FALSE(mapped(file));
+}

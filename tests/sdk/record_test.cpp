@@ -1,0 +1,398 @@
+// The record semantics that core and harness share (detail/record_data.hpp),
+// exercised through the host API functions a plugin calls.
+#include <catch2/catch.hpp>
+
+#include <switchboard/detail/record_data.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+using sb::detail::parse_path;
+using sb::detail::PathSegment;
+
+// A record and the host table's record functions, as a plugin sees them.
+struct Rec {
+    sb_host_api api{};
+    sb_record rec;
+    Rec() { sb::detail::fill_record_api(api); }
+
+    sb_status str(const char* path, std::string_view v, const char* cat = "test.cat") {
+        sb_value x{SB_VALUE_STRING, v.data(), v.size(), 0, 0};
+        return api.record_set(&rec, path, &x, cat);
+    }
+    sb_status integer(const char* path, std::int64_t v, const char* cat = "test.cat") {
+        sb_value x{SB_VALUE_INT, nullptr, 0, v, 0};
+        return api.record_set(&rec, path, &x, cat);
+    }
+    sb_status number(const char* path, double v) {
+        sb_value x{SB_VALUE_FLOAT, nullptr, 0, 0, v};
+        return api.record_set(&rec, path, &x, nullptr);
+    }
+    sb_status boolean(const char* path, bool v) {
+        sb_value x{SB_VALUE_BOOL, nullptr, 0, v ? 1 : 0, 0};
+        return api.record_set(&rec, path, &x, nullptr);
+    }
+    sb_status null(const char* path) {
+        sb_value x{};
+        return api.record_set(&rec, path, &x, nullptr);
+    }
+    std::vector<std::string> paths() const {
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < api.record_field_count(&rec); ++i) {
+            sb_field f{};
+            f.struct_size = sizeof f;
+            REQUIRE(api.record_field_at(&rec, i, &f) == SB_OK);
+            out.emplace_back(f.path);
+        }
+        return out;
+    }
+    std::string json() const {
+        std::size_t len = 0;
+        const char* j = api.record_json(&rec, &len);
+        return std::string(j, len);
+    }
+    std::string fields_json() const {
+        std::string out;
+        rec.data.write_fields_json(out);
+        return out;
+    }
+};
+
+bool parses(std::string_view path) {
+    std::vector<PathSegment> segs;
+    return parse_path(path, segs);
+}
+
+std::string repeat_path(std::size_t segments) {
+    std::string p = "a";
+    for (std::size_t i = 1; i < segments; ++i) p += ".a";
+    return p;
+}
+
+} // namespace
+
+TEST_CASE("paths: valid shapes parse into key and index segments") {
+    std::vector<PathSegment> segs;
+    REQUIRE(parse_path("content.turns[2].text", segs));
+    REQUIRE(segs.size() == 4);
+    CHECK(segs[0].key == "content");
+    CHECK(segs[1].key == "turns");
+    CHECK(segs[2].is_index());
+    CHECK(segs[2].index == 2);
+    CHECK(segs[3].key == "text");
+
+    CHECK(parses("a"));
+    CHECK(parses("A-b_9.x"));
+    CHECK(parses("m[0][1]"));
+    CHECK(parses("0.1")); // keys may be digits
+    CHECK(parses("a[65535]"));
+}
+
+TEST_CASE("paths: malformed shapes are refused") {
+    for (const char* bad : {"", ".a", "a.", "a..b", "[0]", "a[]", "a[x]", "a[1", "a]", "a b",
+                            "a/b", "a.b c", "a[0]b", "a[-1]", "caf\xc3\xa9", "a.[0]"}) {
+        INFO(bad);
+        CHECK_FALSE(parses(bad));
+    }
+}
+
+TEST_CASE("paths: length, depth and index limits") {
+    CHECK(parses(std::string(sb::detail::kMaxPathLength, 'a')));
+    CHECK_FALSE(parses(std::string(sb::detail::kMaxPathLength + 1, 'a')));
+    CHECK(parses(repeat_path(sb::detail::kMaxPathDepth)));
+    CHECK_FALSE(parses(repeat_path(sb::detail::kMaxPathDepth + 1)));
+    CHECK_FALSE(parses("a[65536]"));
+    CHECK_FALSE(parses("a[12345678]")); // more than 7 digits
+    CHECK(parses("a[0000001]"));
+
+    Rec r;
+    CHECK(r.str(repeat_path(33).c_str(), "x") == SB_ERR_INVALID);
+    CHECK(r.api.record_field_count(&r.rec) == 0);
+}
+
+TEST_CASE("paths: canonical form drops leading zeros in indexes") {
+    Rec r;
+    REQUIRE(r.str("a[002].b", "x") == SB_OK);
+    CHECK(r.paths() == std::vector<std::string>{"a[2].b"});
+    sb_field f{};
+    CHECK(r.api.record_get(&r.rec, "a[2].b", &f) == SB_OK);
+}
+
+TEST_CASE("fields come out in path order: indexes numerically, keys bytewise") {
+    Rec r;
+    REQUIRE(r.str("turns[10].text", "ten") == SB_OK);
+    REQUIRE(r.str("turns[2].text", "two") == SB_OK);
+    REQUIRE(r.str("turns[2].at", "t") == SB_OK);
+    REQUIRE(r.str("zeta", "z") == SB_OK);
+    REQUIRE(r.str("b.ba", "x") == SB_OK);
+    REQUIRE(r.str("b.b", "x") == SB_OK);
+    REQUIRE(r.str("B", "x") == SB_OK);
+    CHECK(r.paths() == std::vector<std::string>{"B", "b.b", "b.ba", "turns[2].at",
+                                                "turns[2].text", "turns[10].text", "zeta"});
+}
+
+TEST_CASE("conflicts: a leaf cannot also be a subtree") {
+    Rec r;
+    REQUIRE(r.str("a.b", "x") == SB_OK);
+    CHECK(r.str("a.b.c", "x") == SB_ERR_INVALID); // below an existing leaf
+    CHECK(r.str("a", "x") == SB_ERR_INVALID);     // above an existing leaf
+    CHECK(r.str("a.b[0]", "x") == SB_ERR_INVALID);
+    CHECK(r.str("a.c", "x") == SB_OK);     // a sibling is fine
+    CHECK(r.str("ab", "x") == SB_OK);      // a key prefix is not a path prefix
+    CHECK(r.str("a.bc.d", "x") == SB_OK);
+    CHECK(r.paths() == std::vector<std::string>{"a.b", "a.bc.d", "a.c", "ab"});
+}
+
+TEST_CASE("conflicts: a container is an array or an object, not both") {
+    Rec r;
+    REQUIRE(r.str("a[0]", "x") == SB_OK);
+    CHECK(r.str("a.x", "x") == SB_ERR_INVALID);
+    REQUIRE(r.str("o.k", "x") == SB_OK);
+    CHECK(r.str("o[0]", "x") == SB_ERR_INVALID);
+    REQUIRE(r.str("x.a[0].p", "x") == SB_OK);
+    REQUIRE(r.str("x.a[3].q", "x") == SB_OK);
+    CHECK(r.str("x.a.k", "x") == SB_ERR_INVALID);
+    CHECK(r.str("x.a[1]", "x") == SB_OK); // elements may differ in shape
+    CHECK(r.api.record_field_count(&r.rec) == 5);
+}
+
+TEST_CASE("setting a path again replaces its value and category") {
+    Rec r;
+    REQUIRE(r.str("contact.phone", "one", "contact.phone") == SB_OK);
+    REQUIRE(r.integer("contact.phone", 7, "reference.internal") == SB_OK);
+    REQUIRE(r.api.record_field_count(&r.rec) == 1);
+    sb_field f{};
+    f.struct_size = sizeof f;
+    REQUIRE(r.api.record_get(&r.rec, "contact.phone", &f) == SB_OK);
+    CHECK(f.value.type == SB_VALUE_INT);
+    CHECK(f.value.i == 7);
+    CHECK(std::string(f.category) == "reference.internal");
+}
+
+TEST_CASE("values: types, categories and bad input") {
+    Rec r;
+    REQUIRE(r.str("s", std::string_view("a\0b", 3)) == SB_OK);
+    REQUIRE(r.boolean("b", true) == SB_OK);
+    REQUIRE(r.null("n") == SB_OK);
+    REQUIRE(r.str("u", "x", nullptr) == SB_OK);
+    REQUIRE(r.str("e", "x", "") == SB_OK);
+    sb_field f{};
+    f.struct_size = sizeof f;
+    REQUIRE(r.api.record_get(&r.rec, "s", &f) == SB_OK);
+    CHECK(std::string(f.value.str, f.value.len) == std::string("a\0b", 3));
+    REQUIRE(r.api.record_get(&r.rec, "b", &f) == SB_OK);
+    CHECK(f.value.type == SB_VALUE_BOOL);
+    CHECK(f.value.i == 1);
+    REQUIRE(r.api.record_get(&r.rec, "u", &f) == SB_OK);
+    CHECK(std::string(f.category) == "unknown");
+    REQUIRE(r.api.record_get(&r.rec, "e", &f) == SB_OK);
+    CHECK(std::string(f.category) == "unknown");
+    CHECK(r.api.record_get(&r.rec, "missing", &f) == SB_ERR_NOT_FOUND);
+    CHECK(r.api.record_get(&r.rec, "bad..path", &f) == SB_ERR_NOT_FOUND);
+    CHECK(r.api.record_field_at(&r.rec, 99, &f) == SB_ERR_NOT_FOUND);
+
+    sb_value dangling{SB_VALUE_STRING, nullptr, 3, 0, 0};
+    CHECK(r.api.record_set(&r.rec, "d", &dangling, nullptr) == SB_ERR_INVALID);
+    sb_value bad_type{static_cast<sb_value_type>(42), nullptr, 0, 0, 0};
+    CHECK(r.api.record_set(&r.rec, "d", &bad_type, nullptr) == SB_ERR_INVALID);
+    sb_value empty{SB_VALUE_STRING, nullptr, 0, 0, 0};
+    CHECK(r.api.record_set(&r.rec, "empty", &empty, nullptr) == SB_OK);
+
+    // Null arguments are answered, not dereferenced.
+    CHECK(r.api.record_set(nullptr, "a", &empty, nullptr) == SB_ERR_INVALID);
+    CHECK(r.api.record_set(&r.rec, nullptr, &empty, nullptr) == SB_ERR_INVALID);
+    CHECK(r.api.record_set(&r.rec, "a", nullptr, nullptr) == SB_ERR_INVALID);
+    CHECK(r.api.record_get(&r.rec, "s", nullptr) == SB_ERR_INVALID);
+    CHECK(r.api.record_get_meta(nullptr, "channel") == nullptr);
+    CHECK(r.api.record_field_count(nullptr) == 0);
+    CHECK(r.api.record_json(nullptr, nullptr) == nullptr);
+}
+
+TEST_CASE("erase removes a leaf or a whole subtree, and nothing else") {
+    Rec r;
+    for (const char* p : {"citizen.name", "citizen.address.postcode", "citizen.address.line1",
+                          "citizens", "turns[1].text", "turns[1].at", "turns[10].text", "x"})
+        REQUIRE(r.str(p, "v") == SB_OK);
+    CHECK(r.rec.data.erase("citizen.address") == 2);
+    CHECK(r.rec.data.erase("turns[1]") == 2);
+    CHECK(r.rec.data.erase("x") == 1);
+    CHECK(r.rec.data.erase("nothing.here") == 0);
+    CHECK(r.rec.data.erase("bad..path") == 0);
+    CHECK(r.paths() == std::vector<std::string>{"citizen.name", "citizens", "turns[10].text"});
+    CHECK(r.rec.data.erase("citizen") == 1);
+    CHECK(r.paths() == std::vector<std::string>{"citizens", "turns[10].text"});
+}
+
+TEST_CASE("JSON: nested objects and arrays, with null for gaps") {
+    Rec r;
+    REQUIRE(r.str("citizen.name", "Ann") == SB_OK);
+    REQUIRE(r.str("citizen.address.postcode", "LS1 1AA") == SB_OK);
+    REQUIRE(r.str("turns[2].text", "hi") == SB_OK);
+    REQUIRE(r.str("turns[0].text", "hello") == SB_OK);
+    REQUIRE(r.str("turns[0].by", "agent") == SB_OK);
+    REQUIRE(r.integer("m[1][2]", 5) == SB_OK);
+    REQUIRE(r.integer("m[0][0]", 1) == SB_OK);
+    REQUIRE(r.integer("z", -3) == SB_OK);
+    CHECK(r.fields_json() ==
+          R"({"citizen":{"address":{"postcode":"LS1 1AA"},"name":"Ann"},)"
+          R"("m":[[1],[null,null,5]],)"
+          R"("turns":[{"by":"agent","text":"hello"},null,{"text":"hi"}],"z":-3})");
+}
+
+TEST_CASE("JSON: an empty record and a removed array element") {
+    Rec r;
+    CHECK(r.fields_json() == "{}");
+    CHECK(r.json() == R"({"id":null,"meta":{},"fields":{},"attachments":[]})");
+    REQUIRE(r.str("t[0]", "a") == SB_OK);
+    REQUIRE(r.str("t[1]", "b") == SB_OK);
+    REQUIRE(r.rec.data.erase("t[0]") == 1);
+    CHECK(r.fields_json() == R"({"t":[null,"b"]})");
+}
+
+TEST_CASE("JSON: strings are escaped and invalid UTF-8 becomes U+FFFD") {
+    Rec r;
+    REQUIRE(r.str("q", "say \"hi\"\\ \n\t\r\b\f") == SB_OK);
+    REQUIRE(r.str("c", std::string_view("\x01\x1f\0", 3)) == SB_OK);
+    REQUIRE(r.str("ok", "\xc2\xa3 \xe2\x82\xac \xf0\x9f\x98\x80") == SB_OK); // £ € 😀
+    REQUIRE(r.str("bad1", "a\xff" "b") == SB_OK);
+    REQUIRE(r.str("bad2", "\xe2\x82") == SB_OK);          // truncated
+    REQUIRE(r.str("bad3", "\xc0\xaf") == SB_OK);          // overlong
+    REQUIRE(r.str("bad4", "\xed\xa0\x80") == SB_OK);      // surrogate
+    REQUIRE(r.str("bad5", "\xf4\x90\x80\x80") == SB_OK);  // above U+10FFFF
+    const std::string fffd = "\xef\xbf\xbd";
+    CHECK(r.fields_json() ==
+          "{\"bad1\":\"a" + fffd + "b\",\"bad2\":\"" + fffd + fffd + "\",\"bad3\":\"" + fffd +
+              fffd + "\",\"bad4\":\"" + fffd + fffd + fffd + "\",\"bad5\":\"" + fffd + fffd +
+              fffd + fffd + "\",\"c\":\"\\u0001\\u001f\\u0000\",\"ok\":\"\xc2\xa3 \xe2\x82\xac "
+              "\xf0\x9f\x98\x80\",\"q\":\"say \\\"hi\\\"\\\\ \\n\\t\\r\\b\\f\"}");
+}
+
+TEST_CASE("JSON: numbers, booleans and null; floats keep a '.'") {
+    Rec r;
+    REQUIRE(r.number("f1", 1.0) == SB_OK);
+    REQUIRE(r.number("f2", -2.5) == SB_OK);
+    REQUIRE(r.number("f3", 1e20) == SB_OK);
+    REQUIRE(r.number("f4", std::nan("")) == SB_OK);
+    REQUIRE(r.integer("i", INT64_MIN) == SB_OK);
+    REQUIRE(r.boolean("t", true) == SB_OK);
+    REQUIRE(r.boolean("u", false) == SB_OK);
+    REQUIRE(r.null("z") == SB_OK);
+    CHECK(r.fields_json() == R"({"f1":1.0,"f2":-2.5,"f3":1e+20,"f4":null,)"
+                             R"("i":-9223372036854775808,"t":true,"u":false,"z":null})");
+}
+
+TEST_CASE("JSON is recomputed after a change") {
+    Rec r;
+    REQUIRE(r.str("a", "1") == SB_OK);
+    std::string before = r.json();
+    REQUIRE(r.str("a", "2") == SB_OK);
+    CHECK(r.json() != before);
+    CHECK(r.json().find(R"("fields":{"a":"2"})") != std::string::npos);
+}
+
+TEST_CASE("meta: sources set channel, times and ids; host keys are refused") {
+    Rec r;
+    CHECK(r.api.record_set_meta(&r.rec, SB_META_CHANNEL, "phone") == SB_OK);
+    CHECK(r.api.record_set_meta(&r.rec, SB_META_EXTERNAL_ID, "call-1") == SB_OK);
+    CHECK(r.api.record_set_meta(&r.rec, SB_META_SUBJECT_REF, "cust-9") == SB_OK);
+    for (const char* key : {"id", "source", "received_at", "expires_at", "category", "colour", ""}) {
+        INFO(key);
+        CHECK(r.api.record_set_meta(&r.rec, key, "x") == SB_ERR_INVALID);
+    }
+    CHECK(r.api.record_set_meta(&r.rec, nullptr, "x") == SB_ERR_INVALID);
+    CHECK(r.api.record_set_meta(&r.rec, SB_META_CHANNEL, nullptr) == SB_ERR_INVALID);
+    CHECK(std::string(r.api.record_get_meta(&r.rec, "channel")) == "phone");
+    CHECK(r.api.record_get_meta(&r.rec, "occurred_at") == nullptr);
+    CHECK(r.api.record_get_meta(&r.rec, "nonsense") == nullptr);
+
+    // The host stamps its own keys through RecordData directly.
+    REQUIRE(r.rec.data.set_meta("id", "rec-1") == SB_OK);
+    REQUIRE(r.rec.data.set_meta("received_at", "2025-01-06T09:00:00Z") == SB_OK);
+    CHECK(r.rec.data.set_meta("received_at", "monday") == SB_ERR_INVALID);
+    CHECK(r.rec.data.set_meta("colour", "x") == SB_ERR_INVALID);
+    CHECK(r.json() ==
+          R"({"id":"rec-1","meta":{"channel":"phone","received_at":"2025-01-06T09:00:00Z",)"
+          R"("external_id":"call-1","subject_ref":"cust-9"},"fields":{},"attachments":[]})");
+}
+
+TEST_CASE("meta: times must be RFC 3339") {
+    Rec r;
+    for (const char* good : {"2025-01-06T09:00:00Z", "2025-01-06t09:00:00z",
+                             "2025-01-06T09:00:00.123Z", "2025-01-06T09:00:00+01:00",
+                             "2025-01-06T09:00:00.5-05:30"}) {
+        INFO(good);
+        CHECK(r.api.record_set_meta(&r.rec, SB_META_OCCURRED_AT, good) == SB_OK);
+    }
+    for (const char* bad : {"", "2025-01-06", "2025-01-06 09:00:00Z", "2025-01-06T09:00:00",
+                            "2025-01-06T09:00:00+0100", "2025-01-06T09:00:00.Z",
+                            "2025-1-6T09:00:00Z", "2025-01-06T09:00Z", "yesterday",
+                            "2025-01-06T09:00:00Zjunk", "2025-01-06T09:00:00+01:00:00"}) {
+        INFO(bad);
+        CHECK(r.api.record_set_meta(&r.rec, SB_META_OCCURRED_AT, bad) == SB_ERR_INVALID);
+    }
+    // A refused value leaves the previous one in place.
+    CHECK(std::string(r.api.record_get_meta(&r.rec, "occurred_at")) ==
+          "2025-01-06T09:00:00.5-05:30");
+}
+
+TEST_CASE("attachments: held by reference, with defaults") {
+    Rec r;
+    sb_attachment a{};
+    a.struct_size = sizeof a;
+    a.name = "recording";
+    a.uri = "file:///var/lib/switchboard/a.wav";
+    a.media_type = "audio/wav";
+    a.size = 1234;
+    a.sha256 = "ab12";
+    a.category = "media.voice";
+    REQUIRE(r.api.record_add_attachment(&r.rec, &a) == SB_OK);
+    sb_attachment b{};
+    b.struct_size = sizeof b;
+    b.uri = "vendor://scan/9";
+    b.size = -1;
+    REQUIRE(r.api.record_add_attachment(&r.rec, &b) == SB_OK);
+    sb_attachment none{};
+    none.struct_size = sizeof none;
+    CHECK(r.api.record_add_attachment(&r.rec, &none) == SB_ERR_INVALID);
+    none.uri = "";
+    CHECK(r.api.record_add_attachment(&r.rec, &none) == SB_ERR_INVALID);
+    CHECK(r.api.record_add_attachment(&r.rec, nullptr) == SB_ERR_INVALID);
+
+    REQUIRE(r.api.record_attachment_count(&r.rec) == 2);
+    sb_attachment out{};
+    out.struct_size = sizeof out;
+    REQUIRE(r.api.record_attachment_at(&r.rec, 1, &out) == SB_OK);
+    CHECK(std::string(out.uri) == "vendor://scan/9");
+    CHECK(std::string(out.name).empty());
+    CHECK(std::string(out.media_type) == "application/octet-stream");
+    CHECK(std::string(out.category) == "unknown");
+    CHECK(out.sha256 == nullptr);
+    CHECK(out.size == -1);
+    CHECK(r.api.record_attachment_at(&r.rec, 2, &out) == SB_ERR_NOT_FOUND);
+    CHECK(r.json() ==
+          R"({"id":null,"meta":{},"fields":{},"attachments":[)"
+          R"({"name":"recording","uri":"file:///var/lib/switchboard/a.wav","media_type":"audio/wav",)"
+          R"("size":1234,"sha256":"ab12","category":"media.voice"},)"
+          R"({"name":"","uri":"vendor://scan/9","media_type":"application/octet-stream",)"
+          R"("size":-1,"category":"unknown"}]})");
+}
+
+TEST_CASE("fill_record_api sets every record function") {
+    sb_host_api api{};
+    sb::detail::fill_record_api(api);
+    CHECK(api.record_set_meta);
+    CHECK(api.record_set);
+    CHECK(api.record_add_attachment);
+    CHECK(api.record_get_meta);
+    CHECK(api.record_field_count);
+    CHECK(api.record_field_at);
+    CHECK(api.record_get);
+    CHECK(api.record_attachment_count);
+    CHECK(api.record_attachment_at);
+    CHECK(api.record_json);
+}

@@ -1,0 +1,194 @@
+#pragma once
+
+// Test support: run a real program (the daemon, the CLI) as a subprocess,
+// read what it prints with bounded waits, signal it and collect its exit
+// status. Header-only; POSIX.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace sbtest {
+
+inline std::string env_or_fail(const char* name) {
+    const char* v = std::getenv(name);
+    if (!v) throw std::runtime_error(std::string("test environment variable ") + name + " is not set");
+    return v;
+}
+
+inline std::string switchboard_binary() { return env_or_fail("SB_SWITCHBOARD"); }
+inline std::string source_root() { return env_or_fail("SB_SOURCE_ROOT"); }
+inline std::string build_root() { return env_or_fail("SB_BUILD_ROOT"); }
+inline std::string plugin_dir() { return env_or_fail("SB_PLUGIN_DIR"); }
+
+// A temporary directory removed at the end of the test.
+struct TempDir {
+    std::filesystem::path path;
+    explicit TempDir(const char* prefix = "sb-test") {
+        std::string tmpl = std::string("/tmp/") + prefix + "-XXXXXX";
+        std::vector<char> buf(tmpl.begin(), tmpl.end());
+        buf.push_back('\0');
+        if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
+        path = buf.data();
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    std::filesystem::path write(const std::string& name, const std::string& text) const {
+        auto p = path / name;
+        std::filesystem::create_directories(p.parent_path());
+        std::ofstream(p) << text;
+        return p;
+    }
+};
+
+class Process {
+public:
+    // Starts argv[0] with the given arguments; stdout and stderr are captured
+    // separately. `extra_env` entries are "NAME=value".
+    explicit Process(std::vector<std::string> argv, std::vector<std::string> extra_env = {}) {
+        int out[2], err[2];
+        if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+            throw std::runtime_error("pipe failed");
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+        posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+        std::vector<char*> args;
+        for (auto& a : argv) args.push_back(a.data());
+        args.push_back(nullptr);
+        std::vector<std::string> env_storage;
+        for (char** e = environ; *e; ++e) env_storage.emplace_back(*e);
+        for (auto& e : extra_env) env_storage.push_back(e);
+        std::vector<char*> env;
+        for (auto& e : env_storage) env.push_back(e.data());
+        env.push_back(nullptr);
+        int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), env.data());
+        posix_spawn_file_actions_destroy(&actions);
+        close(out[1]);
+        close(err[1]);
+        out_fd_ = out[0];
+        err_fd_ = err[0];
+        if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+    }
+    ~Process() {
+        if (!exited_) {
+            kill(pid_, SIGKILL);
+            int st;
+            waitpid(pid_, &st, 0);
+        }
+        close(out_fd_);
+        close(err_fd_);
+    }
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+
+    pid_t pid() const { return pid_; }
+
+    // Reads whatever is available, waiting at most `ms`.
+    void pump(int ms) {
+        pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+        if (::poll(fds, 2, ms) <= 0) return;
+        char buf[4096];
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].revents & (POLLIN | POLLHUP)) {
+                ssize_t n = read(fds[i].fd, buf, sizeof buf);
+                if (n > 0) (i == 0 ? out_ : err_).append(buf, static_cast<std::size_t>(n));
+            }
+        }
+    }
+
+    // Waits until stderr (the log) matches `pattern`, up to `timeout`.
+    // Returns the match and its groups ([0] is the whole match), or nullopt.
+    std::optional<std::vector<std::string>> wait_for_log(const std::string& pattern,
+                                                         std::chrono::milliseconds timeout) {
+        std::regex re(pattern);
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            std::smatch m;
+            if (std::regex_search(err_, m, re)) {
+                std::vector<std::string> groups;
+                for (const auto& g : m) groups.push_back(g.str());
+                return groups;
+            }
+            if (exited_ || std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+            if (poll_exit()) {
+                for (int i = 0; i < 20; ++i) pump(5); // what it printed before exiting
+                continue;
+            }
+            pump(50);
+        }
+    }
+
+    void signal(int sig) { kill(pid_, sig); }
+
+    // Waits for exit up to `timeout`; returns the exit code (128+N for a
+    // signal), or nullopt if it is still running.
+    std::optional<int> wait(std::chrono::milliseconds timeout) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!poll_exit()) {
+            if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+            pump(20);
+        }
+        // Drain what is left.
+        for (int i = 0; i < 20; ++i) pump(5);
+        return code_;
+    }
+
+    const std::string& out() const { return out_; }
+    const std::string& err() const { return err_; }
+
+private:
+    // Marks the process exited (once); true if it has.
+    bool poll_exit() {
+        if (exited_) return true;
+        int st = 0;
+        pid_t r = waitpid(pid_, &st, WNOHANG);
+        if (r == pid_) {
+            exited_ = true;
+            code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        return exited_;
+    }
+
+    pid_t pid_ = -1;
+    int out_fd_ = -1, err_fd_ = -1;
+    std::string out_, err_;
+    bool exited_ = false;
+    int code_ = -1;
+};
+
+// Runs a command to completion (bounded) and returns (code, stdout, stderr).
+struct Result {
+    int code;
+    std::string out, err;
+};
+
+inline Result run(std::vector<std::string> argv, std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                  std::vector<std::string> extra_env = {}) {
+    Process p(std::move(argv), std::move(extra_env));
+    auto code = p.wait(timeout);
+    if (!code) throw std::runtime_error("command did not finish in time");
+    return {*code, p.out(), p.err()};
+}
+
+} // namespace sbtest
