@@ -357,9 +357,8 @@ struct Server::Impl {
         bool threw = false;
         {
             struct Scope {
-                Impl& impl;
                 Route& route;
-                Scope(Impl& i, Route& r) : impl(i), route(r) {
+                Scope(Impl& i, Route& r) : route(r) {
                     t_current_route = &r;
                     t_current_server = &i;
                 }
@@ -377,7 +376,7 @@ struct Server::Impl {
                 threw = true;
             }
         }
-        const std::string where = req.method + " " + log_safe(req.path) + " (owner " + route.owner + ")";
+        const std::string where = log_safe(req.method) + " " + log_safe(req.path) + " (owner " + route.owner + ")";
         if (threw) {
             log(kError, "handler for " + where + " threw; answered 500");
             return error_reply(500, "internal error");
@@ -547,7 +546,9 @@ struct Server::Impl {
                 else
                     presp.add(name, value);
             }
-            if (dropped) log(kWarn, "dropped invalid or reserved response headers on " + log_safe(preq.getMethod()) + " " + log_safe(req_path(preq)));
+            if (dropped)
+                log(kWarn, "dropped invalid or reserved response headers on " +
+                               log_safe(preq.getMethod()) + " " + log_safe(req_path(preq)));
             presp.setKeepAlive(keep_alive);
             if (reply.status == 204 || reply.status == 304) reply.body.clear();
             if (preq.getMethod() == "HEAD") {
@@ -594,11 +595,14 @@ struct Server::Impl {
 
 Server::Server(Options options, LogFn log) {
     if (options.threads < 1 || options.threads > 1024)
-        throw std::invalid_argument("http server: threads must be 1..1024, got " + std::to_string(options.threads));
+        throw std::invalid_argument("http server: threads must be 1..1024, got " +
+                                    std::to_string(options.threads));
     if (options.timeout_ms < 1)
-        throw std::invalid_argument("http server: timeout_ms must be positive, got " + std::to_string(options.timeout_ms));
+        throw std::invalid_argument("http server: timeout_ms must be positive, got " +
+                                    std::to_string(options.timeout_ms));
     if (options.max_queued < 1)
-        throw std::invalid_argument("http server: max_queued must be positive, got " + std::to_string(options.max_queued));
+        throw std::invalid_argument("http server: max_queued must be positive, got " +
+                                    std::to_string(options.max_queued));
     if (options.host.empty()) throw std::invalid_argument("http server: host must not be empty");
     impl_ = std::make_unique<Impl>(std::move(options), std::move(log));
 }

@@ -116,7 +116,7 @@ public:
             r.set("tick", static_cast<std::int64_t>(ticks.size()), "reference.internal");
             host().emit(std::move(r));
         });
-        host().timer(200, 0, [this] { ++once; });
+        host().timer(200, 0, [] { ++once; });
         self_ = host().timer(100, 100, [this] {
             if (++selfish == 3) host().cancel_timer(self_);
         });
@@ -178,6 +178,10 @@ TEST_CASE("harness: a descriptor for another ABI major or a newer minor is refus
     d.abi_minor = SB_ABI_MINOR + 1;
     CHECK_THROWS_WITH(Harness(&d), Catch::Contains("built for plugin ABI 1.1"));
     d.abi_minor = SB_ABI_MINOR;
+    const int bogus = 42; // what a C plugin may put in an enum field
+    std::memcpy(&d.kind, &bogus, sizeof bogus);
+    CHECK_THROWS_WITH(Harness(&d), Catch::Contains("unknown plugin kind 42"));
+    d.kind = SB_KIND_TRANSFORM;
     d.destroy = nullptr;
     CHECK_THROWS_WITH(Harness(&d), Catch::Contains("lacks create or destroy"));
 }
@@ -421,8 +425,8 @@ TEST_CASE("config: durations, sizes, floats, lists, strings and secrets") {
     CHECK(seen.name == "caf\xc3\xa9 \"quoted\"\n");
     with("name", "'C:\\raw'");
     CHECK(seen.name == "C:\\raw");
-    with("name", toml_string("tab\there \"q\" back\\slash"));
-    CHECK(seen.name == "tab\there \"q\" back\\slash");
+    with("name", toml_string("tab\there \"q\" back\\slash \x01\x7f"));
+    CHECK(seen.name == "tab\there \"q\" back\\slash \x01\x7f");
     with("dir", "\"spool/in\"");
     CHECK(seen.dir == "spool/in");
     with("flag", "true");

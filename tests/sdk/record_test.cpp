@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -198,7 +199,10 @@ TEST_CASE("values: types, categories and bad input") {
 
     sb_value dangling{SB_VALUE_STRING, nullptr, 3, 0, 0};
     CHECK(r.api.record_set(&r.rec, "d", &dangling, nullptr) == SB_ERR_INVALID);
-    sb_value bad_type{static_cast<sb_value_type>(42), nullptr, 0, 0, 0};
+    // A C plugin may put any int in the type; here its bytes arrive as they would.
+    sb_value bad_type{};
+    const int bogus = 42;
+    std::memcpy(&bad_type.type, &bogus, sizeof bogus);
     CHECK(r.api.record_set(&r.rec, "d", &bad_type, nullptr) == SB_ERR_INVALID);
     sb_value empty{SB_VALUE_STRING, nullptr, 0, 0, 0};
     CHECK(r.api.record_set(&r.rec, "empty", &empty, nullptr) == SB_OK);

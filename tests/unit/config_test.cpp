@@ -306,3 +306,34 @@ TEST_CASE("include cycles and missing includes are errors") {
     CHECK(r.lines[1] ==
           "<dir>/main.toml:1:22: cannot read <dir>/missing.toml: No such file or directory");
 }
+
+namespace {
+void collect_keys(const config::Spec& spec, const std::string& path, std::vector<std::string>& out) {
+    for (const auto& [key, child] : spec.fields) {
+        out.push_back(path.empty() ? key : path + "." + key);
+        collect_keys(*child, out.back(), out);
+        if (child->element) collect_keys(*child->element, out.back(), out);
+    }
+    if (spec.any_value) collect_keys(*spec.any_value, path + ".NAME", out);
+}
+} // namespace
+
+TEST_CASE("docs/configuration.md documents every key of the core schema") {
+    std::ifstream in(std::string(std::getenv("SB_SOURCE_ROOT")) + "/docs/configuration.md");
+    REQUIRE(in);
+    std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> keys;
+    collect_keys(config::core_schema(), "", keys);
+    REQUIRE(keys.size() > 40);
+    for (const auto& k : keys) {
+        // Each key appears in backquotes (`key`, `table.key`) or as a table
+        // heading ([table], [[table]]).
+        std::string last = k.substr(k.rfind('.') + 1);
+        INFO(k);
+        bool found = false;
+        for (const std::string& form : {"`" + last + "`", "`" + last + ".", "." + last + "`",
+                                        "[" + last + "]", "[" + last + ".", "." + last + "]"})
+            found = found || doc.find(form) != std::string::npos;
+        CHECK(found);
+    }
+}

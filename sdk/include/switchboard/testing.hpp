@@ -80,7 +80,7 @@ inline std::string toml_string(std::string_view s) {
         case '\t': out += "\\t"; break;
         case '\r': out += "\\r"; break;
         default:
-            if (static_cast<unsigned char>(c) < 0x20) {
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
                 char buf[8];
                 std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
                 out += buf;
@@ -296,7 +296,8 @@ private:
             return true;
         }
         // Prefixed integers: 0x, 0o, 0b (no sign allowed).
-        if (body.size() > 2 && body[0] == '0' && (body[1] == 'x' || body[1] == 'o' || body[1] == 'b')) {
+        if (body.size() > 2 && body[0] == '0' &&
+            (body[1] == 'x' || body[1] == 'o' || body[1] == 'b')) {
             if (body.size() != tok.size()) return false;
             int base = body[1] == 'x' ? 16 : body[1] == 'o' ? 8 : 2;
             if (!digit_run(body.substr(2), base)) return false;
@@ -693,7 +694,8 @@ public:
     // Validates the config (std::runtime_error naming the key on a problem),
     // then calls the plugin's create.
     sb_status create() {
-        if (instance_ptr_) throw std::logic_error("Harness::create: already created; destroy() first");
+        if (instance_ptr_)
+            throw std::logic_error("Harness::create: already created; destroy() first");
         values_ = validate_config();
         ensure_data_dir();
         active_name_ = instance_;
@@ -855,9 +857,10 @@ public:
             std::lock_guard lock(mu_);
             for (const Route& r : routes_) {
                 bool method_ok = r.method == "*" || r.method == method;
-                bool path_ok = req.path == r.path || (req.path.size() > r.path.size() &&
-                                                      req.path.compare(0, r.path.size(), r.path) == 0 &&
-                                                      req.path[r.path.size()] == '/');
+                bool below = req.path.size() > r.path.size() &&
+                             req.path.compare(0, r.path.size(), r.path) == 0 &&
+                             req.path[r.path.size()] == '/';
+                bool path_ok = req.path == r.path || below;
                 if (method_ok && path_ok && (!route || r.path.size() > route->path.size()))
                     route = r;
             }
@@ -1001,6 +1004,16 @@ private:
 
     // --- loading --------------------------------------------------------------
 
+    // The integer in an enum field that a plugin filled in. A C plugin may
+    // store any int there, and loading one outside the enumerators' range as
+    // a C++ enum is undefined, so it is checked as an integer first.
+    template <class E>
+    static std::underlying_type_t<E> raw(const E& e) {
+        std::underlying_type_t<E> v;
+        std::memcpy(&v, &e, sizeof v);
+        return v;
+    }
+
     void load(const sb_plugin_descriptor* d) {
         auto fail = [&](const std::string& why) {
             return std::runtime_error("plugin " + origin_ + ": " + why);
@@ -1014,7 +1027,8 @@ private:
                        ", this SDK supports " + version(SB_ABI_MAJOR, 0) + " to " +
                        version(SB_ABI_MAJOR, SB_ABI_MINOR));
         if (!SB_HAS_FIELD(d, sb_plugin_descriptor, destroy))
-            throw fail("descriptor struct_size " + std::to_string(d->struct_size) + " is too small");
+            throw fail("descriptor struct_size " + std::to_string(d->struct_size) +
+                       " is too small");
         // Fields beyond the plugin's struct_size read as zero.
         std::memcpy(&d_, d, std::min<std::size_t>(d->struct_size, sizeof d_));
         std::string name = d_.name ? d_.name : "";
@@ -1022,9 +1036,9 @@ private:
             name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos)
             throw fail("plugin name '" + name + "' is not [a-z0-9-]+");
         if (!d_.create || !d_.destroy) throw fail("descriptor lacks create or destroy");
-        if (d_.kind != SB_KIND_SOURCE && d_.kind != SB_KIND_DESTINATION &&
-            d_.kind != SB_KIND_TRANSFORM)
-            throw fail("unknown plugin kind " + std::to_string(int(d_.kind)));
+        auto kind = raw(d_.kind);
+        if (kind != SB_KIND_SOURCE && kind != SB_KIND_DESTINATION && kind != SB_KIND_TRANSFORM)
+            throw fail("unknown plugin kind " + std::to_string(kind));
         if (d_.kind == SB_KIND_DESTINATION && !d_.deliver)
             throw fail("a destination must implement deliver");
         if (d_.n_config_fields && !d_.config_fields) throw fail("config_fields is NULL");
@@ -1045,9 +1059,9 @@ private:
                                    std::string::npos)
                 throw fail("config key '" + key + "' is not [A-Za-z0-9_-]+");
             if (!keys.insert(key).second) throw fail("config key '" + key + "' is declared twice");
-            if (f.type < SB_CFG_STRING || f.type > SB_CFG_SIZE)
-                throw fail("config key '" + key + "' has unknown type " +
-                           std::to_string(int(f.type)));
+            auto type = raw(f.type);
+            if (type < SB_CFG_STRING || type > SB_CFG_SIZE)
+                throw fail("config key '" + key + "' has unknown type " + std::to_string(type));
             if ((f.flags & SB_CFG_SECRET) && f.type != SB_CFG_STRING)
                 throw fail("config key '" + key + "' is secret but not a string");
             if ((f.flags & SB_CFG_REQUIRED) && f.default_value)
@@ -1118,7 +1132,8 @@ private:
     std::map<std::string, ConfigValue> validate_config() const {
         std::string valid;
         for (const auto& f : schema_) valid += (valid.empty() ? "" : ", ") + std::string(f.key);
-        for (const auto& [key, text] : config_text_) {
+        for (const auto& entry : config_text_) {
+            const std::string& key = entry.first;
             bool known = std::any_of(schema_.begin(), schema_.end(),
                                      [&](const sb_config_field& f) { return key == f.key; });
             if (!known)
@@ -1146,7 +1161,8 @@ private:
         case SB_CFG_INT: return "an integer";
         case SB_CFG_FLOAT: return "a number";
         case SB_CFG_BOOL: return "a boolean";
-        case SB_CFG_DURATION: return "a duration string such as \"500ms\", \"30s\", \"5m\", \"12h\" or \"28d\"";
+        case SB_CFG_DURATION:
+            return "a duration string such as \"500ms\", \"30s\", \"5m\", \"12h\" or \"28d\"";
         case SB_CFG_PATH: return "a path string";
         case SB_CFG_SIZE: return "a size such as 512, \"64KiB\" or \"16MiB\"";
         }
@@ -1213,11 +1229,15 @@ private:
         auto expected = [&] { return fail(std::string("expected ") + type_name(f.type)); };
         auto range = [&](double x, const std::string& shown) {
             if (!check_range) return;
-            std::string unit = f.type == SB_CFG_DURATION ? " ms" : f.type == SB_CFG_SIZE ? " bytes" : "";
+            std::string unit = f.type == SB_CFG_DURATION ? " ms"
+                               : f.type == SB_CFG_SIZE   ? " bytes"
+                                                         : "";
             if ((f.flags & SB_CFG_HAS_MIN) && x < f.min)
-                throw fail(shown + unit + " is below the minimum " + impl::number_text(f.min) + unit);
+                throw fail(shown + unit + " is below the minimum " + impl::number_text(f.min) +
+                           unit);
             if ((f.flags & SB_CFG_HAS_MAX) && x > f.max)
-                throw fail(shown + unit + " is above the maximum " + impl::number_text(f.max) + unit);
+                throw fail(shown + unit + " is above the maximum " + impl::number_text(f.max) +
+                           unit);
         };
         switch (f.type) {
         case SB_CFG_STRING:
@@ -1349,7 +1369,8 @@ private:
     }
     void add_log(sb_log_level level, std::string message) {
         if (level < log_level_) return;
-        if (echo_) std::cerr << "[" << int(level) << "] " << active_name_ << ": " << message << "\n";
+        if (echo_)
+            std::cerr << "[" << int(level) << "] " << active_name_ << ": " << message << "\n";
         std::lock_guard lock(mu_);
         logs_.push_back({level, std::move(message)});
     }
@@ -1371,9 +1392,11 @@ private:
         if (!key) return nullptr;
         auto it = values_.find(key);
         if (it == values_.end()) {
-            bool declared = std::any_of(schema_.begin(), schema_.end(),
-                                        [&](const sb_config_field& f) { return !std::strcmp(f.key, key); });
-            if (!declared) note(SB_LOG_WARN, std::string("plugin read undeclared config key '") + key + "'");
+            bool declared =
+                std::any_of(schema_.begin(), schema_.end(),
+                            [&](const sb_config_field& f) { return !std::strcmp(f.key, key); });
+            if (!declared)
+                note(SB_LOG_WARN, std::string("plugin read undeclared config key '") + key + "'");
             return nullptr;
         }
         if (!fits(it->second)) {
@@ -1589,11 +1612,18 @@ private:
             h.note(SB_LOG_ERROR, "http_route " + p + ": path must start with /hooks/ or /plugins/");
             return SB_ERR_INVALID;
         }
-        std::lock_guard lock(h.mu_);
-        for (const Route& r : h.routes_)
-            if (r.path == p && (r.method == m || r.method == "*" || m == "*")) return SB_ERR_INVALID;
-        h.routes_.push_back({m, p, handler, user});
-        return SB_OK;
+        {
+            std::lock_guard lock(h.mu_);
+            bool taken = std::any_of(h.routes_.begin(), h.routes_.end(), [&](const Route& r) {
+                return r.path == p && (r.method == m || r.method == "*" || m == "*");
+            });
+            if (!taken) {
+                h.routes_.push_back({m, p, handler, user});
+                return SB_OK;
+            }
+        }
+        h.note(SB_LOG_ERROR, "http_route " + m + " " + p + ": already taken");
+        return SB_ERR_INVALID;
     }
     static const Request& req(const sb_http_request* r) {
         return *reinterpret_cast<const Request*>(r);
