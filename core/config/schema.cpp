@@ -2,6 +2,8 @@
 
 #include "util/text.hpp"
 
+#include <switchboard/detail/abi.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -320,18 +322,10 @@ SpecPtr spec_from_plugin(const sb_config_field* fields, std::size_t n,
     S table = S::table();
     for (std::size_t i = 0; i < n; ++i) {
         const sb_config_field& f = fields[i];
+        // Keys, types and flags were checked by sb::detail::read_descriptor.
         std::string key = f.key ? f.key : "";
-        bool key_ok = !key.empty();
-        for (char c : key)
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-'))
-                key_ok = false;
-        if (!key_ok) {
-            problems.push_back("config field " + std::to_string(i) + " has an invalid key");
-            continue;
-        }
         S element = [&] {
-            switch (f.type) {
+            switch (sb::detail::raw_enum(f.type)) {
             case SB_CFG_STRING: return S::string();
             case SB_CFG_INT: return S::integer();
             case SB_CFG_FLOAT: return S::number();
@@ -347,11 +341,7 @@ SpecPtr spec_from_plugin(const sb_config_field* fields, std::size_t n,
         bool multi = f.flags & SB_CFG_MULTI;
         bool numeric = f.type == SB_CFG_INT || f.type == SB_CFG_FLOAT ||
                        f.type == SB_CFG_DURATION || f.type == SB_CFG_SIZE;
-        if (f.flags & SB_CFG_SECRET) {
-            if (f.type != SB_CFG_STRING)
-                problems.push_back("config field '" + key + "' is secret but not a string");
-            element.secret();
-        }
+        if (f.flags & SB_CFG_SECRET) element.secret();
         if (f.choices) {
             std::vector<std::string> c;
             for (const char* const* p = f.choices; *p; ++p) c.emplace_back(*p);
@@ -376,8 +366,6 @@ SpecPtr spec_from_plugin(const sb_config_field* fields, std::size_t n,
                 for (const auto& item : d.all())
                     problems.push_back("config field '" + key + "' default: " + item.message);
             }
-            if (f.flags & SB_CFG_REQUIRED)
-                problems.push_back("config field '" + key + "' is required and has a default");
         }
         table.field(key, spec);
     }

@@ -166,6 +166,10 @@ sb_status h_emit_batch(sb_host_ctx* ctx, sb_record* const* records, size_t n,
     Instance* inst = self(ctx);
     if (!inst || !inst->services().sink) return SB_ERR_UNAVAILABLE;
     if (n > 0 && !records) return SB_ERR_INVALID;
+    if (!inst->may_emit()) {
+        h_set_error(ctx, "emit outside start..stop: the instance is not running");
+        return SB_ERR_UNAVAILABLE;
+    }
     std::string error;
     sb_status s = inst->services().sink->emit(inst->name(), owned, state_key, state_value,
                                               results, error);
@@ -219,6 +223,14 @@ sb_status h_http_route(sb_host_ctx* ctx, const char* method, const char* path,
                        sb_http_handler handler, void* user) {
     Instance* inst = self(ctx);
     if (!inst || !method || !path || !handler) return SB_ERR_INVALID;
+    if (!(inst->descriptor().capabilities & SB_CAP_HTTP)) {
+        h_set_error(ctx, "http_route needs the SB_CAP_HTTP capability in the descriptor");
+        return SB_ERR_UNSUPPORTED;
+    }
+    if (!inst->starting()) {
+        h_set_error(ctx, "HTTP routes can only be registered from start");
+        return SB_ERR_INVALID;
+    }
     std::string p = path;
     if (p.rfind("/hooks/", 0) != 0 && p.rfind("/plugins/", 0) != 0) {
         h_set_error(ctx, ("HTTP route " + p + " must start with /hooks/ or /plugins/").c_str());
@@ -276,6 +288,10 @@ uint64_t h_timer_start(sb_host_ctx* ctx, int64_t delay_ms, int64_t interval_ms, 
                        void* user) {
     Instance* inst = self(ctx);
     if (!inst || !fn || !inst->services().timers) return 0;
+    if (!(inst->descriptor().capabilities & SB_CAP_TIMERS)) {
+        h_set_error(ctx, "timer_start needs the SB_CAP_TIMERS capability in the descriptor");
+        return 0;
+    }
     return inst->services().timers->add(delay_ms, interval_ms, [fn, user] { fn(user); },
                                         inst->name());
 }

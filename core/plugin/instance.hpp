@@ -124,6 +124,10 @@ public:
     const LoadedPlugin& plugin() const { return *plugin_; }
     const sb_plugin_descriptor& descriptor() const { return *plugin_->descriptor; }
     bool running() const { return state_ == State::Running; }
+    // Routes may be registered only while the plugin's start runs.
+    bool starting() const { return state_ == State::Starting; }
+    // Records are taken from start until stop.
+    bool may_emit() const { return state_ == State::Starting || state_ == State::Running; }
 
     // Host API plumbing (used by the C functions of the host table).
     struct Ctx;

@@ -2,6 +2,7 @@
 
 // Loading plugin libraries: pin check, Boost.DLL, descriptor checks.
 
+#include <switchboard/detail/abi.hpp>
 #include <switchboard/plugin.h>
 
 #include <filesystem>
@@ -17,16 +18,15 @@ class shared_library;
 
 namespace switchboard::plugin {
 
-// Size of sb_plugin_descriptor as published at each minor of the current
-// major. A plugin built for minor m must stamp at least kDescriptorSize[m].
-std::size_t descriptor_size_for_minor(unsigned minor);
-
 // A plugin library that passed every check. Instances hold a shared_ptr to
 // it, so the library stays mapped while any instance lives.
 struct LoadedPlugin {
     std::filesystem::path file;
     std::string sha256; // empty unless the file was pinned
     std::shared_ptr<boost::dll::shared_library> library;
+    // The plugin's descriptor read into this host's layout (see
+    // sb::detail::read_descriptor); `descriptor` points at it.
+    sb::detail::Descriptor normalized;
     const sb_plugin_descriptor* descriptor = nullptr;
 
     std::string name() const { return descriptor->name; }
@@ -54,8 +54,9 @@ struct LoadOptions {
 std::shared_ptr<const LoadedPlugin> load_plugin(const std::filesystem::path& file,
                                                 const LoadOptions& options, Refusal& refusal);
 
-// Checks a descriptor's header, version and contents. Returns an empty string
-// when it is acceptable, otherwise the reason.
-std::string check_descriptor(const sb_plugin_descriptor* d);
+// Checks a descriptor's header, version and contents, including that every
+// config default passes its own schema, and copies it into `out`. Returns an
+// empty string when it is acceptable, otherwise the reason.
+std::string check_descriptor(const sb_plugin_descriptor* d, sb::detail::Descriptor& out);
 
 } // namespace switchboard::plugin

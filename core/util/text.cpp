@@ -1,80 +1,16 @@
 #include "util/text.hpp"
 
+#include <switchboard/detail/abi.hpp>
+
 #include <charconv>
 #include <cstdio>
 #include <ctime>
 
 namespace switchboard::text {
 
-namespace {
+std::optional<std::int64_t> parse_duration(std::string_view s) { return sb::detail::parse_duration(s); }
 
-bool read_number(std::string_view s, std::size_t& i, std::int64_t& out) {
-    std::size_t start = i;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
-    if (i == start || i - start > 15) return false;
-    std::from_chars(s.data() + start, s.data() + i, out);
-    return true;
-}
-
-} // namespace
-
-std::optional<std::int64_t> parse_duration(std::string_view s) {
-    s = trim(s);
-    if (s.empty()) return std::nullopt;
-    std::int64_t total = 0;
-    std::size_t i = 0;
-    while (i < s.size()) {
-        std::int64_t n = 0;
-        if (!read_number(s, i, n)) return std::nullopt;
-        std::size_t u = i;
-        while (i < s.size() && s[i] >= 'a' && s[i] <= 'z') ++i;
-        std::string_view unit = s.substr(u, i - u);
-        std::int64_t mult;
-        if (unit == "ms")
-            mult = 1;
-        else if (unit == "s")
-            mult = 1000;
-        else if (unit == "m")
-            mult = 60'000;
-        else if (unit == "h")
-            mult = 3'600'000;
-        else if (unit == "d")
-            mult = 86'400'000;
-        else
-            return std::nullopt;
-        if (n > (INT64_MAX / 2) / mult) return std::nullopt;
-        total += n * mult;
-        if (total > INT64_MAX / 4) return std::nullopt;
-    }
-    return total;
-}
-
-std::optional<std::int64_t> parse_size(std::string_view s) {
-    s = trim(s);
-    std::size_t i = 0;
-    std::int64_t n = 0;
-    if (!read_number(s, i, n)) return std::nullopt;
-    std::string_view unit = trim(s.substr(i));
-    std::int64_t mult;
-    if (unit.empty() || unit == "B")
-        mult = 1;
-    else if (unit == "KiB")
-        mult = 1024;
-    else if (unit == "MiB")
-        mult = 1024 * 1024;
-    else if (unit == "GiB")
-        mult = 1024LL * 1024 * 1024;
-    else if (unit == "KB" || unit == "kB")
-        mult = 1000;
-    else if (unit == "MB")
-        mult = 1'000'000;
-    else if (unit == "GB")
-        mult = 1'000'000'000;
-    else
-        return std::nullopt;
-    if (n > INT64_MAX / mult) return std::nullopt;
-    return n * mult;
-}
+std::optional<std::int64_t> parse_size(std::string_view s) { return sb::detail::parse_size(s); }
 
 std::string format_duration(std::int64_t ms) {
     if (ms == 0) return "0s";
@@ -130,14 +66,7 @@ bool is_lower_hex(std::string_view s) {
     return !s.empty();
 }
 
-bool is_identifier(std::string_view s) {
-    if (s.empty() || s.size() > 64) return false;
-    auto ok_first = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-    if (!ok_first(s[0])) return false;
-    for (char c : s)
-        if (!ok_first(c) && c != '_' && c != '-') return false;
-    return true;
-}
+bool is_identifier(std::string_view s) { return sb::detail::is_name(s); }
 
 std::string format_time_ms(std::int64_t ms) {
     std::time_t secs = static_cast<std::time_t>(ms / 1000);

@@ -310,9 +310,10 @@ TEST_CASE("include cycles and missing includes are errors") {
 namespace {
 void collect_keys(const config::Spec& spec, const std::string& path, std::vector<std::string>& out) {
     for (const auto& [key, child] : spec.fields) {
-        out.push_back(path.empty() ? key : path + "." + key);
-        collect_keys(*child, out.back(), out);
-        if (child->element) collect_keys(*child->element, out.back(), out);
+        std::string full = path.empty() ? key : path + "." + key;
+        out.push_back(full);
+        collect_keys(*child, full, out);
+        if (child->element) collect_keys(*child->element, full, out);
     }
     if (spec.any_value) collect_keys(*spec.any_value, path + ".NAME", out);
 }

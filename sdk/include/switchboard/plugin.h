@@ -198,7 +198,10 @@ typedef struct sb_plugin_descriptor {
      * accepts (destination). May be NULL. */
     const char* const* data_categories;
 
-    const sb_config_field* config_fields; /* table of n_config_fields */
+    /* Table of n_config_fields elements, each config_fields[0].struct_size
+     * bytes apart (so a table built for an older, smaller sb_config_field is
+     * read correctly). */
+    const sb_config_field* config_fields;
     size_t n_config_fields;
 
     /* Creates an instance. `host` and `ctx` stay valid until destroy. The
@@ -416,7 +419,10 @@ struct sb_host_api {
     /* Envelope value, or NULL. Valid until the record changes or is freed. */
     const char* (*record_get_meta)(const sb_record* record, const char* key);
     size_t (*record_field_count)(const sb_record* record);
-    /* Fills *out with leaf `index` (0-based, in path order). */
+    /* Fills *out with leaf `index` (0-based, in path order). The caller sets
+     * out->struct_size; the host writes only the fields that fit, so a plugin
+     * built for an older minor is safe (the same holds for every struct the
+     * host fills in). */
     sb_status (*record_field_at)(const sb_record* record, size_t index, sb_field* out);
     /* Fills *out with the leaf at `path`; SB_ERR_NOT_FOUND if none. */
     sb_status (*record_get)(const sb_record* record, const char* path, sb_field* out);
@@ -425,7 +431,8 @@ struct sb_host_api {
                                       sb_attachment* out);
     /* The record as one JSON object: {"id":…, "meta":{…}, "fields":{…tree…},
      * "attachments":[…]}. Owned by the record; valid until it changes or is
-     * freed. *len receives the length. */
+     * freed. *len receives the length. Like every record function, not to be
+     * called on the same record from two threads at once. */
     const char* (*record_json)(const sb_record* record, size_t* len);
 
     /* --- emitting (sources) ------------------------------------------- */
@@ -435,7 +442,8 @@ struct sb_host_api {
      * SB_OK: committed, acknowledge upstream. SB_DUPLICATE: already held
      * (same source and external id), acknowledge upstream.
      * SB_ERR_INVALID: refused (reason logged; nothing to retry).
-     * SB_ERR_UNAVAILABLE: not committed; do not acknowledge, retry later.
+     * SB_ERR_UNAVAILABLE: not committed (or the instance is not between
+     * start and stop); do not acknowledge, retry later.
      * Any thread. */
     sb_status (*emit)(sb_host_ctx* ctx, sb_record* record);
 
@@ -476,10 +484,12 @@ struct sb_host_api {
 
     /* --- HTTP (SB_CAP_HTTP) --------------------------------------------- */
 
-    /* Registers `handler` for `method` ("POST", ... or "*") on every path that
-     * equals `path` or starts with `path` + "/". Paths must begin with
-     * "/hooks/" or "/plugins/". Call from start only; routes are removed by
-     * the host after stop. SB_ERR_INVALID if the path is taken. */
+    /* Registers `handler` for `method` ("POST", ... or "*" for any) on every
+     * path that equals `path` or starts with `path` + "/"; the longest
+     * matching path wins. Paths must begin with "/hooks/" or "/plugins/".
+     * Needs SB_CAP_HTTP (else SB_ERR_UNSUPPORTED). Call from start only
+     * (else SB_ERR_INVALID); the host removes the routes before stop.
+     * SB_ERR_INVALID if the same method and path are already registered. */
     sb_status (*http_route)(sb_host_ctx* ctx, const char* method, const char* path,
                             sb_http_handler handler, void* user);
     /* Request accessors; returned pointers are valid during the handler. */
@@ -498,7 +508,8 @@ struct sb_host_api {
     /* --- timers (SB_CAP_TIMERS) ------------------------------------------- */
 
     /* Calls fn(user) after `delay_ms`, then every `interval_ms` if that is
-     * > 0. Returns a timer id (> 0), or 0 on failure. Timer thread. */
+     * > 0. Needs SB_CAP_TIMERS. Returns a timer id (> 0), or 0 on failure
+     * (explained with set_error). Timer thread. */
     uint64_t (*timer_start)(sb_host_ctx* ctx, int64_t delay_ms, int64_t interval_ms,
                             sb_timer_fn fn, void* user);
     /* Cancels a timer. When called from outside the timer's own callback,

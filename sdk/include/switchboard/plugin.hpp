@@ -27,6 +27,7 @@
 
 #include <switchboard/plugin.h>
 
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -254,21 +255,24 @@ public:
     MutableRecord& set(const std::string& path, const char* value, const char* category) {
         return set(path, std::string_view(value ? value : ""), category);
     }
-    MutableRecord& set(const std::string& path, std::int64_t value, const char* category) {
-        sb_value v{SB_VALUE_INT, nullptr, 0, value, 0};
-        check(api_->record_set(handle(), path.c_str(), &v, category), path.c_str());
-        return *this;
-    }
-    MutableRecord& set(const std::string& path, int value, const char* category) {
-        return set(path, static_cast<std::int64_t>(value), category);
-    }
-    MutableRecord& set(const std::string& path, double value, const char* category) {
-        sb_value v{SB_VALUE_FLOAT, nullptr, 0, 0, value};
-        check(api_->record_set(handle(), path.c_str(), &v, category), path.c_str());
-        return *this;
-    }
-    MutableRecord& set(const std::string& path, bool value, const char* category) {
-        sb_value v{SB_VALUE_BOOL, nullptr, 0, value ? 1 : 0, 0};
+    // Integers (any width, signed or unsigned), floating point and bool.
+    template <class T>
+        requires std::is_arithmetic_v<T>
+    MutableRecord& set(const std::string& path, T value, const char* category) {
+        sb_value v{};
+        if constexpr (std::is_same_v<T, bool>) {
+            v.type = SB_VALUE_BOOL;
+            v.i = value ? 1 : 0;
+        } else if constexpr (std::is_floating_point_v<T>) {
+            v.type = SB_VALUE_FLOAT;
+            v.f = static_cast<double>(value);
+        } else {
+            if constexpr (std::is_unsigned_v<T> && sizeof(T) >= sizeof(std::int64_t))
+                if (value > static_cast<T>(INT64_MAX))
+                    throw Error(SB_ERR_INVALID, "record refused " + path + ": integer too large");
+            v.type = SB_VALUE_INT;
+            v.i = static_cast<std::int64_t>(value);
+        }
         check(api_->record_set(handle(), path.c_str(), &v, category), path.c_str());
         return *this;
     }
@@ -529,7 +533,8 @@ public:
     // Timers: fn runs on the host's timer thread; exceptions are logged.
     std::uint64_t timer(std::int64_t delay_ms, std::int64_t interval_ms,
                         std::function<void()> fn) const;
-    void cancel_timer(std::uint64_t id) const { api_->timer_cancel(ctx_, id); }
+    // Cancels a timer started with timer(); its callback is released.
+    void cancel_timer(std::uint64_t id) const;
 
 private:
     template <class T>
@@ -566,6 +571,7 @@ struct Callbacks {
     struct Timer {
         std::function<void()> fn;
         Host host;
+        std::uint64_t id = 0;
     };
     std::mutex mutex;
     std::list<Route> routes;
@@ -584,8 +590,15 @@ struct Callbacks {
         if (!out.responded()) out.respond(500, "{\"error\":\"internal error\"}");
     }
 
+    // Set while a timer callback runs on this thread.
+    static inline thread_local bool in_timer = false;
+
     static void call_timer(void* user) {
         auto* timer = static_cast<Timer*>(user);
+        struct Running {
+            Running() { in_timer = true; }
+            ~Running() { in_timer = false; }
+        } running;
         try {
             timer->fn();
         } catch (const std::exception& e) {
@@ -605,8 +618,11 @@ inline void Host::route(const char* method, const char* path, HttpHandler handle
         stored = &callbacks_->routes.emplace_back(detail::Callbacks::Route{std::move(handler), *this});
     }
     Status s = api_->http_route(ctx_, method, path, &detail::Callbacks::call_route, stored);
-    if (s != SB_OK)
+    if (s != SB_OK) {
+        std::lock_guard lock(callbacks_->mutex);
+        callbacks_->routes.remove_if([&](const auto& r) { return &r == stored; });
         throw Error(s, std::string("could not register HTTP route ") + method + " " + path);
+    }
 }
 
 inline std::uint64_t Host::timer(std::int64_t delay_ms, std::int64_t interval_ms,
@@ -618,8 +634,23 @@ inline std::uint64_t Host::timer(std::int64_t delay_ms, std::int64_t interval_ms
     }
     std::uint64_t id =
         api_->timer_start(ctx_, delay_ms, interval_ms, &detail::Callbacks::call_timer, stored);
-    if (id == 0) throw Error(SB_ERR_INTERNAL, "could not start timer");
+    std::lock_guard lock(callbacks_->mutex);
+    if (id == 0) {
+        callbacks_->timers.remove_if([&](const auto& t) { return &t == stored; });
+        throw Error(SB_ERR_INTERNAL, "could not start timer");
+    }
+    stored->id = id;
     return id;
+}
+
+inline void Host::cancel_timer(std::uint64_t id) const {
+    // After timer_cancel returns, the host never calls the callback again.
+    // From inside a timer callback (possibly this very timer's), the entry
+    // must outlive the running call, so it is released with the instance.
+    api_->timer_cancel(ctx_, id);
+    if (detail::Callbacks::in_timer) return;
+    std::lock_guard lock(callbacks_->mutex);
+    callbacks_->timers.remove_if([&](const auto& t) { return t.id == id; });
 }
 
 // ---------------------------------------------------------------------------

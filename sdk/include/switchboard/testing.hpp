@@ -27,6 +27,7 @@
 // Set SB_HARNESS_LOG=1 in the environment to echo log lines to stderr.
 #pragma once
 
+#include <switchboard/detail/abi.hpp>
 #include <switchboard/detail/record_data.hpp>
 #include <switchboard/plugin.h>
 #include <switchboard/plugin.hpp>
@@ -343,66 +344,8 @@ private:
 
 inline std::optional<Toml> parse_toml(std::string_view text) { return TomlReader(text).read(); }
 
-inline std::string_view trim(std::string_view s) {
-    while (!s.empty() && std::strchr(" \t\r\n", s.front())) s.remove_prefix(1);
-    while (!s.empty() && std::strchr(" \t\r\n", s.back())) s.remove_suffix(1);
-    return s;
-}
-
-// Reads up to 15 decimal digits at s[i].
-inline bool read_number(std::string_view s, std::size_t& i, std::int64_t& out) {
-    std::size_t start = i;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
-    if (i == start || i - start > 15) return false;
-    std::from_chars(s.data() + start, s.data() + i, out);
-    return true;
-}
-
-// The daemon's duration syntax: "500ms", "30s", "5m", "12h", "28d" or a sum
-// such as "1h30m"; a unit is always required. Milliseconds.
-inline std::optional<std::int64_t> parse_duration(std::string_view s) {
-    s = trim(s);
-    if (s.empty()) return std::nullopt;
-    std::int64_t total = 0;
-    std::size_t i = 0;
-    while (i < s.size()) {
-        std::int64_t n = 0;
-        if (!read_number(s, i, n)) return std::nullopt;
-        std::size_t u = i;
-        while (i < s.size() && s[i] >= 'a' && s[i] <= 'z') ++i;
-        std::string_view unit = s.substr(u, i - u);
-        std::int64_t mult = unit == "ms" ? 1
-                            : unit == "s" ? 1000
-                            : unit == "m" ? 60'000
-                            : unit == "h" ? 3'600'000
-                            : unit == "d" ? 86'400'000
-                                          : 0;
-        if (mult == 0 || n > (INT64_MAX / 2) / mult) return std::nullopt;
-        total += n * mult;
-        if (total > INT64_MAX / 4) return std::nullopt;
-    }
-    return total;
-}
-
-// The daemon's size syntax: "512", "64KiB", "16MiB", "1GiB", "10KB", "5MB",
-// "2GB". Bytes.
-inline std::optional<std::int64_t> parse_size(std::string_view s) {
-    s = trim(s);
-    std::size_t i = 0;
-    std::int64_t n = 0;
-    if (!read_number(s, i, n)) return std::nullopt;
-    std::string_view unit = trim(s.substr(i));
-    std::int64_t mult = (unit.empty() || unit == "B") ? 1
-                        : unit == "KiB"                ? 1024
-                        : unit == "MiB"                ? 1024 * 1024
-                        : unit == "GiB"                ? 1024LL * 1024 * 1024
-                        : (unit == "KB" || unit == "kB") ? 1000
-                        : unit == "MB"                 ? 1'000'000
-                        : unit == "GB"                 ? 1'000'000'000
-                                                       : 0;
-    if (mult == 0 || n > INT64_MAX / mult) return std::nullopt;
-    return n * mult;
-}
+using sb::detail::parse_duration;
+using sb::detail::parse_size;
 
 inline bool is_metric_name(std::string_view s) {
     if (s.empty()) return false;
@@ -1004,70 +947,15 @@ private:
 
     // --- loading --------------------------------------------------------------
 
-    // The integer in an enum field that a plugin filled in. A C plugin may
-    // store any int there, and loading one outside the enumerators' range as
-    // a C++ enum is undefined, so it is checked as an integer first.
-    template <class E>
-    static std::underlying_type_t<E> raw(const E& e) {
-        std::underlying_type_t<E> v;
-        std::memcpy(&v, &e, sizeof v);
-        return v;
-    }
-
     void load(const sb_plugin_descriptor* d) {
         auto fail = [&](const std::string& why) {
-            return std::runtime_error("plugin " + origin_ + ": " + why);
+            return std::runtime_error("plugin " + origin_ + ": refused: " + why);
         };
-        if (!d) throw fail("the entry point returned no descriptor");
-        auto version = [](unsigned major, unsigned minor) {
-            return std::to_string(major) + "." + std::to_string(minor);
-        };
-        if (d->abi_major != SB_ABI_MAJOR || d->abi_minor > SB_ABI_MINOR)
-            throw fail("built for plugin ABI " + version(d->abi_major, d->abi_minor) +
-                       ", this SDK supports " + version(SB_ABI_MAJOR, 0) + " to " +
-                       version(SB_ABI_MAJOR, SB_ABI_MINOR));
-        if (!SB_HAS_FIELD(d, sb_plugin_descriptor, destroy))
-            throw fail("descriptor struct_size " + std::to_string(d->struct_size) +
-                       " is too small");
-        // Fields beyond the plugin's struct_size read as zero.
-        std::memcpy(&d_, d, std::min<std::size_t>(d->struct_size, sizeof d_));
-        std::string name = d_.name ? d_.name : "";
-        if (name.empty() ||
-            name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos)
-            throw fail("plugin name '" + name + "' is not [a-z0-9-]+");
-        if (!d_.create || !d_.destroy) throw fail("descriptor lacks create or destroy");
-        auto kind = raw(d_.kind);
-        if (kind != SB_KIND_SOURCE && kind != SB_KIND_DESTINATION && kind != SB_KIND_TRANSFORM)
-            throw fail("unknown plugin kind " + std::to_string(kind));
-        if (d_.kind == SB_KIND_DESTINATION && !d_.deliver)
-            throw fail("a destination must implement deliver");
-        if (d_.n_config_fields && !d_.config_fields) throw fail("config_fields is NULL");
-        // Elements are strided by their own struct_size, so that a plugin built
-        // for an older minor (smaller struct) is read correctly.
-        const auto* base = reinterpret_cast<const unsigned char*>(d_.config_fields);
-        std::size_t stride = d_.n_config_fields ? d_.config_fields[0].struct_size : 0;
-        if (d_.n_config_fields &&
-            stride < offsetof(sb_config_field, default_value) + sizeof(const char*))
-            throw fail("config field struct_size " + std::to_string(stride) + " is too small");
-        std::set<std::string> keys;
-        for (std::size_t k = 0; k < d_.n_config_fields; ++k) {
-            sb_config_field f{};
-            std::memcpy(&f, base + k * stride, std::min(stride, sizeof f));
-            std::string key = f.key ? f.key : "";
-            if (key.empty() || key.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
-                                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
-                                   std::string::npos)
-                throw fail("config key '" + key + "' is not [A-Za-z0-9_-]+");
-            if (!keys.insert(key).second) throw fail("config key '" + key + "' is declared twice");
-            auto type = raw(f.type);
-            if (type < SB_CFG_STRING || type > SB_CFG_SIZE)
-                throw fail("config key '" + key + "' has unknown type " + std::to_string(type));
-            if ((f.flags & SB_CFG_SECRET) && f.type != SB_CFG_STRING)
-                throw fail("config key '" + key + "' is secret but not a string");
-            if ((f.flags & SB_CFG_REQUIRED) && f.default_value)
-                throw fail("config key '" + key + "' is required and has a default");
-            schema_.push_back(f);
-        }
+        // The daemon's own checks and copy (detail/abi.hpp).
+        std::string problem = sb::detail::read_descriptor(d, read_);
+        if (!problem.empty()) throw fail(problem);
+        d_ = read_.descriptor;
+        schema_ = read_.fields;
         // A default that does not pass its own schema is a plugin bug: report
         // it now, as the daemon does when it loads the library.
         for (const auto& f : schema_) {
@@ -1684,7 +1572,8 @@ private:
     // --- data ---------------------------------------------------------------
 
     std::string origin_;
-    sb_plugin_descriptor d_{};
+    sb::detail::Descriptor read_; // what read_descriptor accepted
+    sb_plugin_descriptor d_{};    // a copy of read_.descriptor
     std::vector<sb_config_field> schema_;
     sb_host_api api_{};
     bool echo_ = false;

@@ -97,7 +97,7 @@ TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.0)
     STATIC_REQUIRE(sizeof(sb_value) == 40);
     STATIC_REQUIRE(sizeof(sb_field) == 64);
     STATIC_REQUIRE(sizeof(sb_attachment) == 56);
-    REQUIRE(plugin::descriptor_size_for_minor(0) == 160);
+    REQUIRE(sb::detail::descriptor_size_for_minor(0) == 160);
 }
 
 TEST_CASE("a plugin built for another ABI major is refused, naming file, expected and found") {

@@ -6,6 +6,7 @@
 // of the ABI: plugins only ever see sb_record through the host API table.
 #pragma once
 
+#include <switchboard/detail/abi.hpp>
 #include <switchboard/plugin.h>
 
 #include <algorithm>
@@ -191,17 +192,28 @@ inline int meta_index(std::string_view key) {
     return -1;
 }
 
-// Accepts RFC 3339 date-times: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM).
+// Accepts RFC 3339 date-times: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM),
+// with every part in range (leap years counted; second 60 allowed).
 inline bool is_rfc3339(std::string_view s) {
-    auto digits = [&](std::size_t at, std::size_t n) {
+    auto num = [&](std::size_t at, std::size_t n, int& out) {
         if (at + n > s.size()) return false;
-        for (std::size_t k = at; k < at + n; ++k)
+        out = 0;
+        for (std::size_t k = at; k < at + n; ++k) {
             if (s[k] < '0' || s[k] > '9') return false;
+            out = out * 10 + (s[k] - '0');
+        }
         return true;
     };
-    if (!(digits(0, 4) && s.size() > 19 && s[4] == '-' && digits(5, 2) && s[7] == '-' &&
-          digits(8, 2) && (s[10] == 'T' || s[10] == 't') && digits(11, 2) && s[13] == ':' &&
-          digits(14, 2) && s[16] == ':' && digits(17, 2)))
+    int year, month, day, hour, minute, second;
+    if (!(s.size() > 19 && num(0, 4, year) && s[4] == '-' && num(5, 2, month) && s[7] == '-' &&
+          num(8, 2, day) && (s[10] == 'T' || s[10] == 't') && num(11, 2, hour) && s[13] == ':' &&
+          num(14, 2, minute) && s[16] == ':' && num(17, 2, second)))
+        return false;
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (month < 1 || month > 12 || day < 1 ||
+        day > days[month - 1] + (month == 2 && leap ? 1 : 0) || hour > 23 || minute > 59 ||
+        second > 60)
         return false;
     std::size_t i = 19;
     if (i < s.size() && s[i] == '.') {
@@ -211,8 +223,9 @@ inline bool is_rfc3339(std::string_view s) {
         if (i == start) return false;
     }
     if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) return i + 1 == s.size();
-    return i + 6 == s.size() && (s[i] == '+' || s[i] == '-') && digits(i + 1, 2) &&
-           s[i + 3] == ':' && digits(i + 4, 2);
+    int oh, om;
+    return i + 6 == s.size() && (s[i] == '+' || s[i] == '-') && num(i + 1, 2, oh) &&
+           s[i + 3] == ':' && num(i + 4, 2, om) && oh <= 23 && om <= 59;
 }
 
 class RecordData {
@@ -239,9 +252,11 @@ public:
     // Fields -------------------------------------------------------------
     sb_status set(std::string_view path, const sb_value& value, const char* category) {
         if (!parse_path(path, scratch_)) return SB_ERR_INVALID;
-        if (value.type == SB_VALUE_STRING && value.str == nullptr && value.len != 0)
+        // A C plugin may pass any int as the type: check it as an int.
+        auto type = raw_enum(value.type);
+        if (type < SB_VALUE_NULL || type > SB_VALUE_BOOL) return SB_ERR_INVALID;
+        if (type == SB_VALUE_STRING && value.str == nullptr && value.len != 0)
             return SB_ERR_INVALID;
-        if (value.type < SB_VALUE_NULL || value.type > SB_VALUE_BOOL) return SB_ERR_INVALID;
         Leaf leaf;
         append_sort_key(leaf.key, scratch_);
         auto pos = lower_bound(leaf.key);
@@ -292,7 +307,10 @@ public:
     const std::vector<Leaf>& leaves() const { return leaves_; }
 
     // Attachments --------------------------------------------------------
-    sb_status add_attachment(const sb_attachment& a) {
+    sb_status add_attachment(const sb_attachment& in) {
+        // Read the caller's (possibly older, smaller) struct into ours.
+        sb_attachment a{};
+        std::memcpy(&a, &in, std::min<std::size_t>(in.struct_size ? in.struct_size : sizeof a, sizeof a));
         if (!a.uri || !*a.uri) return SB_ERR_INVALID;
         AttachmentData d;
         d.name = a.name ? a.name : "";
@@ -525,11 +543,13 @@ inline const char* record_get_meta(const sb_record* r, const char* key) {
 inline size_t record_field_count(const sb_record* r) { return r ? r->data.leaves().size() : 0; }
 
 inline void fill_field(const Leaf& l, sb_field* out) {
-    out->struct_size = sizeof(sb_field);
-    out->path = l.path.c_str();
-    out->category = l.category.c_str();
-    out->value = sb_value{l.type, l.type == SB_VALUE_STRING ? l.str.data() : nullptr,
-                          l.type == SB_VALUE_STRING ? l.str.size() : 0, l.i, l.f};
+    sb_field f{};
+    f.struct_size = sizeof f;
+    f.path = l.path.c_str();
+    f.category = l.category.c_str();
+    f.value = sb_value{l.type, l.type == SB_VALUE_STRING ? l.str.data() : nullptr,
+                       l.type == SB_VALUE_STRING ? l.str.size() : 0, l.i, l.f};
+    copy_out(f, out); // the caller's struct may be older and smaller
 }
 
 inline sb_status record_field_at(const sb_record* r, size_t index, sb_field* out) {
@@ -555,13 +575,15 @@ inline sb_status record_attachment_at(const sb_record* r, size_t index, sb_attac
     if (!r || !out) return SB_ERR_INVALID;
     if (index >= r->data.attachments().size()) return SB_ERR_NOT_FOUND;
     const AttachmentData& a = r->data.attachments()[index];
-    out->struct_size = sizeof(sb_attachment);
-    out->name = a.name.c_str();
-    out->uri = a.uri.c_str();
-    out->media_type = a.media_type.c_str();
-    out->size = a.size;
-    out->sha256 = a.sha256.empty() ? nullptr : a.sha256.c_str();
-    out->category = a.category.c_str();
+    sb_attachment full{};
+    full.struct_size = sizeof full;
+    full.name = a.name.c_str();
+    full.uri = a.uri.c_str();
+    full.media_type = a.media_type.c_str();
+    full.size = a.size;
+    full.sha256 = a.sha256.empty() ? nullptr : a.sha256.c_str();
+    full.category = a.category.c_str();
+    copy_out(full, out);
     return SB_OK;
 }
 
