@@ -209,3 +209,35 @@ TEST_CASE("--help everywhere; version; unknown commands and options are usage er
     auto no_config = sbtest::run({sbtest::switchboard_binary(), "run"});
     CHECK(no_config.code == 2);
 }
+
+namespace {
+Http post(int port, const std::string& path, const std::string& body) {
+    Poco::Net::HTTPClientSession session("127.0.0.1", static_cast<Poco::UInt16>(port));
+    session.setTimeout(Poco::Timespan(5, 0));
+    Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_POST, path, Poco::Net::HTTPMessage::HTTP_1_1);
+    req.setContentLength(static_cast<std::streamsize>(body.size()));
+    session.sendRequest(req) << body;
+    Poco::Net::HTTPResponse resp;
+    std::istream& in = session.receiveResponse(resp);
+    std::ostringstream out;
+    out << in.rdbuf();
+    return {static_cast<int>(resp.getStatus()), out.str()};
+}
+} // namespace
+
+TEST_CASE("a plugin's HTTP route is served by the daemon's listener; its log lines name the "
+          "instance and never the body") {
+    TempDir data, dir;
+    auto config = dir.write("hook.toml", "[node]\ndata_dir = \"d\"\n[sources.mem]\nplugin = "
+                                         "\"memory-source\"\n[sources.mem.config]\ncount = 0\n");
+    auto daemon = start(config.string(), data, {"--set", "log.level=debug"});
+    int port = ready_port(*daemon);
+    // This node has no journal yet, so the plugin must not acknowledge.
+    Http r = post(port, "/hooks/memory/mem", "content.text\tcontent.free_text\tCanary-Body-7731\n");
+    CHECK(r.status == 503);
+    CHECK(get(port, "/hooks/memory/other").status == 404);
+    daemon->signal(SIGTERM);
+    CHECK(daemon->wait(15s) == 0);
+    CHECK(daemon->err().find("plugin[mem]: ") != std::string::npos);
+    CHECK(daemon->err().find("Canary-Body-7731") == std::string::npos);
+}
