@@ -23,29 +23,6 @@
 
 namespace {
 
-void append_json_string(std::string& out, std::string_view s) {
-    out += '"';
-    for (char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (static_cast<unsigned char>(c) < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-            out += buf;
-        } else {
-            out += c;
-        }
-    }
-    out += '"';
-}
-
-std::string json_string(std::string_view s) {
-    std::string out;
-    append_json_string(out, s);
-    return out;
-}
-
 std::string os_error() { return std::strerror(errno); }
 
 class MemorySink : public sb::Plugin {
@@ -146,11 +123,11 @@ private:
 
     static std::string to_line(const Kept& k) {
         std::string out = "{\"seq\":" + std::to_string(k.sequence) + ",\"record_id\":";
-        append_json_string(out, k.record_id);
+        out += sb::json_quote(k.record_id);
         out += ",\"purpose\":";
-        append_json_string(out, k.purpose);
+        out += sb::json_quote(k.purpose);
         out += ",\"profile\":";
-        append_json_string(out, k.profile);
+        out += sb::json_quote(k.profile);
         out += ",\"record\":" + k.record_json + "}";
         return out;
     }
@@ -172,7 +149,7 @@ private:
     // version.
     void rewrite_without(const std::string& record_id) {
         // Every line starts {"seq":N, so the first comma precedes the record id.
-        const std::string marker = "\"record_id\":" + json_string(record_id) + ",";
+        const std::string marker = "\"record_id\":" + sb::json_quote(record_id) + ",";
         std::fflush(out_);
         const std::string tmp = output_ + ".tmp";
         std::ifstream in(output_, std::ios::binary);

@@ -17,20 +17,6 @@
 
 namespace {
 
-std::string rfc3339(std::int64_t ms) {
-    using namespace std::chrono;
-    sys_time<milliseconds> tp{milliseconds{ms}};
-    auto day = floor<days>(tp);
-    year_month_day ymd{day};
-    hh_mm_ss<milliseconds> t{tp - day};
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", int(ymd.year()),
-                  unsigned(ymd.month()), unsigned(ymd.day()), int(t.hours().count()),
-                  int(t.minutes().count()), int(t.seconds().count()),
-                  int(t.subseconds().count()));
-    return buf;
-}
-
 bool is_category(std::string_view s) {
     for (char c : s)
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.'))
@@ -150,7 +136,7 @@ private:
         if (!hint_.empty()) r.set("hints.category", hint_, "classification.hint");
         r.meta(SB_META_CHANNEL, channel_);
         r.meta(SB_META_EXTERNAL_ID, "mem-" + instance_ + "-" + num);
-        r.meta(SB_META_OCCURRED_AT, rfc3339(now));
+        r.meta(SB_META_OCCURRED_AT, sb::format_time(now));
         return r;
     }
 
@@ -191,7 +177,7 @@ private:
             r.meta(SB_META_EXTERNAL_ID, *key);
         }
         r.meta(SB_META_CHANNEL, channel_);
-        r.meta(SB_META_OCCURRED_AT, rfc3339(host().now_ms()));
+        r.meta(SB_META_OCCURRED_AT, sb::format_time(host().now_ms()));
         sb::Status s = host().emit(std::move(r));
         host().count(s == SB_OK ? "http_records" : s == SB_DUPLICATE ? "http_duplicate"
                                                                      : "http_not_committed");

@@ -25,6 +25,8 @@
 // Requires C++20.
 #pragma once
 
+#include <switchboard/detail/abi.hpp>
+#include <switchboard/detail/record_data.hpp>
 #include <switchboard/plugin.h>
 
 #include <climits>
@@ -61,6 +63,16 @@ private:
 };
 
 inline const char* status_name(Status s);
+
+// Unix milliseconds (host().now_ms()) as RFC 3339 UTC, for occurred_at.
+inline std::string format_time(std::int64_t ms) { return detail::format_time(ms); }
+
+// `s` as a JSON string literal, quotes included; invalid UTF-8 becomes U+FFFD.
+inline std::string json_quote(std::string_view s) {
+    std::string out;
+    detail::append_json_string(out, s);
+    return out;
+}
 
 // ---------------------------------------------------------------------------
 // Describing a plugin

@@ -94,19 +94,7 @@ inline std::string toml_string(std::string_view s) {
 }
 
 // Unix milliseconds as RFC 3339 UTC with milliseconds: "2025-01-06T09:00:00.000Z".
-inline std::string rfc3339(std::int64_t ms) {
-    using namespace std::chrono;
-    sys_time<milliseconds> tp{milliseconds{ms}};
-    auto day = floor<days>(tp);
-    year_month_day ymd{day};
-    hh_mm_ss<milliseconds> t{tp - day};
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", int(ymd.year()),
-                  unsigned(ymd.month()), unsigned(ymd.day()), int(t.hours().count()),
-                  int(t.minutes().count()), int(t.seconds().count()),
-                  int(t.subseconds().count()));
-    return buf;
-}
+inline std::string rfc3339(std::int64_t ms) { return sb::detail::format_time(ms); }
 
 namespace impl {
 

@@ -8,6 +8,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -87,6 +88,28 @@ inline std::optional<std::int64_t> parse_size(std::string_view s) {
                                                        : 0;
     if (mult == 0 || n > INT64_MAX / mult) return std::nullopt;
     return n * mult;
+}
+
+// Unix milliseconds as RFC 3339 UTC with milliseconds: "2025-01-06T09:00:00.000Z".
+inline std::string format_time(std::int64_t ms) {
+    // Civil-from-days (Howard Hinnant's algorithm): no locale, no time zone.
+    std::int64_t days = ms >= 0 ? ms / 86'400'000 : -((-ms + 86'399'999) / 86'400'000);
+    std::int64_t rem = ms - days * 86'400'000;
+    days += 719468;
+    std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    std::int64_t doe = days - era * 146097;
+    std::int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    std::int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    std::int64_t mp = (5 * doy + 2) / 153;
+    std::int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    std::int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    std::int64_t y = yoe + era * 400 + (m <= 2);
+    char buf[160]; // generous: the compiler cannot see the fields' ranges
+    std::snprintf(buf, sizeof buf, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%03lldZ",
+                  static_cast<long long>(y), static_cast<long long>(m), static_cast<long long>(d),
+                  static_cast<long long>(rem / 3'600'000), static_cast<long long>(rem / 60'000 % 60),
+                  static_cast<long long>(rem / 1000 % 60), static_cast<long long>(rem % 1000));
+    return buf;
 }
 
 // Names of plugins, instances and profiles: [a-z0-9][a-z0-9_-]*, 64 at most.
