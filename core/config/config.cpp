@@ -174,8 +174,6 @@ Spec build_core_schema() {
     root.field(
         "classify",
         S::table()
-            .field("review_destination", S::string().describe(
-                                             "where unclassified records go (default: nowhere)"))
             .field("rule", S::array(S::table()
                                         .field("category", S::string().required())
                                         .field("field", S::string().required())
@@ -383,13 +381,6 @@ void extract(Config& c, Diagnostics& out) {
                               "no profile named '" + name + "' in [profiles]");
             }
         }
-    }
-    if (auto* review = table_at(c.root, "classify").get("review_destination");
-        review && review->is_string()) {
-        const std::string& name = review->as_string()->get();
-        if (!c.find_instance(name))
-            out.error(location_of(*review), "classify.review_destination",
-                      "no destination named '" + name + "' in [destinations]");
     }
 }
 
