@@ -1,1 +1,1138 @@
-// placeholder: being written
+#include "audit/audit_log.hpp"
+
+#include <openssl/evp.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+
+namespace switchboard::audit {
+namespace {
+
+constexpr std::int64_t ms_per_day = 86'400'000;
+// Clamp times to 0000..9999 so the time field is always 24 characters.
+constexpr std::int64_t max_ms = 253'402'300'799'999; // 9999-12-31T23:59:59.999Z
+constexpr std::size_t hash_len = 64;
+
+std::int64_t clamp_ms(std::int64_t ms) { return std::clamp<std::int64_t>(ms, 0, max_ms); }
+
+// Howard Hinnant's civil calendar algorithms: no locale, no time zone, no libc.
+struct Civil {
+    std::int64_t y;
+    unsigned m, d;
+};
+
+Civil civil_from_days(std::int64_t z) {
+    z += 719468;
+    const std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const auto doe = static_cast<unsigned>(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    return {static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2), m, d};
+}
+
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const auto yoe = static_cast<unsigned>(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+void put_digits(char* p, unsigned v, int n) {
+    for (int i = n - 1; i >= 0; --i) {
+        p[i] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    }
+}
+
+// "YYYY-MM-DD"
+void format_day(char* out, std::int64_t day) {
+    const Civil c = civil_from_days(day);
+    put_digits(out, static_cast<unsigned>(c.y), 4);
+    out[4] = '-';
+    put_digits(out + 5, c.m, 2);
+    out[7] = '-';
+    put_digits(out + 8, c.d, 2);
+}
+
+std::string file_name(std::int64_t day) {
+    char date[10];
+    format_day(date, day);
+    return "audit-" + std::string(date, sizeof date) + ".log";
+}
+
+bool all_digits(std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+unsigned to_uint(std::string_view s) {
+    unsigned v = 0;
+    for (char c : s) v = v * 10 + static_cast<unsigned>(c - '0');
+    return v;
+}
+
+// "YYYY-MM-DD" -> day number, with real month/day ranges.
+std::optional<std::int64_t> parse_day(std::string_view s) {
+    if (s.size() != 10 || s[4] != '-' || s[7] != '-' || !all_digits(s.substr(0, 4)) ||
+        !all_digits(s.substr(5, 2)) || !all_digits(s.substr(8, 2)))
+        return std::nullopt;
+    const unsigned y = to_uint(s.substr(0, 4)), m = to_uint(s.substr(5, 2)),
+                   d = to_uint(s.substr(8, 2));
+    if (m < 1 || m > 12 || d < 1 || d > 31) return std::nullopt;
+    const std::int64_t day = days_from_civil(y, m, d);
+    if (civil_from_days(day).d != d) return std::nullopt; // 31 April and the like
+    return day;
+}
+
+std::optional<std::int64_t> parse_file_name(std::string_view name) {
+    if (name.size() != 20 || name.substr(0, 6) != "audit-" || name.substr(16) != ".log")
+        return std::nullopt;
+    return parse_day(name.substr(6, 10));
+}
+
+// "YYYY-MM-DDTHH:MM:SS.mmmZ" -> Unix ms.
+std::optional<std::int64_t> parse_time(std::string_view t) {
+    if (t.size() != 24 || t[10] != 'T' || t[13] != ':' || t[16] != ':' || t[19] != '.' ||
+        t[23] != 'Z' || !all_digits(t.substr(11, 2)) || !all_digits(t.substr(14, 2)) ||
+        !all_digits(t.substr(17, 2)) || !all_digits(t.substr(20, 3)))
+        return std::nullopt;
+    const auto day = parse_day(t.substr(0, 10));
+    const unsigned h = to_uint(t.substr(11, 2)), mi = to_uint(t.substr(14, 2)),
+                   s = to_uint(t.substr(17, 2)), ms = to_uint(t.substr(20, 3));
+    if (!day || h > 23 || mi > 59 || s > 59) return std::nullopt;
+    return *day * ms_per_day + ((h * 60 + mi) * 60 + s) * std::int64_t{1000} + ms;
+}
+
+bool is_lower_hex(std::string_view s) {
+    return std::all_of(s.begin(), s.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// ---------------------------------------------------------------- escaping
+
+// Escaping modes: Full for record ids and values (also '\' and ';', so values
+// round-trip and details split); LineOnly for a detail the caller formatted.
+enum class Esc { Full, LineOnly };
+
+constexpr std::uint64_t ones = 0x0101010101010101ULL;
+constexpr std::uint64_t highs = 0x8080808080808080ULL;
+
+// Bit tricks (Sean Anderson's "bithacks"): nonzero iff some byte of x is < n
+// (n <= 128), or is zero. Exact as a yes/no answer, which is all we need.
+constexpr std::uint64_t has_less(std::uint64_t x, std::uint64_t n) {
+    return (x - ones * n) & ~x & highs;
+}
+constexpr std::uint64_t has_zero(std::uint64_t x) { return (x - ones) & ~x & highs; }
+
+// Any byte that is a control byte, DEL or non-ASCII (or '\' ';' in Full mode).
+// Eight bytes at a time: the common case (plain ASCII ids and names) is a copy.
+constexpr std::uint64_t special_word(std::uint64_t x, Esc mode) {
+    std::uint64_t r = has_less(x, 0x20) | ((((x & ~highs) + ones) | x) & highs);
+    if (mode == Esc::Full) r |= has_zero(x ^ (ones * '\\')) | has_zero(x ^ (ones * ';'));
+    return r;
+}
+
+bool special_byte(unsigned char c, Esc mode) {
+    return c < 0x20 || c >= 0x7f || (mode == Esc::Full && (c == '\\' || c == ';'));
+}
+
+std::size_t clean_prefix(std::string_view s, std::size_t from, Esc mode) {
+    std::size_t i = from;
+    for (; i + 8 <= s.size(); i += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, s.data() + i, 8);
+        if (special_word(w, mode)) break;
+    }
+    while (i < s.size() && !special_byte(static_cast<unsigned char>(s[i]), mode)) ++i;
+    return i;
+}
+
+// Length of the valid UTF-8 sequence starting at s[i] (a byte >= 0x80), or 0.
+std::size_t utf8_len(std::string_view s, std::size_t i) {
+    auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned c = at(i);
+    // Lengths and second-byte ranges from RFC 3629: no overlong forms, no
+    // UTF-16 surrogates, nothing above U+10FFFF.
+    const std::size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n == 0) return 0;
+    const unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+    const unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+    if (i + n > s.size() || at(i + 1) < lo || at(i + 1) > hi) return 0;
+    for (std::size_t k = 2; k < n; ++k)
+        if (at(i + k) < 0x80 || at(i + k) > 0xbf) return 0;
+    return n;
+}
+
+void append_escaped(std::string& out, std::string_view s, Esc mode) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const std::size_t clean = clean_prefix(s, i, mode);
+        out.append(s.data() + i, clean - i);
+        i = clean;
+        if (i == s.size()) break;
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            if (const std::size_t n = utf8_len(s, i)) {
+                out.append(s.data() + i, n);
+                i += n;
+                continue;
+            }
+        }
+        switch (c) {
+        case '\\': out += "\\\\"; break;
+        case ';': out += "\\;"; break;
+        case '\t': out += "\\t"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        default: {
+            const char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+            out.append(e, 4);
+        }
+        }
+        ++i;
+    }
+}
+
+// ---------------------------------------------------------------- hashing
+
+// SHA-256 through a fetched EVP_MD and one reused context: the one-shot
+// SHA256() looks the algorithm up on every call, which costs more than
+// hashing a 300-byte line with the CPU's SHA extensions.
+class Sha256 {
+public:
+    Sha256() : md_(EVP_MD_fetch(nullptr, "SHA256", nullptr)), ctx_(EVP_MD_CTX_new()) {
+        if (!md_ || !ctx_) {
+            release();
+            throw std::runtime_error("audit: OpenSSL SHA-256 is not available");
+        }
+    }
+    ~Sha256() { release(); }
+    Sha256(const Sha256&) = delete;
+    Sha256& operator=(const Sha256&) = delete;
+
+    // out (64 chars) = hex(SHA-256(prev "\n" body))
+    void chain(std::string_view prev, std::string_view body, char* out) {
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned n = 0;
+        if (EVP_DigestInit_ex2(ctx_, md_, nullptr) != 1 ||
+            EVP_DigestUpdate(ctx_, prev.data(), prev.size()) != 1 ||
+            EVP_DigestUpdate(ctx_, "\n", 1) != 1 ||
+            EVP_DigestUpdate(ctx_, body.data(), body.size()) != 1 ||
+            EVP_DigestFinal_ex(ctx_, digest, &n) != 1 || n != 32)
+            throw std::runtime_error("audit: SHA-256 failed");
+        static constexpr char hex[] = "0123456789abcdef";
+        for (unsigned i = 0; i < 32; ++i) {
+            out[2 * i] = hex[digest[i] >> 4];
+            out[2 * i + 1] = hex[digest[i] & 15];
+        }
+    }
+    std::string chain(std::string_view prev, std::string_view body) {
+        std::string out(hash_len, '0');
+        chain(prev, body, out.data());
+        return out;
+    }
+
+private:
+    void release() {
+        EVP_MD_CTX_free(ctx_);
+        EVP_MD_free(md_);
+    }
+    EVP_MD* md_;
+    EVP_MD_CTX* ctx_;
+};
+
+// ---------------------------------------------------------------- lines
+
+struct LineView {
+    std::uint64_t seq = 0;
+    std::string_view time, kind, record_id, detail, hash;
+    std::string_view body; // what the hash covers: the line before "\t<hash>"
+};
+
+bool valid_kind(std::string_view s) {
+    if (s.empty() || s.size() > 48 || s[0] < 'a' || s[0] > 'z') return false;
+    return std::all_of(s.begin(), s.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+    });
+}
+
+std::optional<std::uint64_t> parse_seq(std::string_view s) {
+    if (!all_digits(s) || s.size() > 20 || (s[0] == '0')) return std::nullopt;
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+bool parse_line(std::string_view line, LineView& v) {
+    for (char c : line)
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t') return false;
+    std::array<std::string_view, 6> f;
+    std::size_t start = 0;
+    for (std::size_t k = 0; k < 6; ++k) {
+        const std::size_t tab = line.find('\t', start);
+        if ((k < 5) == (tab == std::string_view::npos)) return false; // too few or too many
+        f[k] = line.substr(start, k < 5 ? tab - start : std::string_view::npos);
+        start = tab + 1;
+    }
+    const auto seq = parse_seq(f[0]);
+    if (!seq || !parse_time(f[1]) || !valid_kind(f[2]) || f[3].empty() ||
+        f[5].size() != hash_len || !is_lower_hex(f[5]))
+        return false;
+    v.seq = *seq;
+    v.time = f[1];
+    v.kind = f[2];
+    v.record_id = f[3];
+    v.detail = f[4];
+    v.hash = f[5];
+    v.body = line.substr(0, line.size() - hash_len - 1);
+    return true;
+}
+
+// For a line that does not parse: its seq and hash if they are recognisable,
+// so that one damaged entry does not make every later link look broken.
+std::optional<std::uint64_t> lenient_seq(std::string_view line) {
+    return parse_seq(line.substr(0, line.find('\t')));
+}
+std::optional<std::string_view> lenient_hash(std::string_view line) {
+    const std::size_t tab = line.rfind('\t');
+    if (tab == std::string_view::npos) return std::nullopt;
+    const auto h = line.substr(tab + 1);
+    if (h.size() != hash_len || !is_lower_hex(h)) return std::nullopt;
+    return h;
+}
+
+Record to_record(const LineView& v) {
+    Record r;
+    r.seq = v.seq;
+    r.ts_ms = parse_time(v.time).value_or(0);
+    r.kind = std::string(v.kind);
+    r.record_id = v.record_id == "-" ? std::string() : unescape(v.record_id);
+    r.detail = std::string(v.detail);
+    r.hash = std::string(v.hash);
+    return r;
+}
+
+// ---------------------------------------------------------------- files
+
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+[[noreturn]] void fail(const std::filesystem::path& p, std::string_view what, int err) {
+    throw std::runtime_error("audit: " + p.string() + ": " + std::string(what) + ": " +
+                             errno_text(err));
+}
+
+struct Fd {
+    int fd = -1;
+    Fd() = default;
+    explicit Fd(int f) : fd(f) {}
+    ~Fd() {
+        if (fd >= 0) ::close(fd);
+    }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+};
+
+struct LogFile {
+    std::int64_t day;
+    std::string name;
+};
+
+// The day files in name order (which is day order, which is seq order).
+std::vector<LogFile> list_files(const std::filesystem::path& dir) {
+    std::vector<LogFile> files;
+    std::error_code ec;
+    for (const auto& de : std::filesystem::directory_iterator(dir, ec)) {
+        const std::string name = de.path().filename().string();
+        if (const auto day = parse_file_name(name)) files.push_back({*day, name});
+    }
+    std::sort(files.begin(), files.end(),
+              [](const LogFile& a, const LogFile& b) { return a.day < b.day; });
+    return files;
+}
+
+int write_all(int fd, const char* p, std::size_t n) {
+    while (n > 0) {
+        const ssize_t w = ::write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+    return 0;
+}
+
+int fsync_dir(const std::filesystem::path& dir) {
+    Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (d.fd < 0) return errno;
+    return ::fsync(d.fd) == 0 ? 0 : errno;
+}
+
+// Lines of a file, read in large chunks (day files can be gigabytes).
+class LineReader {
+public:
+    explicit LineReader(const std::filesystem::path& p)
+        : fd_(::open(p.c_str(), O_RDONLY | O_CLOEXEC)) {
+        if (fd_.fd < 0) error_ = errno;
+    }
+    int error() const { return error_; }
+
+    enum class Got { Line, Torn, End };
+    // A line without its '\n'; Torn: the last bytes of the file had none.
+    Got next(std::string_view& line) {
+        for (;;) {
+            const char* nl = static_cast<const char*>(
+                std::memchr(buf_.data() + pos_, '\n', buf_.size() - pos_));
+            if (nl) {
+                line = std::string_view(buf_.data() + pos_, static_cast<std::size_t>(nl - buf_.data()) - pos_);
+                pos_ = static_cast<std::size_t>(nl - buf_.data()) + 1;
+                return Got::Line;
+            }
+            if (eof_ || error_) {
+                if (pos_ == buf_.size()) return Got::End;
+                line = std::string_view(buf_.data() + pos_, buf_.size() - pos_);
+                pos_ = buf_.size();
+                return Got::Torn;
+            }
+            buf_.erase(0, pos_);
+            pos_ = 0;
+            const std::size_t have = buf_.size();
+            buf_.resize(have + chunk);
+            ssize_t r;
+            do r = ::read(fd_.fd, buf_.data() + have, chunk);
+            while (r < 0 && errno == EINTR);
+            if (r < 0) {
+                error_ = errno;
+                r = 0;
+            }
+            buf_.resize(have + static_cast<std::size_t>(r));
+            if (r == 0) eof_ = true;
+        }
+    }
+
+private:
+    static constexpr std::size_t chunk = 1 << 20;
+    Fd fd_;
+    std::string buf_;
+    std::size_t pos_ = 0;
+    bool eof_ = false;
+    int error_ = 0;
+};
+
+// ---------------------------------------------------------------- verify
+
+class Verifier {
+public:
+    explicit Verifier(std::optional<Head> head) : head_(std::move(head)) {}
+
+    void start_file(std::size_t index, std::string name) {
+        file_index_ = index;
+        file_ = std::move(name);
+        line_ = 0;
+        ++result_.files;
+    }
+
+    void line(std::string_view text) {
+        ++line_;
+        LineView v;
+        if (parse_line(text, v)) {
+            ++result_.entries;
+            observe(v.seq, v.hash, v.body, true);
+            return;
+        }
+        const auto seq = lenient_seq(text);
+        const auto hash = lenient_hash(text);
+        problem(seq.value_or(0), "malformed line");
+        if (seq && hash) observe(*seq, *hash, {}, false);
+    }
+
+    void torn(std::string_view text) {
+        ++line_;
+        problem(lenient_seq(text).value_or(0),
+                "incomplete last line (no newline at the end: torn write, or still being "
+                "written)");
+    }
+
+    void unreadable(int err) { problem(0, "cannot read: " + errno_text(err)); }
+
+    AuditLog::VerifyResult finish() {
+        for (const auto& [lo, g] : gaps_) {
+            const std::uint64_t n = g.hi - lo + 1;
+            std::string what;
+            if (lo == 1)
+                what = "entries missing (the log starts at seq " + std::to_string(g.hi + 1) +
+                       ", not 1)";
+            else
+                what = std::string(n == 1 ? "entry missing" : "entries missing") + " (seq " +
+                       std::to_string(g.hi + 1) + " follows " + std::to_string(lo - 1) +
+                       (n == 1 ? "" : ": " + std::to_string(n) + " entries") + ")";
+            if (g.at.line == 1 && g.at.file_index > 0)
+                what += "; " + g.at.file + " starts here: was a file removed?";
+            add(g.at, g.hi + 1, std::move(what));
+        }
+        if (head_ && head_->seq > 0) {
+            if (result_.last.seq < head_->seq)
+                add(here(), result_.last.seq,
+                    "chain ends at seq " + std::to_string(result_.last.seq) +
+                        " but the head recorded elsewhere is " + std::to_string(head_->seq) +
+                        " (tail removed)");
+            else if (head_seen_ && head_seen_->first != head_->hash)
+                add(head_seen_->second, head_->seq,
+                    "entry " + std::to_string(head_->seq) +
+                        " differs from the head recorded elsewhere (chain rewritten)");
+        }
+        std::stable_sort(problems_.begin(), problems_.end(), [](const P& a, const P& b) {
+            return std::pair(a.at.file_index, a.at.line) < std::pair(b.at.file_index, b.at.line);
+        });
+        for (auto& p : problems_) {
+            if (result_.problems.size() == max_problems) {
+                result_.problems.push_back(
+                    {0, "", 0, std::to_string(problems_.size() - max_problems) + " more problems"});
+                break;
+            }
+            result_.problems.push_back({p.seq, p.at.file, p.at.line, std::move(p.what)});
+        }
+        result_.ok = result_.problems.empty();
+        return std::move(result_);
+    }
+
+private:
+    static constexpr std::size_t max_problems = 1000;
+    // Hashes of recent entries by seq, so a link can be checked when entries
+    // arrive slightly out of order (two swapped lines) without holding all.
+    static constexpr std::size_t window = 4096;
+
+    struct Loc {
+        std::size_t file_index = 0;
+        std::string file;
+        std::size_t line = 0;
+    };
+    struct P {
+        Loc at;
+        std::uint64_t seq;
+        std::string what;
+    };
+    struct Gap { // seqs lo..hi not seen (yet), first noticed at `at`
+        std::uint64_t hi;
+        Loc at;
+    };
+    struct Pending { // an entry whose predecessor had not been seen when it came
+        std::uint64_t seq;
+        std::string hash, body;
+        Loc at;
+    };
+    struct Slot {
+        std::uint64_t seq = 0;
+        std::array<char, hash_len> hash{};
+    };
+
+    Loc here() const { return {file_index_, file_, line_}; }
+    void add(Loc at, std::uint64_t seq, std::string what) {
+        problems_.push_back({std::move(at), seq, std::move(what)});
+    }
+    void problem(std::uint64_t seq, std::string what) { add(here(), seq, std::move(what)); }
+
+    std::map<std::uint64_t, Gap>::iterator find_gap(std::uint64_t seq) {
+        auto it = gaps_.upper_bound(seq);
+        if (it == gaps_.begin()) return gaps_.end();
+        --it;
+        return seq <= it->second.hi ? it : gaps_.end();
+    }
+
+    const char* known_hash(std::uint64_t seq) const {
+        if (seq == 0) return genesis_hash.data();
+        const Slot& s = ring_[seq % window];
+        return s.seq == seq ? s.hash.data() : nullptr;
+    }
+
+    void check_link(std::uint64_t seq, std::string_view hash, std::string_view body,
+                    std::string_view prev, const Loc& at) {
+        sha_.chain(prev, body, computed_);
+        if (std::string_view(computed_, hash_len) != hash)
+            add(at, seq, "hash mismatch (entry edited)");
+    }
+
+    void observe(std::uint64_t seq, std::string_view hash, std::string_view body, bool link) {
+        const std::uint64_t before = prev_seq_;
+        prev_seq_ = seq;
+        if (seq > result_.last.seq) {
+            if (seq > result_.last.seq + 1) gaps_[result_.last.seq + 1] = Gap{seq - 1, here()};
+            result_.last = Head{seq, std::string(hash)};
+        } else if (auto g = find_gap(seq); g != gaps_.end()) {
+            problem(seq, "out of order (seq " + std::to_string(seq) + " after " +
+                             std::to_string(before) + ")");
+            const auto [lo, gap] = *g;
+            gaps_.erase(g);
+            if (lo < seq) gaps_[lo] = Gap{seq - 1, gap.at};
+            if (seq < gap.hi) gaps_[seq + 1] = Gap{gap.hi, gap.at};
+        } else {
+            problem(seq, "duplicate entry (seq " + std::to_string(seq) + " seen before)");
+            return;
+        }
+        if (link) {
+            if (const char* prev = known_hash(seq - 1))
+                check_link(seq, hash, body, std::string_view(prev, hash_len), here());
+            else if (find_gap(seq - 1) != gaps_.end())
+                pending_.emplace(seq - 1, Pending{seq, std::string(hash), std::string(body), here()});
+        }
+        Slot& s = ring_[seq % window];
+        s.seq = seq;
+        std::copy(hash.begin(), hash.end(), s.hash.begin());
+        // Entries that came before this, their predecessor, can be checked now.
+        for (auto [it, end] = pending_.equal_range(seq); it != end;) {
+            check_link(it->second.seq, it->second.hash, it->second.body, hash, it->second.at);
+            it = pending_.erase(it);
+        }
+        if (head_ && seq == head_->seq) head_seen_.emplace(std::string(hash), here());
+    }
+
+    std::optional<Head> head_;
+    Sha256 sha_;
+    char computed_[hash_len];
+    std::vector<Slot> ring_ = std::vector<Slot>(window);
+    std::map<std::uint64_t, Gap> gaps_;
+    std::multimap<std::uint64_t, Pending> pending_;
+    std::optional<std::pair<std::string, Loc>> head_seen_;
+    std::vector<P> problems_;
+    AuditLog::VerifyResult result_;
+    std::size_t file_index_ = 0;
+    std::string file_;
+    std::size_t line_ = 0;
+    std::uint64_t prev_seq_ = 0;
+};
+
+} // namespace
+
+// ---------------------------------------------------------------- details
+
+void append_attr(std::string& detail, Name key, std::string_view value) {
+    if (!detail.empty()) detail += ';';
+    detail += key.view();
+    detail += '=';
+    append_escaped(detail, value, Esc::Full);
+}
+
+std::string format_detail(const std::vector<Attr>& attrs) {
+    std::string out;
+    for (const auto& a : attrs) append_attr(out, a.key, a.value);
+    return out;
+}
+
+std::string unescape(std::string_view s) {
+    auto hexval = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '\\' || i + 1 == s.size()) {
+            out += s[i];
+            continue;
+        }
+        const char c = s[i + 1];
+        if (c == 'x' && i + 3 < s.size() && hexval(s[i + 2]) >= 0 && hexval(s[i + 3]) >= 0) {
+            out += static_cast<char>(hexval(s[i + 2]) * 16 + hexval(s[i + 3]));
+            i += 3;
+            continue;
+        }
+        switch (c) {
+        case '\\': case ';': case '=': out += c; break;
+        case 't': out += '\t'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        default: out += '\\'; continue; // not an escape we write: keep it as it is
+        }
+        ++i;
+    }
+    return out;
+}
+
+std::vector<std::pair<std::string, std::string>> parse_detail(std::string_view detail) {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::size_t start = 0;
+    while (start < detail.size()) {
+        std::size_t end = start;
+        while (end < detail.size() && detail[end] != ';') end += detail[end] == '\\' ? 2 : 1;
+        end = std::min(end, detail.size());
+        const std::string_view part = detail.substr(start, end - start);
+        const std::size_t eq = part.find('=');
+        if (eq == std::string_view::npos) out.emplace_back(unescape(part), std::string());
+        else out.emplace_back(std::string(part.substr(0, eq)), unescape(part.substr(eq + 1)));
+        start = end + 1;
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------- the log
+
+struct AuditLog::State {
+    struct Segment { // bytes of the buffer that go to one day file
+        std::int64_t day;
+        std::size_t end;
+    };
+
+    std::filesystem::path dir;
+    Warn warn;
+
+    mutable std::mutex mu; // the chain and the buffer
+    std::uint64_t seq = 0;
+    std::array<char, hash_len> hash{};
+    std::int64_t day = INT64_MIN; // newest file's day: appends never go back
+    std::string pending;
+    std::vector<Segment> segments;
+    std::error_code failed;
+    Head durable;
+    std::uint64_t dropped = 0;
+    Sha256 sha;
+    std::int64_t date_day = INT64_MIN; // the cached "YYYY-MM-DD" below
+    char date[10] = {};
+
+    std::mutex sync_mu; // order of syncs; the open file
+    std::string writing;
+    std::vector<Segment> writing_segments;
+    Fd file;
+    std::int64_t file_day = INT64_MIN;
+
+    void warning(const std::string& m) const {
+        if (warn) warn(m);
+        else std::fprintf(stderr, "audit: %s\n", m.c_str());
+    }
+
+    // Cuts a damaged tail off `name` and returns the head of what remains, if
+    // any entry does.
+    std::optional<Head> recover(const std::string& name) {
+        const auto path = dir / name;
+        Fd f(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+        if (f.fd < 0) fail(path, "cannot open", errno);
+        struct stat st {};
+        if (::fstat(f.fd, &st) != 0) fail(path, "cannot stat", errno);
+        const auto size = static_cast<std::size_t>(st.st_size);
+        if (size == 0) return std::nullopt;
+
+        // Look backwards for the last complete line that is a well-formed
+        // entry; read a larger tail only if needed.
+        std::string buf;
+        std::optional<Head> head;
+        std::size_t good_end = 0; // file offset just after that line
+        for (std::size_t window = 64 * 1024;; window *= 4) {
+            const std::size_t start = size > window ? size - window : 0;
+            buf.resize(size - start);
+            std::size_t got = 0;
+            while (got < buf.size()) {
+                const ssize_t r = ::pread(f.fd, buf.data() + got, buf.size() - got,
+                                          static_cast<off_t>(start + got));
+                if (r < 0 && errno == EINTR) continue;
+                if (r <= 0) fail(path, "cannot read", r < 0 ? errno : EIO);
+                got += static_cast<std::size_t>(r);
+            }
+            bool need_more = false;
+            std::size_t nl = buf.rfind('\n');
+            while (nl != std::string::npos) {
+                const std::size_t prev = nl == 0 ? std::string::npos : buf.rfind('\n', nl - 1);
+                if (prev == std::string::npos && start > 0) {
+                    need_more = true; // the line may begin before this window
+                    break;
+                }
+                const std::size_t begin = prev == std::string::npos ? 0 : prev + 1;
+                LineView v;
+                if (parse_line(std::string_view(buf).substr(begin, nl - begin), v)) {
+                    head = Head{v.seq, std::string(v.hash)};
+                    good_end = start + nl + 1;
+                    break;
+                }
+                nl = prev;
+            }
+            if (nl == std::string::npos && start > 0) need_more = true;
+            if (head || !need_more) break;
+        }
+        if (good_end == size) return head;
+
+        // Keep the bytes we remove: they are audit data, possibly evidence.
+        const auto torn_path = dir / (name + ".torn");
+        const std::size_t cut = size - good_end;
+        const char* bytes = buf.data() + (buf.size() - cut);
+        {
+            Fd t(::open(torn_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+            if (t.fd < 0) fail(torn_path, "cannot create", errno);
+            if (int e = write_all(t.fd, bytes, cut)) fail(torn_path, "cannot write", e);
+            if (::fdatasync(t.fd) != 0) fail(torn_path, "cannot sync", errno);
+        }
+        if (::ftruncate(f.fd, static_cast<off_t>(good_end)) != 0) fail(path, "cannot truncate", errno);
+        if (::fdatasync(f.fd) != 0) fail(path, "cannot sync", errno);
+        if (int e = fsync_dir(dir)) fail(dir, "cannot sync", e);
+        warning(name + ": removed " + std::to_string(cut) + " damaged bytes at the end (" +
+                (head ? "after seq " + std::to_string(head->seq) : std::string("no entry left")) +
+                "; a crash during a write?); they are kept in " + name + ".torn");
+        return head;
+    }
+
+    int write_segment(std::int64_t seg_day, const char* p, std::size_t n) {
+        if (file.fd < 0 || file_day != seg_day) {
+            if (file.fd >= 0) ::close(file.fd);
+            file.fd = -1;
+            const auto path = dir / file_name(seg_day);
+            bool created = false;
+            int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+            if (fd < 0 && errno == ENOENT) {
+                fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                created = fd >= 0;
+            }
+            if (fd < 0) return errno;
+            file.fd = fd;
+            file_day = seg_day;
+            if (created)
+                if (int e = fsync_dir(dir)) return e; // the new name must survive a crash too
+        }
+        if (int e = write_all(file.fd, p, n)) return e;
+        return ::fdatasync(file.fd) == 0 ? 0 : errno;
+    }
+};
+
+AuditLog::AuditLog(std::filesystem::path dir, Warn warn) : s_(std::make_unique<State>()) {
+    s_->dir = std::move(dir);
+    s_->warn = std::move(warn);
+    std::error_code ec;
+    std::filesystem::create_directories(s_->dir, ec);
+    if (ec) fail(s_->dir, "cannot create", ec.value());
+    std::filesystem::permissions(s_->dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+    if (ec) fail(s_->dir, "cannot set mode 0700", ec.value());
+
+    const auto files = list_files(s_->dir);
+    std::optional<Head> head;
+    for (auto it = files.rbegin(); it != files.rend() && !head; ++it) head = s_->recover(it->name);
+    if (!files.empty()) s_->day = files.back().day;
+    if (head) {
+        s_->seq = head->seq;
+        std::copy(head->hash.begin(), head->hash.end(), s_->hash.begin());
+        s_->durable = *head;
+    } else {
+        std::copy(genesis_hash.begin(), genesis_hash.end(), s_->hash.begin());
+    }
+    s_->pending.reserve(1 << 20);
+}
+
+AuditLog::~AuditLog() {
+    bool any;
+    {
+        std::lock_guard lock(s_->mu);
+        any = !s_->pending.empty();
+    }
+    if (!any) return;
+    try {
+        if (auto r = sync(); !r.ok())
+            s_->warning("entries appended after seq " + std::to_string(r.head.seq) +
+                        " were not written: " + r.error.message());
+    } catch (...) {
+        // A destructor must not throw; sync() itself reports through errors.
+    }
+}
+
+void AuditLog::append(std::int64_t ts_ms, const Entry& entry) {
+    append_line(ts_ms, entry.kind, entry.record_id, &entry.attrs, {});
+}
+
+void AuditLog::append(std::int64_t ts_ms, Name kind, std::string_view record_id,
+                      std::string_view detail) {
+    append_line(ts_ms, kind, record_id, nullptr, detail);
+}
+
+void AuditLog::append_line(std::int64_t ts_ms, Name kind, std::string_view record_id,
+                           const std::vector<Attr>* attrs, std::string_view detail) {
+    State& s = *s_;
+    ts_ms = clamp_ms(ts_ms);
+    const std::int64_t ts_day = ts_ms / ms_per_day;
+
+    std::lock_guard lock(s.mu);
+    if (s.failed) {
+        ++s.dropped; // sync() reports the failure; buffering more would only grow
+        return;
+    }
+    const std::int64_t day = std::max(ts_day, s.day);
+    std::string& out = s.pending;
+    const std::size_t mark = out.size();
+
+    char num[24];
+    const auto seq = s.seq + 1;
+    out.append(num, static_cast<std::size_t>(std::to_chars(num, num + sizeof num, seq).ptr - num));
+    out += '\t';
+    if (ts_day != s.date_day) {
+        format_day(s.date, ts_day);
+        s.date_day = ts_day;
+    }
+    char t[24];
+    const auto ms = static_cast<unsigned>(ts_ms - ts_day * ms_per_day);
+    std::memcpy(t, s.date, 10);
+    t[10] = 'T';
+    put_digits(t + 11, ms / 3'600'000, 2);
+    t[13] = ':';
+    put_digits(t + 14, ms / 60'000 % 60, 2);
+    t[16] = ':';
+    put_digits(t + 17, ms / 1000 % 60, 2);
+    t[19] = '.';
+    put_digits(t + 20, ms % 1000, 3);
+    t[23] = 'Z';
+    out.append(t, sizeof t);
+    out += '\t';
+    out += kind.view();
+    out += '\t';
+    if (record_id.empty()) out += '-';
+    else if (record_id == "-") out += "\\x2d"; // "-" alone means "no record"
+    else append_escaped(out, record_id, Esc::Full);
+    out += '\t';
+    if (attrs) {
+        bool first = true;
+        for (const auto& a : *attrs) {
+            if (!first) out += ';';
+            first = false;
+            out += a.key.view();
+            out += '=';
+            append_escaped(out, a.value, Esc::Full);
+        }
+    } else {
+        append_escaped(out, detail, Esc::LineOnly);
+    }
+
+    char h[hash_len];
+    try {
+        s.sha.chain(std::string_view(s.hash.data(), hash_len),
+                    std::string_view(out).substr(mark), h);
+    } catch (...) {
+        out.resize(mark); // leave the buffer and the chain as they were
+        throw;
+    }
+    out += '\t';
+    out.append(h, hash_len);
+    out += '\n';
+
+    std::copy(h, h + hash_len, s.hash.begin());
+    s.seq = seq;
+    if (s.segments.empty() || s.segments.back().day != day) s.segments.push_back({day, 0});
+    s.segments.back().end = out.size();
+    s.day = day;
+}
+
+SyncResult AuditLog::sync() {
+    State& s = *s_;
+    std::lock_guard sync_lock(s.sync_mu);
+    Head head;
+    {
+        std::lock_guard lock(s.mu);
+        if (s.failed) return {s.failed, s.durable};
+        if (s.pending.empty()) return {{}, s.durable};
+        std::swap(s.pending, s.writing);
+        std::swap(s.segments, s.writing_segments);
+        head.seq = s.seq;
+        head.hash.assign(s.hash.data(), hash_len);
+    }
+    // The disk is written without holding `mu`, so appends carry on meanwhile.
+    int err = 0;
+    std::size_t begin = 0;
+    for (const auto& seg : s.writing_segments) {
+        if ((err = s.write_segment(seg.day, s.writing.data() + begin, seg.end - begin))) break;
+        begin = seg.end;
+    }
+    const std::int64_t last_day = s.writing_segments.back().day;
+    s.writing.clear();
+    s.writing_segments.clear();
+
+    std::lock_guard lock(s.mu);
+    if (err) {
+        s.failed = std::error_code(err, std::generic_category());
+        s.warning("cannot write " + (s.dir / file_name(last_day)).string() + ": " +
+                  s.failed.message() + "; entries after seq " + std::to_string(s.durable.seq) +
+                  " may be lost and no more will be written until the log is reopened");
+        return {s.failed, s.durable};
+    }
+    s.durable = head;
+    return {{}, std::move(head)};
+}
+
+AuditLog::Mark AuditLog::mark() const {
+    std::lock_guard lock(s_->mu);
+    Mark m;
+    m.pending = s_->pending.size();
+    m.segments = s_->segments.size();
+    m.last_segment_end = s_->segments.empty() ? 0 : s_->segments.back().end;
+    m.day = s_->day;
+    m.head = Head{s_->seq, std::string(s_->hash.data(), hash_len)};
+    return m;
+}
+
+std::string AuditLog::text_since(const Mark& mark) const {
+    std::lock_guard lock(s_->mu);
+    if (mark.pending > s_->pending.size()) return {};
+    return s_->pending.substr(mark.pending);
+}
+
+void AuditLog::rollback(const Mark& mark) {
+    State& s = *s_;
+    std::lock_guard lock(s.mu);
+    if (mark.pending > s.pending.size()) return; // synced meanwhile: nothing to undo here
+    s.pending.resize(mark.pending);
+    s.segments.resize(mark.segments);
+    if (!s.segments.empty()) s.segments.back().end = mark.last_segment_end;
+    s.day = mark.day;
+    s.seq = mark.head.seq;
+    std::copy(mark.head.hash.begin(), mark.head.hash.end(), s.hash.begin());
+}
+
+void AuditLog::append_saved(std::string_view lines) {
+    State& s = *s_;
+    std::lock_guard lock(s.mu);
+    while (!lines.empty()) {
+        auto nl = lines.find('\n');
+        if (nl == std::string_view::npos) throw std::runtime_error("saved audit lines are torn");
+        std::string_view line = lines.substr(0, nl);
+        lines.remove_prefix(nl + 1);
+        auto tab = line.rfind('\t');
+        auto first_tab = line.find('\t');
+        if (tab == std::string_view::npos || first_tab == std::string_view::npos || tab + 1 + hash_len != line.size())
+            throw std::runtime_error("saved audit line is malformed");
+        std::uint64_t seq = 0;
+        std::from_chars(line.data(), line.data() + first_tab, seq);
+        if (seq <= s.seq) continue; // already in the file
+        if (seq != s.seq + 1)
+            throw std::runtime_error("saved audit lines do not continue the chain (seq " +
+                                     std::to_string(seq) + " after " + std::to_string(s.seq) + ")");
+        char h[hash_len];
+        s.sha.chain(std::string_view(s.hash.data(), hash_len), line.substr(0, tab), h);
+        if (std::string_view(h, hash_len) != line.substr(tab + 1))
+            throw std::runtime_error("saved audit line " + std::to_string(seq) +
+                                     " does not match the chain");
+        // The day file follows the entry's own date (chars 0..9 of the time).
+        std::string_view date = line.substr(first_tab + 1, 10);
+        std::int64_t day = s.day;
+        int y = 0, mo = 0, d = 0;
+        if (date.size() == 10 && std::sscanf(std::string(date).c_str(), "%d-%d-%d", &y, &mo, &d) == 3) {
+            // days from civil (Howard Hinnant)
+            y -= mo <= 2;
+            const int era = (y >= 0 ? y : y - 399) / 400;
+            const unsigned yoe = static_cast<unsigned>(y - era * 400);
+            const unsigned doy = static_cast<unsigned>((153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1);
+            const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+            day = std::max<std::int64_t>(s.day, era * 146097 + static_cast<std::int64_t>(doe) - 719468);
+        }
+        s.pending.append(line);
+        s.pending += '\n';
+        if (s.segments.empty() || s.segments.back().day != day) s.segments.push_back({day, 0});
+        s.segments.back().end = s.pending.size();
+        s.day = day;
+        s.seq = seq;
+        std::copy(h, h + hash_len, s.hash.begin());
+    }
+}
+
+std::uint64_t AuditLog::last_seq() const {
+    std::lock_guard lock(s_->mu);
+    return s_->seq;
+}
+
+std::string AuditLog::last_hash() const {
+    std::lock_guard lock(s_->mu);
+    return std::string(s_->hash.data(), hash_len);
+}
+
+Head AuditLog::head() const {
+    std::lock_guard lock(s_->mu);
+    return Head{s_->seq, std::string(s_->hash.data(), hash_len)};
+}
+
+Head AuditLog::durable_head() const {
+    std::lock_guard lock(s_->mu);
+    return s_->durable;
+}
+
+const std::filesystem::path& AuditLog::dir() const { return s_->dir; }
+
+AuditLog::VerifyResult AuditLog::verify(const std::filesystem::path& dir, std::optional<Head> head) {
+    Verifier v(std::move(head));
+    const auto files = list_files(dir);
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        v.start_file(i, files[i].name);
+        LineReader reader(dir / files[i].name);
+        std::string_view line;
+        for (;;) {
+            const auto got = reader.next(line);
+            if (got == LineReader::Got::End) break;
+            if (got == LineReader::Got::Torn) v.torn(line);
+            else v.line(line);
+        }
+        if (reader.error()) v.unreadable(reader.error());
+    }
+    return v.finish();
+}
+
+void AuditLog::scan(const std::filesystem::path& dir,
+                    const std::function<bool(const Record&)>& visit) {
+    for (const auto& f : list_files(dir)) {
+        LineReader reader(dir / f.name);
+        std::string_view line;
+        while (reader.next(line) == LineReader::Got::Line) {
+            LineView v;
+            if (parse_line(line, v) && !visit(to_record(v))) return;
+        }
+    }
+}
+
+std::vector<Record> AuditLog::read_records(const std::filesystem::path& dir,
+                                           const std::set<std::string, std::less<>>& record_ids) {
+    std::vector<Record> out;
+    scan(dir, [&](const Record& r) {
+        if (record_ids.count(r.record_id)) out.push_back(r);
+        return true;
+    });
+    return out;
+}
+
+std::vector<Record> AuditLog::read_range(const std::filesystem::path& dir, std::uint64_t first,
+                                         std::uint64_t last) {
+    std::vector<Record> out;
+    if (first > last) return out;
+    const auto files = list_files(dir);
+    // The first seq of each file tells which files can hold the range.
+    std::vector<std::uint64_t> starts;
+    for (const auto& f : files) {
+        LineReader reader(dir / f.name);
+        std::string_view line;
+        LineView v;
+        starts.push_back(reader.next(line) == LineReader::Got::Line && parse_line(line, v) ? v.seq : 0);
+    }
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        if (i + 1 < files.size() && starts[i + 1] != 0 && starts[i + 1] <= first) continue;
+        if (starts[i] > last) break;
+        LineReader reader(dir / files[i].name);
+        std::string_view line;
+        while (reader.next(line) == LineReader::Got::Line) {
+            LineView v;
+            if (!parse_line(line, v) || v.seq < first) continue;
+            if (v.seq > last) break;
+            out.push_back(to_record(v));
+        }
+    }
+    return out;
+}
+
+} // namespace switchboard::audit

@@ -72,7 +72,7 @@ void check_transform(const toml::node& n, const std::string& path, Diagnostics& 
 void check_field_path(const toml::table& fields, const std::string& path, Diagnostics& out) {
     // Field paths: dotted keys, [N] or [*] indexes, and a final ".*" subtree.
     static const std::regex re(
-        R"(^[A-Za-z0-9_-]+(\[([0-9]+|\*)\])*(\.[A-Za-z0-9_-]+(\[([0-9]+|\*)\])*)*(\.\*)?$)");
+        R"(^(\*|[A-Za-z0-9_-]+(\[([0-9]+|\*)\])*(\.[A-Za-z0-9_-]+(\[([0-9]+|\*)\])*)*(\.\*)?)$)");
     for (auto&& [key, value] : fields) {
         (void)value;
         if (!std::regex_match(key.str().begin(), key.str().end(), re))
@@ -486,7 +486,8 @@ const Spec& core_schema() {
 
 std::filesystem::path resolve_path(const toml::node& node, const std::string& value) {
     std::filesystem::path p = value;
-    if (p.is_absolute() || value.empty()) return p;
+    // "-" conventionally means standard input or output, not a file.
+    if (p.is_absolute() || value.empty() || value == "-") return p;
     auto src = node.source().path;
     std::filesystem::path base = src ? std::filesystem::path(*src).parent_path() : std::filesystem::path();
     return (base / p).lexically_normal();

@@ -1,1 +1,375 @@
-// placeholder: being written
+#include "pipeline/profile.hpp"
+
+#include "pipeline/pii.hpp"
+#include "util/text.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <optional>
+#include <regex>
+
+namespace switchboard::pipeline {
+
+namespace {
+
+using sb::detail::AttachmentData;
+using sb::detail::Leaf;
+
+// The envelope a destination receives. external_id and subject_ref are the
+// vendor's identifiers of the citizen and the contact: they stay here.
+constexpr const char* kSentMeta[] = {"id", "source", "channel", "category", "occurred_at", "received_at",
+                                     "expires_at"};
+
+bool is_special(std::string_view category) {
+    return category == "special" || category.starts_with("special.");
+}
+
+// Leaf path up to its first '.' or '['.
+std::string_view first_key_of(std::string_view path) {
+    return path.substr(0, std::min(path.find('.'), path.find('[')));
+}
+
+struct ParsedTransform {
+    Transform transform;
+    int mask_keep = 4;
+};
+
+std::optional<ParsedTransform> parse_transform(std::string_view t) {
+    if (t == "keep") return ParsedTransform{Transform::Keep};
+    if (t == "hash") return ParsedTransform{Transform::Hash};
+    if (t == "redact") return ParsedTransform{Transform::Redact};
+    if (t == "mask") return ParsedTransform{Transform::Mask, 4};
+    if (t == "generalise:postcode") return ParsedTransform{Transform::GeneralisePostcode};
+    if (t == "generalise:month") return ParsedTransform{Transform::GeneraliseMonth};
+    if (t == "generalise:age_band") return ParsedTransform{Transform::GeneraliseAgeBand};
+    if (t.starts_with("mask:") && t.size() > 5 && t.size() <= 7) {
+        int n = 0;
+        auto r = std::from_chars(t.data() + 5, t.data() + t.size(), n);
+        if (r.ec == std::errc() && r.ptr == t.data() + t.size()) return ParsedTransform{Transform::Mask, n};
+    }
+    return std::nullopt;
+}
+
+// The text a non-keep transform works on: strings as they are, numbers and
+// booleans as their JSON spelling, so that a card number sent as an integer
+// is still redacted, masked or hashed (never passed raw). Null has none.
+std::optional<std::string_view> leaf_text(const Leaf& leaf, char (&buf)[32]) {
+    switch (leaf.type) {
+    case SB_VALUE_STRING: return std::string_view(leaf.str);
+    case SB_VALUE_INT: {
+        auto r = std::to_chars(buf, buf + sizeof buf, leaf.i);
+        return std::string_view(buf, static_cast<std::size_t>(r.ptr - buf));
+    }
+    case SB_VALUE_FLOAT: {
+        auto r = std::to_chars(buf, buf + sizeof buf, leaf.f);
+        return std::string_view(buf, static_cast<std::size_t>(r.ptr - buf));
+    }
+    case SB_VALUE_BOOL: return std::string_view(leaf.i ? "true" : "false");
+    default: return std::nullopt;
+    }
+}
+
+Action action_of(Transform t) {
+    switch (t) {
+    case Transform::Keep: return Action::Kept;
+    case Transform::Mask: return Action::Masked;
+    case Transform::Hash: return Action::Hashed;
+    case Transform::Redact: return Action::Redacted;
+    default: return Action::Generalised;
+    }
+}
+
+const char* generalised_to(Transform t) {
+    switch (t) {
+    case Transform::GeneralisePostcode: return "postcode district";
+    case Transform::GeneraliseMonth: return "month";
+    default: return "age band";
+    }
+}
+
+const char* not_a(Transform t) {
+    return t == Transform::GeneralisePostcode ? "not a postcode" : "not a date";
+}
+
+// "NINO, CARD": the kinds found, each once, in order of first appearance.
+std::string kinds_found(const std::vector<pii::Finding>& found) {
+    std::string out;
+    std::vector<pii::Kind> seen;
+    for (const auto& f : found) {
+        if (std::find(seen.begin(), seen.end(), f.kind) != seen.end()) continue;
+        seen.push_back(f.kind);
+        std::string_view p = pii::placeholder(f.kind);
+        if (p.size() >= 2 && p.front() == '[' && p.back() == ']') p = p.substr(1, p.size() - 2);
+        if (!out.empty()) out += ", ";
+        out += p;
+    }
+    return out.empty() ? "nothing found" : out;
+}
+
+} // namespace
+
+const char* action_name(Action action) {
+    switch (action) {
+    case Action::Kept: return "kept";
+    case Action::Masked: return "masked";
+    case Action::Hashed: return "hashed";
+    case Action::Redacted: return "redacted";
+    case Action::Generalised: return "generalised";
+    case Action::Dropped: return "dropped";
+    }
+    return "dropped";
+}
+
+Profile Profile::compile(const std::string& name, const toml::table& table, const std::string* hash_key,
+                         config::Diagnostics& out) {
+    Profile p;
+    p.name_ = name;
+    const std::string path = config::join_path("profiles", name);
+    if (auto* v = table.get("version"); v && v->is_integer() && v->as_integer()->get() >= 1)
+        p.version_ = static_cast<int>(std::min<std::int64_t>(v->as_integer()->get(), 1'000'000'000));
+    if (auto* d = table.get("description"); d && d->is_string()) p.description_ = d->as_string()->get();
+    if (hash_key && !hash_key->empty()) {
+        p.hash_key_ = *hash_key;
+        p.has_hash_key_ = true;
+    }
+    const bool hash_key_configured = table.contains("hash_key");
+
+    const toml::node* fields_node = table.get("fields");
+    const toml::table* fields = fields_node ? fields_node->as_table() : nullptr;
+    std::vector<std::string> hashed;
+    const toml::node* first_hash = nullptr;
+    if (fields) {
+        // The schema's own field path grammar: keys it accepts but
+        // PathPattern refuses (index > 65535, too deep) are reported here.
+        static const std::regex grammar(
+            R"(^[A-Za-z0-9_-]+(\[([0-9]+|\*)\])*(\.[A-Za-z0-9_-]+(\[([0-9]+|\*)\])*)*(\.\*)?$)");
+        for (auto&& [key, value] : *fields) {
+            std::string_view text = key.str();
+            const std::string key_path = config::join_path(path + ".fields", text);
+            auto pattern = sb::detail::PathPattern::parse(text);
+            if (!pattern) {
+                if (std::regex_match(text.begin(), text.end(), grammar))
+                    out.error(config::location_of(key), key_path,
+                              "is not a usable field path (indexes go up to 65535, 32 levels at most)");
+                continue; // otherwise already reported by the schema
+            }
+            if (!value.is_string()) continue;
+            auto t = parse_transform(value.as_string()->get());
+            if (!t) continue; // reported by the schema
+            FieldRule rule{std::move(*pattern), t->transform, t->mask_keep, value.as_string()->get()};
+            if (rule.transform == Transform::Hash) {
+                hashed.emplace_back(text);
+                if (!first_hash) first_hash = &value;
+            }
+            if (rule.pattern.first_key() == "attachments" && rule.transform != Transform::Keep)
+                out.warn(config::location_of(value), key_path,
+                         "attachments are sent by reference with keep, or not at all: '" + rule.transform_text +
+                             "' drops them");
+            if (text == "*" || rule.pattern.first_key() == "special") p.special_patterns_.emplace_back(text);
+            p.rules_.push_back(std::move(rule));
+        }
+    }
+    if (first_hash && !hash_key_configured)
+        out.error(config::location_of(*first_hash), path + ".hash_key",
+                  "missing: " + std::string(hashed.size() == 1 ? "field " : "fields ") + text::join(hashed, ", ") +
+                      (hashed.size() == 1 ? " uses" : " use") +
+                      " hash, which needs the profile's hash_key (a secret: \"env:NAME\" or \"file:PATH\")");
+
+    // Index: rules by first key, each group also holding the "*" rules, in
+    // decreasing specificity so the first match is the most specific.
+    std::vector<std::uint32_t> order(p.rules_.size());
+    for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+        return p.rules_[a].pattern.specificity() > p.rules_[b].pattern.specificity();
+    });
+    for (std::uint32_t i : order) {
+        std::string_view fk = p.rules_[i].pattern.first_key();
+        if (fk.empty()) {
+            p.wildcard_rules_.push_back(i);
+            continue;
+        }
+        auto g = std::find_if(p.groups_.begin(), p.groups_.end(), [&](const Group& x) { return x.first_key == fk; });
+        if (g == p.groups_.end()) {
+            p.groups_.push_back({std::string(fk), {}});
+            g = p.groups_.end() - 1;
+        }
+    }
+    for (Group& g : p.groups_)
+        for (std::uint32_t i : order) {
+            std::string_view fk = p.rules_[i].pattern.first_key();
+            if (fk.empty() || fk == g.first_key) g.rules.push_back(i);
+        }
+    std::sort(p.groups_.begin(), p.groups_.end(),
+              [](const Group& a, const Group& b) { return a.first_key < b.first_key; });
+    return p;
+}
+
+const std::vector<std::uint32_t>& Profile::candidates(std::string_view path) const {
+    std::string_view fk = first_key_of(path);
+    auto g = std::lower_bound(groups_.begin(), groups_.end(), fk,
+                              [](const Group& x, std::string_view k) { return std::string_view(x.first_key) < k; });
+    if (g != groups_.end() && g->first_key == fk) return g->rules;
+    return wildcard_rules_;
+}
+
+const FieldRule* Profile::rule_for(std::string_view path) const {
+    for (std::uint32_t i : candidates(path))
+        if (rules_[i].pattern.matches(path)) return &rules_[i];
+    return nullptr;
+}
+
+std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
+                           std::vector<FieldDecision>* decisions, std::string* summary) const {
+    out.data = sb::detail::RecordData();
+    for (const char* key : kSentMeta)
+        if (const char* v = in.data.meta(key)) out.data.set_meta(key, v);
+    if (decisions) decisions->clear();
+    if (summary) summary->clear();
+
+    std::size_t sent = 0;
+    // Reason texts are only built when asked for: the delivery path never
+    // pays for them.
+    auto decide = [&](std::string_view path, const std::string& category, Action action, const FieldRule* rule,
+                      auto&& reason) {
+        if (action != Action::Dropped) {
+            ++sent;
+            if (summary) {
+                if (!summary->empty()) summary->push_back(',');
+                summary->append(path);
+                summary->push_back(':');
+                summary->append(rule->transform_text);
+            }
+        }
+        if (!decisions) return;
+        decisions->push_back({std::string(path), category, action, rule ? rule->pattern.text() : std::string(),
+                              action != Action::Dropped ? rule->transform_text : std::string(), reason()});
+    };
+    auto by = [&](const FieldRule* rule) { return " by profile " + name_ + " (" + rule->pattern.text() + ")"; };
+    auto not_in_profile = [&] { return "dropped: not in profile " + name_; };
+    auto special_dropped = [] {
+        return std::string("dropped: special category (Art. 9) without a lawful basis on the route");
+    };
+
+    std::vector<pii::Finding> findings;
+    for (const Leaf& leaf : in.data.leaves()) {
+        const FieldRule* rule = rule_for(leaf.path);
+        // Art. 9 first: it is the reason that holds whatever the profile says.
+        if (!route_has_lawful_basis && is_special(leaf.category)) {
+            decide(leaf.path, leaf.category, Action::Dropped, rule, special_dropped);
+            continue;
+        }
+        if (!rule) {
+            decide(leaf.path, leaf.category, Action::Dropped, rule, not_in_profile);
+            continue;
+        }
+        const char* category = leaf.category.c_str();
+        if (rule->transform == Transform::Keep) {
+            sb_value v{leaf.type, leaf.str.data(), leaf.str.size(), leaf.i, leaf.f};
+            if (out.data.set(leaf.path, v, category) != SB_OK) continue; // cannot happen: paths are canonical
+            decide(leaf.path, leaf.category, Action::Kept, rule, [&] { return "kept" + by(rule); });
+            continue;
+        }
+        char buf[32];
+        std::optional<std::string_view> text = leaf_text(leaf, buf);
+        bool generalise = rule->transform == Transform::GeneralisePostcode ||
+                          rule->transform == Transform::GeneraliseMonth ||
+                          rule->transform == Transform::GeneraliseAgeBand;
+        if (!text) {
+            // Null carries no value: it stays null, except where a
+            // generalisation needs something to generalise.
+            if (generalise) {
+                decide(leaf.path, leaf.category, Action::Dropped, rule,
+                       [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
+                continue;
+            }
+            sb_value v{SB_VALUE_NULL, nullptr, 0, 0, 0};
+            out.data.set(leaf.path, v, category);
+            decide(leaf.path, leaf.category, action_of(rule->transform), rule,
+                   [&] { return std::string(action_name(action_of(rule->transform))) + " (null)" + by(rule); });
+            continue;
+        }
+        std::optional<std::string> result;
+        findings.clear();
+        switch (rule->transform) {
+        case Transform::Mask: result = pii::mask(*text, rule->mask_keep); break;
+        case Transform::Hash:
+            if (has_hash_key_) result = pii::pseudonym(hash_key_, *text);
+            break;
+        case Transform::Redact: result = pii::redact(*text, decisions ? &findings : nullptr); break;
+        case Transform::GeneralisePostcode: result = pii::postcode_district(*text); break;
+        case Transform::GeneraliseMonth: result = pii::date_to_month(*text); break;
+        case Transform::GeneraliseAgeBand: result = pii::age_band(*text, now_ms); break;
+        case Transform::Keep: break;
+        }
+        if (!result) {
+            // Never the raw value instead.
+            if (rule->transform == Transform::Hash)
+                decide(leaf.path, leaf.category, Action::Dropped, rule,
+                       [&] { return "dropped: profile " + name_ + " has no usable hash_key"; });
+            else
+                decide(leaf.path, leaf.category, Action::Dropped, rule,
+                       [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
+            continue;
+        }
+        sb_value v{SB_VALUE_STRING, result->data(), result->size(), 0, 0};
+        if (out.data.set(leaf.path, v, category) != SB_OK) continue;
+        decide(leaf.path, leaf.category, action_of(rule->transform), rule, [&] {
+            switch (rule->transform) {
+            case Transform::Mask: return "masked" + by(rule);
+            case Transform::Hash: return "hashed" + by(rule);
+            case Transform::Redact: return "redacted: " + kinds_found(findings) + by(rule);
+            default: return std::string("generalised to ") + generalised_to(rule->transform) + by(rule);
+            }
+        });
+    }
+
+    // Attachments: by reference, with keep only.
+    const auto& attachments = in.data.attachments();
+    std::string path;
+    for (std::size_t k = 0; k < attachments.size(); ++k) {
+        const AttachmentData& a = attachments[k];
+        path = "attachments.";
+        path += a.name.empty() ? std::to_string(k) : a.name;
+        const FieldRule* rule = rule_for(path);
+        if (!route_has_lawful_basis && is_special(a.category)) {
+            decide(path, a.category, Action::Dropped, rule, special_dropped);
+            continue;
+        }
+        if (!rule) {
+            decide(path, a.category, Action::Dropped, rule, not_in_profile);
+            continue;
+        }
+        if (rule->transform != Transform::Keep) {
+            decide(path, a.category, Action::Dropped, rule, [&] {
+                return "dropped: attachments are sent by reference with keep only, not " + rule->transform_text +
+                       by(rule);
+            });
+            continue;
+        }
+        sb_attachment s{};
+        s.struct_size = sizeof s;
+        s.name = a.name.c_str();
+        s.uri = a.uri.c_str();
+        s.media_type = a.media_type.c_str();
+        s.size = a.size;
+        s.sha256 = a.sha256.empty() ? nullptr : a.sha256.c_str();
+        s.category = a.category.c_str();
+        if (out.data.add_attachment(s) != SB_OK) continue;
+        decide(path, a.category, Action::Kept, rule, [&] { return "kept (by reference)" + by(rule); });
+    }
+    return sent;
+}
+
+std::string Profile::summarise(const std::vector<FieldDecision>& decisions) {
+    std::string out;
+    for (const auto& d : decisions) {
+        if (d.action == Action::Dropped) continue;
+        if (!out.empty()) out.push_back(',');
+        out += d.path;
+        out.push_back(':');
+        out += d.transform;
+    }
+    return out;
+}
+
+} // namespace switchboard::pipeline

@@ -22,7 +22,7 @@ export PKG_CONFIG_PATH=$(dirname "$pc")
 [ "$(pkg-config --variable=abi_major switchboard-sdk)" = 1 ] || fail "abi_major variable"
 pkg-config --variable=plugindir switchboard-sdk | grep -q '/switchboard/plugins$' || fail "plugindir variable"
 pkg-config --cflags switchboard-sdk | grep -q "$work/stage" || fail "cflags do not point into the staged prefix"
-for h in plugin.h plugin.hpp testing.hpp detail/abi.hpp detail/record_data.hpp; do
+for h in plugin.h plugin.hpp testing.hpp detail/abi.hpp detail/record_data.hpp detail/path_pattern.hpp detail/json_record.hpp; do
   [ -n "$(find "$work/stage" -path "*/include/switchboard/$h")" ] || fail "header $h not installed"
 done
 

@@ -326,6 +326,46 @@ public:
 
     const std::vector<AttachmentData>& attachments() const { return attachments_; }
 
+    // Host-side access for storage and the pipeline ---------------------------
+
+    // Envelope by index into kMetaKeys (nullptr when unset); the host stamps
+    // keys sources may not set (id, source, received_at, ...) this way.
+    const std::string* meta_at(int idx) const {
+        return (has_meta_ & (1u << idx)) ? &meta_[static_cast<std::size_t>(idx)] : nullptr;
+    }
+    void set_meta_at(int idx, std::string value) {
+        meta_[static_cast<std::size_t>(idx)] = std::move(value);
+        has_meta_ |= 1u << idx;
+        dirty();
+    }
+    void clear_meta_at(int idx) {
+        meta_[static_cast<std::size_t>(idx)].clear();
+        has_meta_ &= ~(1u << idx);
+        dirty();
+    }
+
+    // Mutable access to string values (ingest redaction rewrites them in place).
+    std::vector<Leaf>& mutable_leaves() {
+        dirty();
+        return leaves_;
+    }
+
+    // Appends a leaf known to come after every existing one in path order and
+    // to be valid (storage reading back what it wrote). Computes its sort key.
+    void push_sorted(Leaf leaf) {
+        std::vector<PathSegment> segs;
+        parse_path(leaf.path, segs);
+        leaf.key.clear();
+        append_sort_key(leaf.key, segs);
+        leaves_.push_back(std::move(leaf));
+        dirty();
+    }
+
+    void push_attachment(AttachmentData a) {
+        attachments_.push_back(std::move(a));
+        dirty();
+    }
+
     // JSON ---------------------------------------------------------------
     const std::string& json() const {
         if (!json_valid_) {
@@ -521,6 +561,8 @@ inline sb_status record_set_meta(sb_record* r, const char* key, const char* valu
     if (k != SB_META_CHANNEL && k != SB_META_OCCURRED_AT && k != SB_META_EXTERNAL_ID &&
         k != SB_META_SUBJECT_REF)
         return SB_ERR_INVALID;
+    // An empty id would make every later record of the source a duplicate.
+    if (!*value) return SB_ERR_INVALID;
     return r->data.set_meta(k, value);
 }
 

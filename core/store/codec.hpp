@@ -1,0 +1,31 @@
+#pragma once
+
+// Compact binary form of a record, for the journal and the outbox.
+// Records are read back only by this code, so the format is private; a
+// version byte leads each record so that it can evolve.
+
+#include <switchboard/detail/record_data.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace switchboard::store {
+
+// Appends `record` to `out`, length-prefixed.
+void encode(const sb_record& record, std::string& out);
+
+// Reads one record at `pos` in `in`, advancing `pos`. False on malformed
+// input (a corrupt store: callers report it, never crash).
+bool decode(std::string_view in, std::size_t& pos, sb_record& record);
+
+// Skips one record at `pos` without decoding it.
+bool skip(std::string_view in, std::size_t& pos);
+
+// Low-level pieces, shared with other store formats.
+void put_varint(std::string& out, std::uint64_t v);
+bool get_varint(std::string_view in, std::size_t& pos, std::uint64_t& v);
+void put_string(std::string& out, std::string_view s);
+bool get_string(std::string_view in, std::size_t& pos, std::string_view& s);
+
+} // namespace switchboard::store

@@ -1,0 +1,665 @@
+// SQLite implementation of the journal store.
+//
+// One connection, used under a mutex: SQLite serialises writers anyway, and
+// one connection lets the store checkpoint the write-ahead log to nothing
+// after deletions (no reader can pin old pages). WAL mode with
+// synchronous=FULL makes each commit durable (fsync) before write() returns;
+// secure_delete=ON overwrites deleted content with zeros, so expired values do
+// not linger in free pages.
+
+#include "store/codec.hpp"
+#include "store/store.hpp"
+
+#include <sqlite3.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
+
+namespace switchboard::store {
+
+namespace {
+
+const char* kSchema = R"(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks(
+  id INTEGER PRIMARY KEY,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_expiry ON chunks(expires_at);
+CREATE TABLE IF NOT EXISTS outbox(
+  destination TEXT NOT NULL,
+  first_seq INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  chunk INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  indexes BLOB NOT NULL,
+  payloads BLOB,
+  PRIMARY KEY(destination, first_seq));
+CREATE INDEX IF NOT EXISTS outbox_chunk ON outbox(chunk);
+CREATE TABLE IF NOT EXISTS progress(destination TEXT PRIMARY KEY, acked INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters(
+  id INTEGER PRIMARY KEY,
+  destination TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  record_id TEXT NOT NULL,
+  chunk INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  dead_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL,
+  error TEXT NOT NULL,
+  payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS dead_letters_chunk ON dead_letters(chunk);
+CREATE TABLE IF NOT EXISTS state(
+  instance TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY(instance, key));
+CREATE TABLE IF NOT EXISTS claims(hash INTEGER PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS claims_expiry ON claims(expires_at);
+CREATE TABLE IF NOT EXISTS quarantine(
+  id INTEGER PRIMARY KEY,
+  instance TEXT NOT NULL, ref TEXT NOT NULL, reason TEXT NOT NULL,
+  received_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, bytes BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS quarantine_expiry ON quarantine(expires_at);
+CREATE TABLE IF NOT EXISTS erase_tasks(
+  id INTEGER PRIMARY KEY,
+  instance TEXT NOT NULL, target INTEGER NOT NULL, reason INTEGER NOT NULL,
+  created_at INTEGER NOT NULL, next_at INTEGER NOT NULL, attempts INTEGER NOT NULL,
+  done INTEGER NOT NULL, items BLOB NOT NULL, last_error TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS erase_tasks_due ON erase_tasks(next_at);
+CREATE TABLE IF NOT EXISTS audit_spool(
+  first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lines BLOB NOT NULL);
+)";
+
+class Stmt {
+public:
+    Stmt(sqlite3* db, const char* sql) {
+        if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK)
+            throw StoreError(std::string("cannot prepare statement: ") + sqlite3_errmsg(db));
+    }
+    ~Stmt() { sqlite3_finalize(s_); }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
+
+    Stmt& bind(int i, std::int64_t v) {
+        sqlite3_bind_int64(s_, i, v);
+        return *this;
+    }
+    Stmt& bind(int i, std::string_view v) {
+        sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+        return *this;
+    }
+    Stmt& blob(int i, std::string_view v) {
+        sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+        return *this;
+    }
+    Stmt& null(int i) {
+        sqlite3_bind_null(s_, i);
+        return *this;
+    }
+    // Steps once: true if a row is available.
+    bool step() {
+        int rc = sqlite3_step(s_);
+        if (rc == SQLITE_ROW) return true;
+        if (rc == SQLITE_DONE) return false;
+        throw StoreError(std::string("store: ") + sqlite3_errmsg(sqlite3_db_handle(s_)));
+    }
+    void run() {
+        step();
+        reset();
+    }
+    void reset() {
+        sqlite3_reset(s_);
+        sqlite3_clear_bindings(s_);
+    }
+    std::int64_t i64(int col) const { return sqlite3_column_int64(s_, col); }
+    std::string text(int col) const {
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+        return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
+    }
+    std::string bytes(int col) const {
+        const auto* p = static_cast<const char*>(sqlite3_column_blob(s_, col));
+        return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
+    }
+    bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+
+private:
+    sqlite3_stmt* s_ = nullptr;
+};
+
+// Resets a statement when a read is done, whatever happens.
+struct Reset {
+    Stmt& s;
+    ~Reset() { s.reset(); }
+};
+
+class SqliteStore;
+
+class SqliteTxn : public Txn {
+public:
+    explicit SqliteTxn(SqliteStore& s) : s_(s) {}
+    bool claim(std::uint64_t key_hash, std::int64_t expires_at) override;
+    std::int64_t next_chunk_id() override;
+    void put_chunk(const ChunkInfo& info, std::string_view body) override;
+    void replace_chunk_body(std::int64_t id, std::string_view body) override;
+    void delete_chunk(std::int64_t id) override;
+    void put_outbox(const OutboxRow& row) override;
+    void set_acked(const std::string& destination, std::uint64_t acked_seq) override;
+    void delete_outbox_for_chunk(std::int64_t chunk) override;
+    void put_dead_letter(const DeadLetter& d) override;
+    void delete_dead_letter(std::int64_t id) override;
+    void delete_dead_letters_for_chunk(std::int64_t chunk) override;
+    void set_state(const std::string& instance, const std::string& key,
+                   const std::optional<std::string>& value) override;
+    void put_quarantine(const QuarantineItem& q) override;
+    void put_erase_task(const EraseTask& t) override;
+    void update_erase_task(const EraseTask& t) override;
+    void delete_erase_task(std::int64_t id) override;
+    void put_audit(std::uint64_t first_seq, std::uint64_t last_seq, std::string_view lines) override;
+    void delete_audit_upto(std::uint64_t last_seq) override;
+    void set_meta(const std::string& key, const std::string& value) override;
+    std::uint64_t expire_quarantine(std::int64_t now) override;
+    std::uint64_t expire_claims(std::int64_t now) override;
+
+private:
+    SqliteStore& s_;
+};
+
+class SqliteStore : public Store {
+public:
+    explicit SqliteStore(const std::string& file) {
+        if (sqlite3_open_v2(file.c_str(), &db_,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                            nullptr) != SQLITE_OK) {
+            std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+            sqlite3_close(db_);
+            throw StoreError("cannot open " + file + ": " + msg);
+        }
+        sqlite3_busy_timeout(db_, 5000);
+        exec("PRAGMA journal_mode=WAL");
+        exec("PRAGMA synchronous=FULL");
+        exec("PRAGMA secure_delete=ON");
+        exec("PRAGMA foreign_keys=OFF");
+        exec("PRAGMA temp_store=MEMORY");
+        exec("PRAGMA cache_size=-16384"); // 16 MiB: bounded whatever the backlog
+        exec(kSchema);
+        prepare();
+    }
+    ~SqliteStore() override {
+        stmts_.clear();
+        if (db_) {
+            sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+            sqlite3_close(db_);
+        }
+    }
+
+    void write(const std::function<void(Txn&)>& fn) override {
+        std::lock_guard lock(mutex_);
+        exec("BEGIN IMMEDIATE");
+        try {
+            SqliteTxn txn(*this);
+            fn(txn);
+            exec("COMMIT");
+        } catch (...) {
+            sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
+    }
+
+    void scrub() override {
+        std::lock_guard lock(mutex_);
+        int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        if (rc != SQLITE_OK) throw StoreError(std::string("checkpoint: ") + sqlite3_errmsg(db_));
+    }
+
+    std::optional<std::string> state(const std::string& instance, const std::string& key) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT value FROM state WHERE instance=?1 AND key=?2");
+        Reset r{s};
+        s.bind(1, instance).bind(2, key);
+        if (!s.step()) return std::nullopt;
+        return s.text(0);
+    }
+
+    std::optional<std::string> meta(const std::string& key) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT value FROM meta WHERE key=?1");
+        Reset r{s};
+        s.bind(1, key);
+        if (!s.step()) return std::nullopt;
+        return s.text(0);
+    }
+
+    std::optional<std::string> chunk_body(std::int64_t id) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT body FROM chunks WHERE id=?1");
+        Reset r{s};
+        s.bind(1, id);
+        if (!s.step()) return std::nullopt;
+        return s.bytes(0);
+    }
+
+    std::optional<ChunkInfo> chunk_info(std::int64_t id) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, created_at, expires_at, count FROM chunks WHERE id=?1");
+        Reset r{s};
+        s.bind(1, id);
+        if (!s.step()) return std::nullopt;
+        return ChunkInfo{s.i64(0), s.i64(1), s.i64(2), static_cast<std::uint32_t>(s.i64(3))};
+    }
+
+    std::vector<ChunkInfo> expired_chunks(std::int64_t now, std::size_t limit) override {
+        return chunk_list("SELECT id, created_at, expires_at, count FROM chunks WHERE expires_at<=?1 "
+                          "ORDER BY expires_at LIMIT ?2",
+                          now, limit);
+    }
+
+    std::vector<ChunkInfo> chunks_expiring_before(std::int64_t until, std::size_t limit) override {
+        return chunk_list("SELECT id, created_at, expires_at, count FROM chunks WHERE expires_at<=?1 "
+                          "ORDER BY expires_at LIMIT ?2",
+                          until, limit);
+    }
+
+    std::uint64_t acked(const std::string& destination) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT acked FROM progress WHERE destination=?1");
+        Reset r{s};
+        s.bind(1, destination);
+        return s.step() ? static_cast<std::uint64_t>(s.i64(0)) : 0;
+    }
+
+    std::uint64_t last_seq(const std::string& destination) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT first_seq + count - 1 FROM outbox WHERE destination=?1 "
+                     "ORDER BY first_seq DESC LIMIT 1");
+        Reset r{s};
+        s.bind(1, destination);
+        std::uint64_t from_outbox = s.step() ? static_cast<std::uint64_t>(s.i64(0)) : 0;
+        s.reset();
+        // Outbox rows of expired records are gone; the progress row remembers.
+        Stmt& p = st("SELECT acked FROM progress WHERE destination=?1");
+        Reset rp{p};
+        p.bind(1, destination);
+        std::uint64_t acked = p.step() ? static_cast<std::uint64_t>(p.i64(0)) : 0;
+        p.reset();
+        Stmt& m = st("SELECT value FROM meta WHERE key=?1");
+        Reset rm{m};
+        m.bind(1, "last_seq." + destination);
+        std::uint64_t recorded = m.step() ? std::stoull(m.text(0)) : 0;
+        return std::max({from_outbox, acked, recorded});
+    }
+
+    std::vector<OutboxRow> outbox_after(const std::string& destination, std::uint64_t after_seq,
+                                        std::size_t limit) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT destination, first_seq, count, chunk, expires_at, indexes, payloads "
+                     "FROM outbox WHERE destination=?1 AND first_seq + count - 1 > ?2 "
+                     "ORDER BY first_seq LIMIT ?3");
+        Reset r{s};
+        s.bind(1, destination).bind(2, static_cast<std::int64_t>(after_seq)).bind(3, static_cast<std::int64_t>(limit));
+        std::vector<OutboxRow> out;
+        while (s.step()) out.push_back(row(s));
+        return out;
+    }
+
+    std::vector<OutboxRow> outbox_for_chunk(std::int64_t chunk) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT destination, first_seq, count, chunk, expires_at, indexes, payloads "
+                     "FROM outbox WHERE chunk=?1 ORDER BY destination, first_seq");
+        Reset r{s};
+        s.bind(1, chunk);
+        std::vector<OutboxRow> out;
+        while (s.step()) out.push_back(row(s));
+        return out;
+    }
+
+    std::vector<DeadLetter> dead_letters(const std::string& destination) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, destination, seq, record_id, chunk, expires_at, dead_at, attempts, "
+                     "error, payload FROM dead_letters WHERE ?1='' OR destination=?1 ORDER BY id");
+        Reset r{s};
+        s.bind(1, destination);
+        std::vector<DeadLetter> out;
+        while (s.step()) out.push_back(dead(s));
+        return out;
+    }
+
+    std::optional<DeadLetter> dead_letter(std::int64_t id) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, destination, seq, record_id, chunk, expires_at, dead_at, attempts, "
+                     "error, payload FROM dead_letters WHERE id=?1");
+        Reset r{s};
+        s.bind(1, id);
+        if (!s.step()) return std::nullopt;
+        return dead(s);
+    }
+
+    std::vector<std::uint64_t> dead_seqs_for_chunk(const std::string& destination,
+                                                   std::int64_t chunk) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT seq FROM dead_letters WHERE destination=?1 AND chunk=?2");
+        Reset r{s};
+        s.bind(1, destination).bind(2, chunk);
+        std::vector<std::uint64_t> out;
+        while (s.step()) out.push_back(static_cast<std::uint64_t>(s.i64(0)));
+        return out;
+    }
+
+    std::vector<QuarantineItem> quarantine(std::size_t limit) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, instance, ref, reason, received_at, expires_at, bytes FROM quarantine "
+                     "ORDER BY id LIMIT ?1");
+        Reset r{s};
+        s.bind(1, static_cast<std::int64_t>(limit));
+        std::vector<QuarantineItem> out;
+        while (s.step())
+            out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.i64(4), s.i64(5), s.bytes(6)});
+        return out;
+    }
+
+    std::vector<EraseTask> erase_tasks(std::int64_t due_before, std::size_t limit) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, instance, target, reason, created_at, next_at, attempts, done, items, "
+                     "last_error FROM erase_tasks WHERE next_at<=?1 ORDER BY next_at, id LIMIT ?2");
+        Reset r{s};
+        s.bind(1, due_before).bind(2, static_cast<std::int64_t>(limit));
+        std::vector<EraseTask> out;
+        while (s.step()) {
+            EraseTask t;
+            t.id = s.i64(0);
+            t.instance = s.text(1);
+            t.target = static_cast<EraseTarget>(s.i64(2));
+            t.reason = static_cast<int>(s.i64(3));
+            t.created_at = s.i64(4);
+            t.next_at = s.i64(5);
+            t.attempts = static_cast<std::uint32_t>(s.i64(6));
+            t.done = static_cast<std::uint32_t>(s.i64(7));
+            t.items = s.bytes(8);
+            t.last_error = s.text(9);
+            out.push_back(std::move(t));
+        }
+        return out;
+    }
+
+    std::vector<std::pair<std::uint64_t, std::string>> pending_audit() override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT last_seq, lines FROM audit_spool ORDER BY first_seq");
+        Reset r{s};
+        std::vector<std::pair<std::uint64_t, std::string>> out;
+        while (s.step()) out.emplace_back(static_cast<std::uint64_t>(s.i64(0)), s.bytes(1));
+        return out;
+    }
+
+    std::uint64_t count_outbox_pending(const std::string& destination) override {
+        std::uint64_t acked_seq = acked(destination);
+        std::uint64_t last = last_seq(destination);
+        return last > acked_seq ? last - acked_seq : 0;
+    }
+
+    // For SqliteTxn.
+    Stmt& st(const char* sql) {
+        auto it = stmts_.find(sql);
+        if (it == stmts_.end()) it = stmts_.emplace(sql, std::make_unique<Stmt>(db_, sql)).first;
+        return *it->second;
+    }
+    sqlite3* db() { return db_; }
+
+private:
+    void exec(const char* sql) {
+        char* err = nullptr;
+        if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+            std::string msg = err ? err : "unknown error";
+            sqlite3_free(err);
+            throw StoreError(std::string("store: ") + msg);
+        }
+    }
+
+    void prepare() {}
+
+    std::vector<ChunkInfo> chunk_list(const char* sql, std::int64_t t, std::size_t limit) {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st(sql);
+        Reset r{s};
+        s.bind(1, t).bind(2, static_cast<std::int64_t>(limit));
+        std::vector<ChunkInfo> out;
+        while (s.step())
+            out.push_back({s.i64(0), s.i64(1), s.i64(2), static_cast<std::uint32_t>(s.i64(3))});
+        return out;
+    }
+
+    static OutboxRow row(Stmt& s) {
+        OutboxRow r;
+        r.destination = s.text(0);
+        r.first_seq = static_cast<std::uint64_t>(s.i64(1));
+        r.count = static_cast<std::uint32_t>(s.i64(2));
+        r.chunk = s.i64(3);
+        r.expires_at = s.i64(4);
+        r.indexes = s.bytes(5);
+        r.payloads = s.is_null(6) ? std::string() : s.bytes(6);
+        return r;
+    }
+
+    static DeadLetter dead(Stmt& s) {
+        DeadLetter d;
+        d.id = s.i64(0);
+        d.destination = s.text(1);
+        d.seq = static_cast<std::uint64_t>(s.i64(2));
+        d.record_id = s.text(3);
+        d.chunk = s.i64(4);
+        d.expires_at = s.i64(5);
+        d.dead_at = s.i64(6);
+        d.attempts = static_cast<std::uint32_t>(s.i64(7));
+        d.error = s.text(8);
+        d.payload = s.bytes(9);
+        return d;
+    }
+
+    sqlite3* db_ = nullptr;
+    std::recursive_mutex mutex_; // reads may happen inside a write transaction
+    std::map<const char*, std::unique_ptr<Stmt>> stmts_;
+};
+
+bool SqliteTxn::claim(std::uint64_t key_hash, std::int64_t expires_at) {
+    Stmt& s = s_.st("INSERT OR IGNORE INTO claims(hash, expires_at) VALUES(?1, ?2)");
+    s.bind(1, static_cast<std::int64_t>(key_hash)).bind(2, expires_at).run();
+    return sqlite3_changes(s_.db()) == 1;
+}
+
+std::int64_t SqliteTxn::next_chunk_id() {
+    // Chunk ids are never reused, even after the newest chunk is deleted:
+    // record ids derive from them and appear in the audit trail.
+    Stmt& s = s_.st("SELECT value FROM meta WHERE key='next_chunk'");
+    std::int64_t next = 1;
+    if (s.step()) next = std::stoll(s.text(0));
+    s.reset();
+    set_meta("next_chunk", std::to_string(next + 1));
+    return next;
+}
+
+void SqliteTxn::put_chunk(const ChunkInfo& info, std::string_view body) {
+    s_.st("INSERT INTO chunks(id, created_at, expires_at, count, body) VALUES(?1, ?2, ?3, ?4, ?5)")
+        .bind(1, info.id)
+        .bind(2, info.created_at)
+        .bind(3, info.expires_at)
+        .bind(4, static_cast<std::int64_t>(info.count))
+        .blob(5, body)
+        .run();
+}
+
+void SqliteTxn::replace_chunk_body(std::int64_t id, std::string_view body) {
+    s_.st("UPDATE chunks SET body=?2 WHERE id=?1").bind(1, id).blob(2, body).run();
+}
+
+void SqliteTxn::delete_chunk(std::int64_t id) {
+    s_.st("DELETE FROM chunks WHERE id=?1").bind(1, id).run();
+}
+
+void SqliteTxn::put_outbox(const OutboxRow& row) {
+    s_.st("INSERT INTO outbox(destination, first_seq, count, chunk, expires_at, indexes, payloads) "
+          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+        .bind(1, row.destination)
+        .bind(2, static_cast<std::int64_t>(row.first_seq))
+        .bind(3, static_cast<std::int64_t>(row.count))
+        .bind(4, row.chunk)
+        .bind(5, row.expires_at)
+        .blob(6, row.indexes)
+        .blob(7, row.payloads)
+        .run();
+    set_meta("last_seq." + row.destination, std::to_string(row.first_seq + row.count - 1));
+}
+
+void SqliteTxn::set_acked(const std::string& destination, std::uint64_t acked_seq) {
+    s_.st("INSERT INTO progress(destination, acked) VALUES(?1, ?2) "
+          "ON CONFLICT(destination) DO UPDATE SET acked=excluded.acked")
+        .bind(1, destination)
+        .bind(2, static_cast<std::int64_t>(acked_seq))
+        .run();
+    s_.st("UPDATE outbox SET payloads=NULL WHERE destination=?1 AND first_seq + count - 1 <= ?2 "
+          "AND payloads IS NOT NULL")
+        .bind(1, destination)
+        .bind(2, static_cast<std::int64_t>(acked_seq))
+        .run();
+}
+
+void SqliteTxn::delete_outbox_for_chunk(std::int64_t chunk) {
+    s_.st("DELETE FROM outbox WHERE chunk=?1").bind(1, chunk).run();
+}
+
+void SqliteTxn::put_dead_letter(const DeadLetter& d) {
+    s_.st("INSERT INTO dead_letters(destination, seq, record_id, chunk, expires_at, dead_at, attempts, "
+          "error, payload) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+        .bind(1, d.destination)
+        .bind(2, static_cast<std::int64_t>(d.seq))
+        .bind(3, d.record_id)
+        .bind(4, d.chunk)
+        .bind(5, d.expires_at)
+        .bind(6, d.dead_at)
+        .bind(7, static_cast<std::int64_t>(d.attempts))
+        .bind(8, d.error)
+        .blob(9, d.payload)
+        .run();
+}
+
+void SqliteTxn::delete_dead_letter(std::int64_t id) {
+    s_.st("DELETE FROM dead_letters WHERE id=?1").bind(1, id).run();
+}
+
+void SqliteTxn::delete_dead_letters_for_chunk(std::int64_t chunk) {
+    s_.st("DELETE FROM dead_letters WHERE chunk=?1").bind(1, chunk).run();
+}
+
+void SqliteTxn::set_state(const std::string& instance, const std::string& key,
+                          const std::optional<std::string>& value) {
+    if (value)
+        s_.st("INSERT INTO state(instance, key, value) VALUES(?1, ?2, ?3) "
+              "ON CONFLICT(instance, key) DO UPDATE SET value=excluded.value")
+            .bind(1, instance)
+            .bind(2, key)
+            .bind(3, *value)
+            .run();
+    else
+        s_.st("DELETE FROM state WHERE instance=?1 AND key=?2").bind(1, instance).bind(2, key).run();
+}
+
+void SqliteTxn::put_quarantine(const QuarantineItem& q) {
+    s_.st("INSERT INTO quarantine(instance, ref, reason, received_at, expires_at, bytes) "
+          "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
+        .bind(1, q.instance)
+        .bind(2, q.ref)
+        .bind(3, q.reason)
+        .bind(4, q.received_at)
+        .bind(5, q.expires_at)
+        .blob(6, q.bytes)
+        .run();
+}
+
+void SqliteTxn::put_erase_task(const EraseTask& t) {
+    s_.st("INSERT INTO erase_tasks(instance, target, reason, created_at, next_at, attempts, done, items, "
+          "last_error) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+        .bind(1, t.instance)
+        .bind(2, static_cast<std::int64_t>(t.target))
+        .bind(3, static_cast<std::int64_t>(t.reason))
+        .bind(4, t.created_at)
+        .bind(5, t.next_at)
+        .bind(6, static_cast<std::int64_t>(t.attempts))
+        .bind(7, static_cast<std::int64_t>(t.done))
+        .blob(8, t.items)
+        .bind(9, t.last_error)
+        .run();
+}
+
+void SqliteTxn::update_erase_task(const EraseTask& t) {
+    s_.st("UPDATE erase_tasks SET next_at=?2, attempts=?3, done=?4, last_error=?5 WHERE id=?1")
+        .bind(1, t.id)
+        .bind(2, t.next_at)
+        .bind(3, static_cast<std::int64_t>(t.attempts))
+        .bind(4, static_cast<std::int64_t>(t.done))
+        .bind(5, t.last_error)
+        .run();
+}
+
+void SqliteTxn::delete_erase_task(std::int64_t id) {
+    s_.st("DELETE FROM erase_tasks WHERE id=?1").bind(1, id).run();
+}
+
+void SqliteTxn::put_audit(std::uint64_t first_seq, std::uint64_t last_seq, std::string_view lines) {
+    s_.st("INSERT INTO audit_spool(first_seq, last_seq, lines) VALUES(?1, ?2, ?3)")
+        .bind(1, static_cast<std::int64_t>(first_seq))
+        .bind(2, static_cast<std::int64_t>(last_seq))
+        .blob(3, lines)
+        .run();
+}
+
+void SqliteTxn::delete_audit_upto(std::uint64_t last_seq) {
+    s_.st("DELETE FROM audit_spool WHERE last_seq<=?1").bind(1, static_cast<std::int64_t>(last_seq)).run();
+}
+
+void SqliteTxn::set_meta(const std::string& key, const std::string& value) {
+    s_.st("INSERT INTO meta(key, value) VALUES(?1, ?2) "
+          "ON CONFLICT(key) DO UPDATE SET value=excluded.value")
+        .bind(1, key)
+        .bind(2, value)
+        .run();
+}
+
+std::uint64_t SqliteTxn::expire_quarantine(std::int64_t now) {
+    s_.st("DELETE FROM quarantine WHERE expires_at<=?1").bind(1, now).run();
+    return static_cast<std::uint64_t>(sqlite3_changes(s_.db()));
+}
+
+std::uint64_t SqliteTxn::expire_claims(std::int64_t now) {
+    s_.st("DELETE FROM claims WHERE expires_at<=?1").bind(1, now).run();
+    return static_cast<std::uint64_t>(sqlite3_changes(s_.db()));
+}
+
+} // namespace
+
+void encode_items(const std::vector<EraseItem>& items, std::string& out) {
+    put_varint(out, items.size());
+    for (const auto& i : items) {
+        put_string(out, i.record_id);
+        put_string(out, i.external_id);
+        put_string(out, i.subject_ref);
+        put_string(out, i.channel);
+    }
+}
+
+bool decode_items(std::string_view in, std::vector<EraseItem>& items) {
+    std::size_t pos = 0;
+    std::uint64_t n;
+    if (!get_varint(in, pos, n) || n > in.size()) return false;
+    items.clear();
+    for (std::uint64_t k = 0; k < n; ++k) {
+        std::string_view a, b, c, d;
+        if (!get_string(in, pos, a) || !get_string(in, pos, b) || !get_string(in, pos, c) ||
+            !get_string(in, pos, d))
+            return false;
+        items.push_back({std::string(a), std::string(b), std::string(c), std::string(d)});
+    }
+    return pos == in.size();
+}
+
+std::unique_ptr<Store> open_sqlite(const std::string& file) { return std::make_unique<SqliteStore>(file); }
+
+} // namespace switchboard::store

@@ -1,0 +1,174 @@
+#pragma once
+
+// The journal's storage: records (in chunks, one per group commit), the
+// outbox of each destination, dead letters, quarantine, per-instance state,
+// idempotency keys, erase tasks and audit entries awaiting the audit file.
+//
+// The interface is what the pipeline needs and nothing SQL-specific, so that
+// a PostgreSQL backend (several nodes, one database) can implement it. The
+// embedded default is SqliteStore, a file in the data directory.
+//
+// Records are stored in chunks rather than one row per record: a row costs
+// several microseconds in any database, and the pipeline's budget is ten
+// microseconds per record in total. A chunk holds the records of one commit
+// that expire at about the same time, so retention deletes whole chunks,
+// found through an index on expiry: the cost is proportional to what
+// expired, never a scan.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace switchboard::store {
+
+class StoreError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct OutboxRow {
+    std::string destination;
+    std::uint64_t first_seq = 0;
+    std::uint32_t count = 0;
+    std::int64_t chunk = 0;      // journal chunk the entries come from
+    std::int64_t expires_at = 0; // latest expiry of its entries
+    std::string indexes;         // u32 little-endian record index per entry
+    std::string payloads;        // encoded minimised records; empty once delivered
+};
+
+struct DeadLetter {
+    std::int64_t id = 0;
+    std::string destination;
+    std::uint64_t seq = 0;
+    std::string record_id;
+    std::int64_t chunk = 0;
+    std::int64_t expires_at = 0;
+    std::int64_t dead_at = 0;
+    std::uint32_t attempts = 0;
+    std::string error;
+    std::string payload; // the encoded minimised record
+};
+
+struct QuarantineItem {
+    std::int64_t id = 0;
+    std::string instance;
+    std::string ref;
+    std::string reason;
+    std::int64_t received_at = 0;
+    std::int64_t expires_at = 0;
+    std::string bytes;
+};
+
+enum class EraseTarget { Source = 1, Destination = 2 };
+
+struct EraseTask {
+    std::int64_t id = 0;
+    std::string instance;
+    EraseTarget target = EraseTarget::Source;
+    int reason = 1;              // sb_erase_reason
+    std::int64_t created_at = 0;
+    std::int64_t next_at = 0;
+    std::uint32_t attempts = 0;
+    std::uint32_t done = 0;      // items confirmed so far (items are done in order)
+    std::string items;           // encoded EraseItem list
+    std::string last_error;
+};
+
+// One record to erase at a plugin: what the plugin needs to find its copy.
+struct EraseItem {
+    std::string record_id;
+    std::string external_id;
+    std::string subject_ref;
+    std::string channel;
+};
+
+void encode_items(const std::vector<EraseItem>& items, std::string& out);
+bool decode_items(std::string_view in, std::vector<EraseItem>& items);
+
+struct ChunkInfo {
+    std::int64_t id = 0;
+    std::int64_t created_at = 0;
+    std::int64_t expires_at = 0;
+    std::uint32_t count = 0;
+};
+
+// One write transaction. Everything done through it commits atomically and
+// durably (fsync) when the function given to Store::write returns.
+class Txn {
+public:
+    virtual ~Txn() = default;
+    // Claims an idempotency key; false if it is already held (a duplicate).
+    virtual bool claim(std::uint64_t key_hash, std::int64_t expires_at) = 0;
+    virtual std::int64_t next_chunk_id() = 0;
+    virtual void put_chunk(const ChunkInfo& info, std::string_view body) = 0;
+    virtual void replace_chunk_body(std::int64_t id, std::string_view body) = 0;
+    virtual void delete_chunk(std::int64_t id) = 0;
+    virtual void put_outbox(const OutboxRow& row) = 0;
+    // Marks every entry up to `acked_seq` of `destination` done, and drops the
+    // payloads of fully delivered rows (the minimised copies need not linger).
+    virtual void set_acked(const std::string& destination, std::uint64_t acked_seq) = 0;
+    virtual void delete_outbox_for_chunk(std::int64_t chunk) = 0;
+    virtual void put_dead_letter(const DeadLetter& d) = 0;
+    virtual void delete_dead_letter(std::int64_t id) = 0;
+    virtual void delete_dead_letters_for_chunk(std::int64_t chunk) = 0;
+    virtual void set_state(const std::string& instance, const std::string& key,
+                           const std::optional<std::string>& value) = 0;
+    virtual void put_quarantine(const QuarantineItem& q) = 0;
+    virtual void put_erase_task(const EraseTask& t) = 0;
+    virtual void update_erase_task(const EraseTask& t) = 0;
+    virtual void delete_erase_task(std::int64_t id) = 0;
+    // Audit lines committed with the change they describe; appended to the
+    // audit file after commit and then released (see AuditSpool).
+    virtual void put_audit(std::uint64_t first_seq, std::uint64_t last_seq, std::string_view lines) = 0;
+    virtual void delete_audit_upto(std::uint64_t last_seq) = 0;
+    virtual void set_meta(const std::string& key, const std::string& value) = 0;
+    // Deletes quarantine items and idempotency keys that expired; counts.
+    virtual std::uint64_t expire_quarantine(std::int64_t now) = 0;
+    virtual std::uint64_t expire_claims(std::int64_t now) = 0;
+};
+
+class Store {
+public:
+    virtual ~Store() = default;
+
+    // Runs `fn` in one write transaction and commits it durably. If fn
+    // throws, the transaction is rolled back and the exception propagates.
+    // Throws StoreError when the store cannot commit.
+    virtual void write(const std::function<void(Txn&)>& fn) = 0;
+
+    // Makes sure deleted bytes do not linger in the store's files (for
+    // SQLite: checkpoint and truncate the write-ahead log).
+    virtual void scrub() = 0;
+
+    // Reads (each a consistent snapshot on its own).
+    virtual std::optional<std::string> state(const std::string& instance, const std::string& key) = 0;
+    virtual std::optional<std::string> meta(const std::string& key) = 0;
+    virtual std::optional<std::string> chunk_body(std::int64_t id) = 0;
+    virtual std::optional<ChunkInfo> chunk_info(std::int64_t id) = 0;
+    virtual std::vector<ChunkInfo> expired_chunks(std::int64_t now, std::size_t limit) = 0;
+    virtual std::vector<ChunkInfo> chunks_expiring_before(std::int64_t until, std::size_t limit) = 0;
+    virtual std::uint64_t acked(const std::string& destination) = 0;
+    virtual std::uint64_t last_seq(const std::string& destination) = 0;
+    // Rows of `destination` that hold entries after `after_seq`, in order.
+    virtual std::vector<OutboxRow> outbox_after(const std::string& destination,
+                                                std::uint64_t after_seq, std::size_t limit) = 0;
+    virtual std::vector<OutboxRow> outbox_for_chunk(std::int64_t chunk) = 0;
+    virtual std::vector<DeadLetter> dead_letters(const std::string& destination) = 0;
+    virtual std::optional<DeadLetter> dead_letter(std::int64_t id) = 0;
+    virtual std::vector<std::uint64_t> dead_seqs_for_chunk(const std::string& destination,
+                                                           std::int64_t chunk) = 0;
+    virtual std::vector<QuarantineItem> quarantine(std::size_t limit) = 0;
+    virtual std::vector<EraseTask> erase_tasks(std::int64_t due_before, std::size_t limit) = 0;
+    virtual std::vector<std::pair<std::uint64_t, std::string>> pending_audit() = 0;
+    virtual std::uint64_t count_outbox_pending(const std::string& destination) = 0;
+};
+
+// The embedded default: <data_dir>/journal.db.
+std::unique_ptr<Store> open_sqlite(const std::string& file);
+
+} // namespace switchboard::store

@@ -1,0 +1,196 @@
+// The journal store on a real SQLite file: the record codec, transactions,
+// outbox progress, and that deleted values do not linger in the files.
+
+#include "process.hpp"
+#include "store/codec.hpp"
+#include "store/store.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+
+using namespace switchboard;
+using sbtest::TempDir;
+
+namespace {
+
+sb_record sample(int n) {
+    sb_record r;
+    sb_value name{SB_VALUE_STRING, "Canary-Name-", 12, 0, 0};
+    std::string v = "Canary-Name-" + std::to_string(n);
+    name.str = v.c_str();
+    name.len = v.size();
+    r.data.set("citizen.name", name, "identity.name");
+    sb_value i{SB_VALUE_INT, nullptr, 0, -42 - n, 0};
+    r.data.set("ref.n", i, "reference.internal");
+    sb_value f{SB_VALUE_FLOAT, nullptr, 0, 0, 2.5};
+    r.data.set("score", f, nullptr);
+    sb_value b{SB_VALUE_BOOL, nullptr, 0, 1, 0};
+    r.data.set("flags[3]", b, nullptr);
+    sb_value nul{SB_VALUE_NULL, nullptr, 0, 0, 0};
+    r.data.set("content.turns[1].text", nul, "content.free_text");
+    r.data.set_meta("channel", "web_chat");
+    r.data.set_meta("id", "R1-" + std::to_string(n));
+    sb_attachment a{sizeof(sb_attachment), "recording", "file:///x.wav", "audio/wav", 2044, "ab", "media.voice"};
+    r.data.add_attachment(a);
+    return r;
+}
+
+std::string slurp_dir(const std::filesystem::path& dir) {
+    std::string all;
+    for (auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+        if (!e.is_regular_file()) continue;
+        std::ifstream in(e.path(), std::ios::binary);
+        std::ostringstream s;
+        s << in.rdbuf();
+        all += s.str();
+    }
+    return all;
+}
+
+} // namespace
+
+TEST_CASE("codec: a record survives encode and decode exactly") {
+    std::string buf;
+    for (int n = 0; n < 3; ++n) {
+        sb_record r = sample(n);
+        store::encode(r, buf);
+    }
+    std::size_t pos = 0;
+    for (int n = 0; n < 3; ++n) {
+        sb_record back;
+        REQUIRE(store::decode(buf, pos, back));
+        CHECK(back.data.json() == sample(n).data.json());
+        REQUIRE(back.data.leaves().size() == 5);
+        CHECK(back.data.find("citizen.name")->category == "identity.name");
+        CHECK(back.data.find("score")->category == "unknown");
+    }
+    CHECK(pos == buf.size());
+}
+
+TEST_CASE("codec: truncated or corrupt input is refused, never read past the end") {
+    std::string buf;
+    store::encode(sample(1), buf);
+    for (std::size_t cut = 0; cut < buf.size(); ++cut) {
+        std::size_t pos = 0;
+        sb_record r;
+        CHECK_FALSE(store::decode(std::string_view(buf).substr(0, cut), pos, r));
+    }
+    std::string bad = buf;
+    bad[2] = '\x7f'; // version byte (after a 1-byte length)
+    std::size_t pos = 0;
+    sb_record r;
+    CHECK_FALSE(store::decode(bad, pos, r));
+}
+
+TEST_CASE("store: chunks, outbox progress, state, claims and meta commit and read back") {
+    TempDir dir;
+    auto s = store::open_sqlite((dir.path / "journal.db").string());
+    std::int64_t id = 0;
+    s->write([&](store::Txn& t) {
+        id = t.next_chunk_id();
+        std::string body;
+        store::encode(sample(1), body);
+        t.put_chunk({id, 1000, 5000, 1}, body);
+        store::OutboxRow row;
+        row.destination = "revs";
+        row.first_seq = 1;
+        row.count = 1;
+        row.chunk = id;
+        row.expires_at = 5000;
+        row.indexes = std::string("\0\0\0\0", 4);
+        row.payloads = body;
+        t.put_outbox(row);
+        CHECK(t.claim(77, 5000));
+        CHECK_FALSE(t.claim(77, 5000));
+        t.set_state("src", "cursor", std::string("file:42"));
+    });
+    CHECK(id == 1);
+    CHECK(s->chunk_info(1)->expires_at == 5000);
+    CHECK(s->state("src", "cursor") == "file:42");
+    CHECK(s->last_seq("revs") == 1);
+    CHECK(s->acked("revs") == 0);
+    REQUIRE(s->outbox_after("revs", 0, 10).size() == 1);
+    CHECK_FALSE(s->outbox_after("revs", 0, 10)[0].payloads.empty());
+    s->write([&](store::Txn& t) { t.set_acked("revs", 1); });
+    CHECK(s->acked("revs") == 1);
+    CHECK(s->outbox_after("revs", 1, 10).empty());
+    // Delivered rows keep which records they carried, not the copies.
+    auto rows = s->outbox_for_chunk(1);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].payloads.empty());
+    CHECK(rows[0].indexes.size() == 4);
+    // Chunk ids never repeat, even after deletion.
+    s->write([&](store::Txn& t) {
+        t.delete_chunk(1);
+        CHECK(t.next_chunk_id() == 2);
+    });
+    CHECK(s->expired_chunks(10'000, 10).empty());
+}
+
+TEST_CASE("store: a transaction that throws leaves nothing behind") {
+    TempDir dir;
+    auto s = store::open_sqlite((dir.path / "journal.db").string());
+    CHECK_THROWS(s->write([&](store::Txn& t) {
+        t.set_state("src", "cursor", std::string("x"));
+        throw std::runtime_error("fail half way");
+    }));
+    CHECK_FALSE(s->state("src", "cursor"));
+}
+
+TEST_CASE("store: expired chunks are found by index, oldest first, and limited") {
+    TempDir dir;
+    auto s = store::open_sqlite((dir.path / "journal.db").string());
+    s->write([&](store::Txn& t) {
+        for (int i = 0; i < 10; ++i) t.put_chunk({t.next_chunk_id(), 0, 1000 - i * 10, 1}, "x");
+    });
+    auto due = s->expired_chunks(960, 3);
+    REQUIRE(due.size() == 3);
+    CHECK(due[0].expires_at == 910);
+    CHECK(due[2].expires_at == 930);
+    CHECK(s->expired_chunks(100, 10).empty());
+}
+
+TEST_CASE("store: erase task items round-trip") {
+    std::vector<store::EraseItem> items = {{"R1-0", "ext-1", "cust-9", "web_chat"}, {"R1-1", "", "", "phone"}};
+    std::string blob;
+    store::encode_items(items, blob);
+    std::vector<store::EraseItem> back;
+    REQUIRE(store::decode_items(blob, back));
+    REQUIRE(back.size() == 2);
+    CHECK(back[0].subject_ref == "cust-9");
+    CHECK(back[1].channel == "phone");
+    CHECK_FALSE(store::decode_items(blob.substr(0, blob.size() - 1), back));
+}
+
+TEST_CASE("store: after deletion and scrub, no byte of a deleted value remains in the files") {
+    TempDir dir;
+    {
+        auto s = store::open_sqlite((dir.path / "journal.db").string());
+        std::string body;
+        for (int n = 0; n < 200; ++n) store::encode(sample(n), body); // several pages
+        s->write([&](store::Txn& t) {
+            t.put_chunk({t.next_chunk_id(), 0, 1000, 200}, body);
+            store::QuarantineItem q;
+            q.instance = "src";
+            q.ref = "line 3";
+            q.reason = "malformed";
+            q.expires_at = 1000;
+            q.bytes = "Canary-Quarantine-Bytes";
+            t.put_quarantine(q);
+        });
+        s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 9000, 1}, "kept"); });
+        REQUIRE(slurp_dir(dir.path).find("Canary-Name-17") != std::string::npos);
+        s->write([&](store::Txn& t) {
+            for (auto& c : s->expired_chunks(1000, 10)) t.delete_chunk(c.id);
+            CHECK(t.expire_quarantine(1000) == 1);
+        });
+        s->scrub();
+        std::string raw = slurp_dir(dir.path);
+        CHECK(raw.find("Canary-Name-") == std::string::npos);
+        CHECK(raw.find("Canary-Quarantine") == std::string::npos);
+        CHECK(raw.find("kept") != std::string::npos);
+    }
+    CHECK(slurp_dir(dir.path).find("Canary-Name-") == std::string::npos);
+}
