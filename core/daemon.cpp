@@ -1,6 +1,11 @@
 #include "daemon.hpp"
 
+#include "audit/audit_log.hpp"
 #include "http/server.hpp"
+#include "pipeline/delivery.hpp"
+#include "pipeline/journal.hpp"
+#include "pipeline/retention.hpp"
+#include "store/store.hpp"
 #include "log.hpp"
 #include "plugin/instance.hpp"
 #include "timers.hpp"
@@ -110,6 +115,7 @@ std::unique_ptr<Prepared> prepare(const RunOptions& options) {
         },
         p->registry.names(), p->diagnostics);
     config::resolve_secrets(c, p->diagnostics);
+    p->policy = pipeline::Policy::compile(c, p->diagnostics);
     p->diagnostics.sort();
     return p;
 }
@@ -198,54 +204,113 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
     TimerService timers(to_log("timers"));
     timers.start();
     plugin::Metrics metrics;
-    plugin::NoJournal journal;
+    pipeline::Clock clock = [] {
+        using namespace std::chrono;
+        return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+    };
+
+    // The journal: store, audit trail and the policy compiled from config.
+    std::unique_ptr<store::Store> store;
+    std::unique_ptr<audit::AuditLog> audit_log;
+    try {
+        store = store::open_sqlite((c.node.data_dir / "journal.db").string());
+        audit_log = std::make_unique<audit::AuditLog>(
+            c.node.data_dir / "audit", [](std::string_view m) { log::warn("audit", m); });
+    } catch (const std::exception& e) {
+        log::error(kComponent, e.what());
+        return 1;
+    }
+    pipeline::Journal journal(*store, *audit_log, *prepared->policy, pipeline::RetentionRules(c), clock,
+                              &metrics, {});
+    try {
+        journal.start();
+    } catch (const std::exception& e) {
+        log::error(kComponent, std::string("cannot start the journal: ") + e.what());
+        return 1;
+    }
+    pipeline::RetentionService retention(journal, clock, c.node.data_dir, c.retention.sweep_interval_ms,
+                                         &metrics);
+    journal.on_erase_completion([&retention](const std::string& instance, std::uint64_t id,
+                                             sb_status status, const char* receipt) {
+        retention.complete(instance, id, status, receipt);
+    });
+
     plugin::Services services;
     services.http = server.get();
     services.timers = &timers;
     services.metrics = &metrics;
     services.sink = &journal;
+    services.clock = clock;
     services.data_dir = c.node.data_dir;
 
-    std::vector<std::unique_ptr<plugin::Instance>> instances;
+    std::vector<std::unique_ptr<plugin::Instance>> destinations, transforms, sources;
+    std::vector<std::unique_ptr<pipeline::DeliveryWorker>> workers;
     auto shutdown = [&] {
         ready = false;
         ShutdownWatchdog watchdog(std::chrono::seconds(30));
-        for (auto it = instances.rbegin(); it != instances.rend(); ++it) (*it)->stop();
+        // Stop taking input, then let what was taken be committed and handed
+        // over, then stop the destinations.
+        for (auto it = sources.rbegin(); it != sources.rend(); ++it) (*it)->stop();
+        retention.stop();
+        for (auto& w : workers) w->stop();
+        journal.stop();
+        for (auto* list : {&transforms, &destinations})
+            for (auto it = list->rbegin(); it != list->rend(); ++it) (*it)->stop();
         if (server) server->stop();
         timers.stop();
-        for (auto it = instances.rbegin(); it != instances.rend(); ++it) (*it)->destroy();
-        instances.clear();
+        workers.clear();
+        for (auto* list : {&sources, &transforms, &destinations}) {
+            for (auto it = list->rbegin(); it != list->rend(); ++it) (*it)->destroy();
+            list->clear();
+        }
     };
 
     // Destinations first, so that whatever sources emit has somewhere to go.
-    std::vector<config::InstanceConfig*> order;
-    for (auto* list : {&c.destinations, &c.transforms, &c.sources})
-        for (auto& inst : *list)
-            if (inst.enabled) order.push_back(&inst);
-    for (config::InstanceConfig* ic : order) {
-        auto plugin = prepared->registry.find(ic->plugin);
-        auto inst = std::make_unique<plugin::Instance>(plugin, *ic, services);
-        if (!inst->create(error)) {
-            log::error("host", ic->key_path + " (plugin " + ic->plugin + "): create failed: " + error);
-            shutdown();
-            return 1;
+    auto start_all = [&](std::vector<config::InstanceConfig>& configs,
+                         std::vector<std::unique_ptr<plugin::Instance>>& into) {
+        for (config::InstanceConfig& ic : configs) {
+            if (!ic.enabled) continue;
+            auto plugin = prepared->registry.find(ic.plugin);
+            auto inst = std::make_unique<plugin::Instance>(plugin, ic, services);
+            if (!inst->create(error)) {
+                log::error("host", ic.key_path + " (plugin " + ic.plugin + "): create failed: " + error);
+                return false;
+            }
+            if (!inst->start(error)) {
+                log::error("host", ic.key_path + " (plugin " + ic.plugin + "): start failed: " + error);
+                inst->destroy();
+                return false;
+            }
+            log::info("host", "started " + ic.key_path + " (plugin " + ic.plugin + ")");
+            retention.add_instance(inst.get());
+            into.push_back(std::move(inst));
         }
-        if (!inst->start(error)) {
-            log::error("host", ic->key_path + " (plugin " + ic->plugin + "): start failed: " + error);
-            inst->destroy();
-            shutdown();
-            return 1;
-        }
-        log::info("host", "started " + ic->key_path + " (plugin " + ic->plugin + ")");
-        instances.push_back(std::move(inst));
+        return true;
+    };
+    if (!start_all(c.destinations, destinations)) {
+        shutdown();
+        return 1;
     }
-    for (auto& inst : instances) inst->start_polling();
+    for (auto& d : destinations) {
+        auto w = std::make_unique<pipeline::DeliveryWorker>(*d, journal, clock, &metrics);
+        journal.attach(d->name(), w.get());
+        journal.attach_completion(d->name(), w.get());
+        w->start();
+        workers.push_back(std::move(w));
+    }
+    if (!start_all(c.transforms, transforms) || !start_all(c.sources, sources)) {
+        shutdown();
+        return 1;
+    }
+    for (auto& t : transforms) journal.add_transform(t.get());
+    retention.start();
+    for (auto& inst : sources) inst->start_polling();
 
     ready = true;
     std::string http_text = server ? "http://" + c.http.host + ":" + std::to_string(server->port())
                                    : "disabled";
-    log::info(kComponent, "ready: node " + c.node.name + ", " + std::to_string(c.sources.size()) +
-                              " source(s), " + std::to_string(c.destinations.size()) +
+    log::info(kComponent, "ready: node " + c.node.name + ", " + std::to_string(sources.size()) +
+                              " source(s), " + std::to_string(destinations.size()) +
                               " destination(s), http " + http_text + ", data " +
                               c.node.data_dir.string());
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "pipeline/policy.hpp"
 #include "plugin/registry.hpp"
 
 #include <filesystem>
@@ -26,6 +27,7 @@ struct Prepared {
     std::unique_ptr<config::Config> config;
     plugin::Registry registry;
     config::Diagnostics diagnostics;
+    std::unique_ptr<pipeline::Policy> policy; // classification, routes, profiles
 };
 
 std::unique_ptr<Prepared> prepare(const RunOptions& options);

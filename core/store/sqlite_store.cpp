@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS dead_letters(
   dead_at INTEGER NOT NULL,
   attempts INTEGER NOT NULL,
   error TEXT NOT NULL,
-  payload BLOB NOT NULL);
+  payload BLOB NOT NULL,
+  retry INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS dead_letters_chunk ON dead_letters(chunk);
 CREATE TABLE IF NOT EXISTS state(
   instance TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
@@ -149,6 +150,8 @@ public:
     void delete_outbox_for_chunk(std::int64_t chunk) override;
     void put_dead_letter(const DeadLetter& d) override;
     void delete_dead_letter(std::int64_t id) override;
+    bool request_retry(std::int64_t id) override;
+    void update_dead_letter(std::int64_t id, std::uint32_t attempts, const std::string& error) override;
     void delete_dead_letters_for_chunk(std::int64_t chunk) override;
     void set_state(const std::string& instance, const std::string& key,
                    const std::optional<std::string>& value) override;
@@ -317,7 +320,7 @@ public:
     std::vector<DeadLetter> dead_letters(const std::string& destination) override {
         std::lock_guard lock(mutex_);
         Stmt& s = st("SELECT id, destination, seq, record_id, chunk, expires_at, dead_at, attempts, "
-                     "error, payload FROM dead_letters WHERE ?1='' OR destination=?1 ORDER BY id");
+                     "error, payload, retry FROM dead_letters WHERE ?1='' OR destination=?1 ORDER BY id");
         Reset r{s};
         s.bind(1, destination);
         std::vector<DeadLetter> out;
@@ -328,11 +331,23 @@ public:
     std::optional<DeadLetter> dead_letter(std::int64_t id) override {
         std::lock_guard lock(mutex_);
         Stmt& s = st("SELECT id, destination, seq, record_id, chunk, expires_at, dead_at, attempts, "
-                     "error, payload FROM dead_letters WHERE id=?1");
+                     "error, payload, retry FROM dead_letters WHERE id=?1");
         Reset r{s};
         s.bind(1, id);
         if (!s.step()) return std::nullopt;
         return dead(s);
+    }
+
+    std::vector<DeadLetter> retry_requested(const std::string& destination) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, destination, seq, record_id, chunk, expires_at, dead_at, attempts, "
+                     "error, payload, retry FROM dead_letters WHERE destination=?1 AND retry=1 "
+                     "ORDER BY id LIMIT 64");
+        Reset r{s};
+        s.bind(1, destination);
+        std::vector<DeadLetter> out;
+        while (s.step()) out.push_back(dead(s));
+        return out;
     }
 
     std::vector<std::uint64_t> dead_seqs_for_chunk(const std::string& destination,
@@ -452,6 +467,7 @@ private:
         d.attempts = static_cast<std::uint32_t>(s.i64(7));
         d.error = s.text(8);
         d.payload = s.bytes(9);
+        d.retry = s.i64(10) != 0;
         return d;
     }
 
@@ -543,6 +559,19 @@ void SqliteTxn::put_dead_letter(const DeadLetter& d) {
 
 void SqliteTxn::delete_dead_letter(std::int64_t id) {
     s_.st("DELETE FROM dead_letters WHERE id=?1").bind(1, id).run();
+}
+
+bool SqliteTxn::request_retry(std::int64_t id) {
+    s_.st("UPDATE dead_letters SET retry=1 WHERE id=?1").bind(1, id).run();
+    return sqlite3_changes(s_.db()) == 1;
+}
+
+void SqliteTxn::update_dead_letter(std::int64_t id, std::uint32_t attempts, const std::string& error) {
+    s_.st("UPDATE dead_letters SET retry=0, attempts=?2, error=?3 WHERE id=?1")
+        .bind(1, id)
+        .bind(2, static_cast<std::int64_t>(attempts))
+        .bind(3, error)
+        .run();
 }
 
 void SqliteTxn::delete_dead_letters_for_chunk(std::int64_t chunk) {

@@ -52,6 +52,7 @@ struct DeadLetter {
     std::uint32_t attempts = 0;
     std::string error;
     std::string payload; // the encoded minimised record
+    bool retry = false;  // an operator asked for another attempt
 };
 
 struct QuarantineItem {
@@ -115,6 +116,9 @@ public:
     virtual void delete_outbox_for_chunk(std::int64_t chunk) = 0;
     virtual void put_dead_letter(const DeadLetter& d) = 0;
     virtual void delete_dead_letter(std::int64_t id) = 0;
+    // Asks the destination's worker to deliver a dead letter again.
+    virtual bool request_retry(std::int64_t id) = 0;
+    virtual void update_dead_letter(std::int64_t id, std::uint32_t attempts, const std::string& error) = 0;
     virtual void delete_dead_letters_for_chunk(std::int64_t chunk) = 0;
     virtual void set_state(const std::string& instance, const std::string& key,
                            const std::optional<std::string>& value) = 0;
@@ -160,6 +164,7 @@ public:
     virtual std::vector<OutboxRow> outbox_for_chunk(std::int64_t chunk) = 0;
     virtual std::vector<DeadLetter> dead_letters(const std::string& destination) = 0;
     virtual std::optional<DeadLetter> dead_letter(std::int64_t id) = 0;
+    virtual std::vector<DeadLetter> retry_requested(const std::string& destination) = 0;
     virtual std::vector<std::uint64_t> dead_seqs_for_chunk(const std::string& destination,
                                                            std::int64_t chunk) = 0;
     virtual std::vector<QuarantineItem> quarantine(std::size_t limit) = 0;

@@ -11,6 +11,7 @@
 
 #include <signal.h>
 
+#include <fstream>
 #include <sstream>
 
 using namespace std::chrono_literals;
@@ -232,12 +233,20 @@ TEST_CASE("a plugin's HTTP route is served by the daemon's listener; its log lin
                                          "\"memory-source\"\n[sources.mem.config]\ncount = 0\n");
     auto daemon = start(config.string(), data, {"--set", "log.level=debug"});
     int port = ready_port(*daemon);
-    // This node has no journal yet, so the plugin must not acknowledge.
+    // Acknowledged only once the journal has committed it.
     Http r = post(port, "/hooks/memory/mem", "content.text\tcontent.free_text\tCanary-Body-7731\n");
-    CHECK(r.status == 503);
+    CHECK(r.status == 202);
     CHECK(get(port, "/hooks/memory/other").status == 404);
     daemon->signal(SIGTERM);
     CHECK(daemon->wait(15s) == 0);
     CHECK(daemon->err().find("plugin[mem]: ") != std::string::npos);
     CHECK(daemon->err().find("Canary-Body-7731") == std::string::npos);
+    // The audit trail has the ingest, with ids and counts only.
+    std::string audit;
+    for (auto& f : std::filesystem::directory_iterator(data.path / "audit")) {
+        std::ifstream in(f.path());
+        audit += std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    }
+    CHECK(audit.find("\tingest\tR1-0\tsource=mem;") != std::string::npos);
+    CHECK(audit.find("Canary-Body-7731") == std::string::npos);
 }

@@ -411,6 +411,11 @@ TEST_CASE("format_time writes RFC 3339 UTC that the record accepts") {
     CHECK(sb::detail::format_time(1'736'154'000'000) == "2025-01-06T09:00:00.000Z");
     CHECK(sb::detail::format_time(1'709'251'199'999) == "2024-02-29T23:59:59.999Z");
     CHECK(sb::detail::format_time(4'102'444'800'000) == "2100-01-01T00:00:00.000Z");
-    for (std::int64_t ms = 0; ms < 5'000'000'000'000; ms += 86'399'999'937)
+    for (std::int64_t ms = 0; ms < 5'000'000'000'000; ms += 86'399'999'937) {
         CHECK(sb::detail::is_rfc3339(sb::detail::format_time(ms)));
+        CHECK(sb::detail::parse_time(sb::detail::format_time(ms)) == ms);
+    }
+    CHECK(sb::detail::parse_time("2025-01-06T10:00:00+01:00") == 1'736'154'000'000);
+    CHECK(sb::detail::parse_time("2025-01-06T09:00:00.123456Z") == 1'736'154'000'123);
+    CHECK_FALSE(sb::detail::parse_time("2025-01-06 09:00:00Z"));
 }

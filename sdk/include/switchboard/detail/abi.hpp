@@ -112,6 +112,57 @@ inline std::string format_time(std::int64_t ms) {
     return buf;
 }
 
+// RFC 3339 date-time -> Unix milliseconds (offsets applied, fractions beyond
+// milliseconds dropped); nullopt if malformed. The inverse of format_time.
+inline std::optional<std::int64_t> parse_time(std::string_view s) {
+    auto num = [&](std::size_t at, std::size_t n, std::int64_t& out) {
+        if (at + n > s.size()) return false;
+        out = 0;
+        for (std::size_t k = at; k < at + n; ++k) {
+            if (s[k] < '0' || s[k] > '9') return false;
+            out = out * 10 + (s[k] - '0');
+        }
+        return true;
+    };
+    std::int64_t y, mo, d, h, mi, sec;
+    if (!(s.size() >= 20 && num(0, 4, y) && s[4] == '-' && num(5, 2, mo) && s[7] == '-' &&
+          num(8, 2, d) && (s[10] == 'T' || s[10] == 't') && num(11, 2, h) && s[13] == ':' &&
+          num(14, 2, mi) && s[16] == ':' && num(17, 2, sec)))
+        return std::nullopt;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+    std::size_t i = 19;
+    std::int64_t ms = 0;
+    if (i < s.size() && s[i] == '.') {
+        ++i;
+        std::size_t start = i;
+        std::int64_t scale = 100;
+        while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+            if (scale > 0) ms += (s[i] - '0') * scale;
+            scale /= 10;
+            ++i;
+        }
+        if (i == start) return std::nullopt;
+    }
+    std::int64_t offset_min = 0;
+    if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+        if (i + 1 != s.size()) return std::nullopt;
+    } else {
+        std::int64_t oh, om;
+        if (!(i + 6 == s.size() && (s[i] == '+' || s[i] == '-') && num(i + 1, 2, oh) &&
+              s[i + 3] == ':' && num(i + 4, 2, om) && oh <= 23 && om <= 59))
+            return std::nullopt;
+        offset_min = (s[i] == '+' ? 1 : -1) * (oh * 60 + om);
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    std::int64_t yy = y - (mo <= 2);
+    std::int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    std::int64_t yoe = yy - era * 400;
+    std::int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    std::int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    std::int64_t days = era * 146097 + doe - 719468;
+    return ((days * 24 + h) * 60 + mi - offset_min) * 60'000 + sec * 1000 + ms;
+}
+
 // Names of plugins, instances and profiles: [a-z0-9][a-z0-9_-]*, 64 at most.
 inline bool is_name(std::string_view s) {
     if (s.empty() || s.size() > 64) return false;

@@ -1,0 +1,82 @@
+#pragma once
+
+// One destination's delivery: takes its outbox in sequence order and hands
+// each minimised record to the plugin, at least once, with the record id as
+// the idempotency key; retries with exponential backoff and jitter; dead-
+// letters after max_attempts or on a permanent error; records progress (and
+// an audit entry per delivery) through the journal.
+//
+// Memory stays flat whatever the backlog: at most kMaxQueued entries are held;
+// a destination that is behind (down for hours) reads its outbox from the
+// store, a bounded batch at a time, while the others keep flowing.
+
+#include "pipeline/journal.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+namespace switchboard::pipeline {
+
+class DeliveryWorker : public OutboxListener {
+public:
+    static constexpr std::size_t kMaxQueued = 4096;
+
+    DeliveryWorker(plugin::Instance& instance, Journal& journal, Clock clock,
+                   plugin::Metrics* metrics);
+    ~DeliveryWorker() override;
+
+    void start();
+    void stop();
+
+    void offer(std::vector<OutboxEntry>&& entries) override;
+    void complete(std::uint64_t id, sb_status status, const char* receipt) override;
+
+    const std::string& destination() const;
+
+private:
+    void run();
+    bool fill();                     // queue from the store when behind
+    void deliver_some();
+    // One delivery, waiting for an SB_PENDING completion.
+    sb_status deliver_one(const OutboxEntry& e, std::uint32_t attempt, std::string& error,
+                          std::string& receipt);
+    void retry_dead_letters();
+    std::int64_t backoff_ms(std::uint32_t attempt);
+    void record_progress(std::uint64_t acked, std::vector<store::DeadLetter> dead,
+                         std::vector<std::pair<OutboxEntry, std::uint32_t>> delivered);
+
+    plugin::Instance& instance_;
+    Journal& journal_;
+    Clock clock_;
+    plugin::Metrics* metrics_;
+    const config::InstanceConfig& config_;
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<OutboxEntry> queue_; // seq order, contiguous from next_
+    std::uint64_t tail_ = 0;        // highest seq queued or done
+    bool behind_ = true;            // the store may hold entries not queued
+    bool dropped_ = false;          // an offer was declined since the last fill
+    bool stopping_ = false;
+    std::thread thread_;
+
+    // Worker-thread state.
+    std::uint64_t acked_ = 0;                       // committed progress
+    std::map<std::uint64_t, std::uint32_t> attempts_; // seq -> failed attempts so far
+    std::int64_t retry_at_ = 0;                     // backoff: not before (steady ms)
+    std::uint64_t next_delivery_id_ = 1;
+    std::int64_t last_retry_check_ = 0;
+    std::mt19937_64 rng_{std::random_device{}()};
+
+    // SB_PENDING deliveries awaiting complete().
+    std::mutex pending_mutex_;
+    std::condition_variable pending_cv_;
+    std::map<std::uint64_t, std::pair<sb_status, std::string>> completed_;
+};
+
+} // namespace switchboard::pipeline

@@ -1,0 +1,555 @@
+#include "pipeline/journal.hpp"
+
+#include "log.hpp"
+#include "pipeline/outbox_codec.hpp"
+#include "pipeline/pii.hpp"
+#include "store/codec.hpp"
+
+#include <switchboard/detail/abi.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace switchboard::pipeline {
+
+namespace {
+
+constexpr const char* kComponent = "journal";
+constexpr std::int64_t kBucketMs = 60'000; // records expiring within a minute share a chunk
+
+int meta_idx(std::string_view key) { return sb::detail::meta_index(key); }
+const int kMetaId = meta_idx("id");
+const int kMetaSource = meta_idx("source");
+const int kMetaReceived = meta_idx("received_at");
+const int kMetaExpires = meta_idx("expires_at");
+const int kMetaCategory = meta_idx("category");
+
+// FNV-1a over source and external id: the idempotency key.
+std::uint64_t claim_key(std::string_view instance, std::string_view external_id) {
+    std::uint64_t h = 1469598103934665603ULL;
+    auto mix = [&](std::string_view s) {
+        for (unsigned char c : s) {
+            h ^= c;
+            h *= 1099511628211ULL;
+        }
+    };
+    mix(instance);
+    mix(std::string_view("\0", 1));
+    mix(external_id);
+    return h & 0x7fffffffffffffffULL; // SQLite integers are signed
+}
+
+std::int64_t steady_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+void put_u32(std::string& out, std::uint32_t v) {
+    char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
+                 static_cast<char>(v >> 24)};
+    out.append(b, 4);
+}
+
+} // namespace
+
+// --- RetentionRules -------------------------------------------------------
+
+RetentionRules::RetentionRules(const config::Config& config) {
+    default_ms_ = config.retention.default_ms;
+    for (const auto& s : config.sources)
+        if (s.retention_ms) by_source_[s.name] = *s.retention_ms;
+    if (const auto* ret = config.root.get("retention"); ret && ret->is_table())
+        if (const auto* policies = ret->as_table()->get("policy"); policies && policies->is_array())
+            for (const auto& p : *policies->as_array()) {
+                const toml::table* t = p.as_table();
+                if (!t) continue;
+                Rule r;
+                r.source = t->get("source") && t->get("source")->is_string()
+                               ? t->get("source")->as_string()->get()
+                               : "";
+                r.category = t->get("category") && t->get("category")->is_string()
+                                 ? t->get("category")->as_string()->get()
+                                 : "";
+                auto* v = t->get("retention");
+                auto ms = v && v->is_string() ? sb::detail::parse_duration(v->as_string()->get())
+                                              : std::nullopt;
+                if (!ms) continue;
+                r.ms = *ms;
+                rules_.push_back(std::move(r));
+            }
+    // Most specific first: source and category, then category, then source.
+    std::stable_sort(rules_.begin(), rules_.end(), [](const Rule& a, const Rule& b) {
+        auto rank = [](const Rule& r) { return (r.source.empty() ? 0 : 1) + (r.category.empty() ? 0 : 2); };
+        return rank(a) > rank(b);
+    });
+}
+
+std::int64_t RetentionRules::period_ms(std::string_view source, std::string_view category) const {
+    for (const Rule& r : rules_)
+        if ((r.source.empty() || r.source == source) && (r.category.empty() || r.category == category))
+            return r.ms;
+    if (auto it = by_source_.find(source); it != by_source_.end()) return it->second;
+    return default_ms_;
+}
+
+// --- record ids -----------------------------------------------------------
+
+std::string record_id(std::int64_t chunk, std::uint32_t index) {
+    return "R" + std::to_string(chunk) + "-" + std::to_string(index);
+}
+
+bool parse_record_id(std::string_view id, std::int64_t& chunk, std::uint32_t& index) {
+    if (id.size() < 4 || id[0] != 'R') return false;
+    auto dash = id.find('-');
+    if (dash == std::string_view::npos || dash < 2 || dash + 1 >= id.size()) return false;
+    chunk = 0;
+    index = 0;
+    for (std::size_t i = 1; i < dash; ++i) {
+        if (id[i] < '0' || id[i] > '9' || chunk > (INT64_MAX / 10)) return false;
+        chunk = chunk * 10 + (id[i] - '0');
+    }
+    for (std::size_t i = dash + 1; i < id.size(); ++i) {
+        if (id[i] < '0' || id[i] > '9' || index > 100000) return false;
+        index = index * 10 + static_cast<std::uint32_t>(id[i] - '0');
+    }
+    return true;
+}
+
+// --- Journal --------------------------------------------------------------
+
+Journal::Journal(store::Store& store, audit::AuditLog& audit, const Policy& policy,
+                 RetentionRules retention, Clock clock, plugin::Metrics* metrics, Options options)
+    : store_(store), audit_(audit), policy_(policy), retention_(std::move(retention)),
+      clock_(std::move(clock)), metrics_(metrics), options_(options) {}
+
+Journal::~Journal() { stop(); }
+
+void Journal::start() {
+    // Audit entries committed with their change but not yet in the file
+    // (a crash between the two): put them in the file now.
+    for (auto& [last, lines] : store_.pending_audit())
+        if (last > audit_.last_seq()) audit_.append_saved(lines);
+    auto synced = audit_.sync();
+    if (!synced.ok()) throw store::StoreError("cannot write the audit trail: " + synced.error.message());
+    store_.write([&](store::Txn& t) { t.delete_audit_upto(synced.head.seq); });
+    spooled_upto_ = synced.head.seq;
+    for (const auto& d : policy_.destinations()) next_seq_[d] = store_.last_seq(d);
+    last_audit_sync_ = steady_ms();
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = false;
+        running_ = true;
+    }
+    thread_ = std::thread([this] { run(); });
+}
+
+void Journal::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        if (!thread_.joinable()) return;
+        stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+    sync_audit(true);
+}
+
+void Journal::attach(const std::string& destination, OutboxListener* listener) {
+    std::lock_guard lock(listeners_mutex_);
+    listeners_[destination] = listener;
+}
+
+void Journal::add_transform(plugin::Instance* transform) {
+    std::lock_guard lock(listeners_mutex_);
+    transforms_.push_back(transform);
+}
+
+void Journal::attach_completion(const std::string& instance, OutboxListener* listener) {
+    std::lock_guard lock(listeners_mutex_);
+    completions_[instance] = listener;
+}
+
+std::uint64_t Journal::committed_records() const { return committed_records_.load(); }
+
+void Journal::submit(Write write) {
+    bool taken = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (running_) {
+            queue_.push_back(Pending{nullptr, std::move(write)});
+            taken = true;
+        }
+    }
+    if (taken)
+        wake_.notify_one();
+    else if (write.done)
+        write.done(false);
+}
+
+bool Journal::submit_and_wait(std::function<void(store::Txn&, audit::AuditLog&)> apply) {
+    std::mutex m;
+    std::condition_variable cv;
+    bool finished = false, result = false;
+    submit({std::move(apply), [&](bool ok) {
+                std::lock_guard lock(m);
+                result = ok;
+                finished = true;
+                cv.notify_all();
+            }});
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return finished; });
+    return result;
+}
+
+sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr<sb_record>>& records,
+                        const char* state_key, const char* state_value, sb_status* results,
+                        std::string& error) {
+    Ingest in;
+    in.instance = instance;
+    in.records = &records;
+    in.state_key = state_key;
+    in.state_value = state_value;
+    std::vector<sb_status> local(records.size(), SB_OK);
+    in.results = results ? results : local.data();
+    {
+        std::unique_lock lock(mutex_);
+        if (stopping_ || !running_) {
+            error = "the journal is not running";
+            return SB_ERR_UNAVAILABLE;
+        }
+        queue_.push_back(Pending{&in, {}});
+        queued_records_ += records.size();
+    }
+    wake_.notify_one();
+    std::unique_lock lock(mutex_);
+    settled_.wait(lock, [&] { return in.done; });
+    if (in.status != SB_OK) error = in.error;
+    return in.status;
+}
+
+sb_status Journal::quarantine(const std::string& instance, std::string_view bytes,
+                              const std::string& reason, const std::string& ref) {
+    store::QuarantineItem q;
+    q.instance = instance;
+    q.ref = ref;
+    q.reason = reason;
+    q.received_at = clock_();
+    q.expires_at = q.received_at + options_.quarantine_ms;
+    q.bytes = std::string(bytes.substr(0, 1 << 20)); // bounded: the evidence, not a denial of service
+    bool ok = submit_and_wait([&](store::Txn& t, audit::AuditLog& audit) {
+        t.put_quarantine(q);
+        std::string detail;
+        audit::append_attr(detail, "instance", instance);
+        audit::append_attr(detail, "ref", ref);
+        audit::append_attr(detail, "bytes", std::to_string(bytes.size()));
+        audit.append(q.received_at, "quarantine", "", detail);
+    });
+    if (metrics_) metrics_->add(instance, "quarantined", 1);
+    return ok ? SB_OK : SB_ERR_UNAVAILABLE;
+}
+
+std::optional<std::string> Journal::state_get(const std::string& instance, const std::string& key) {
+    return store_.state(instance, key);
+}
+
+sb_status Journal::state_set(const std::string& instance, const std::string& key, const char* value) {
+    std::optional<std::string> v;
+    if (value) v = value;
+    bool ok = submit_and_wait([&](store::Txn& t, audit::AuditLog&) { t.set_state(instance, key, v); });
+    return ok ? SB_OK : SB_ERR_UNAVAILABLE;
+}
+
+void Journal::on_erase_completion(EraseCompletion fn) {
+    std::lock_guard lock(listeners_mutex_);
+    erase_completion_ = std::move(fn);
+}
+
+void Journal::complete(const std::string& instance, std::uint64_t id, sb_status status,
+                       const char* receipt) {
+    OutboxListener* l = nullptr;
+    {
+        std::lock_guard lock(listeners_mutex_);
+        if ((id >> 63) && erase_completion_) {
+            erase_completion_(instance, id, status, receipt);
+            return;
+        }
+        auto it = completions_.find(instance);
+        if (it != completions_.end()) l = it->second;
+    }
+    if (l) l->complete(id, status, receipt);
+}
+
+void Journal::run() {
+    std::vector<Pending> group;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            wake_.wait_for(lock, std::chrono::milliseconds(options_.audit_sync_ms),
+                           [&] { return !queue_.empty() || stopping_; });
+            if (queue_.empty() && stopping_) {
+                running_ = false;
+                return;
+            }
+            // Take what is waiting, up to max_group records (at least one request).
+            std::size_t records = 0;
+            while (!queue_.empty()) {
+                Pending& p = queue_.front();
+                std::size_t n = p.ingest ? p.ingest->records->size() : 0;
+                if (!group.empty() && records + n > options_.max_group) break;
+                records += n;
+                group.push_back(std::move(p));
+                queue_.pop_front();
+            }
+            queued_records_ -= records;
+        }
+        if (!group.empty()) commit_group(group);
+        group.clear();
+        sync_audit(false);
+    }
+}
+
+void Journal::commit_group(std::vector<Pending>& group) {
+    std::map<std::string, std::vector<OutboxEntry>> outbox;
+    std::map<std::string, std::uint64_t> seqs = next_seq_;
+    std::uint64_t records = 0;
+    audit::AuditLog::Mark mark = audit_.mark();
+    std::uint64_t durable = audit_.durable_head().seq;
+    std::string error;
+    bool ok = true;
+    try {
+        store_.write([&](store::Txn& txn) {
+            for (Pending& p : group) {
+                if (p.ingest)
+                    ingest(txn, *p.ingest, outbox, seqs, records);
+                else if (p.write.apply)
+                    p.write.apply(txn, audit_);
+            }
+            std::string text = audit_.text_since(mark);
+            if (!text.empty()) {
+                txn.put_audit(mark.head.seq + 1, audit_.last_seq(), text);
+                auto head = audit_.head();
+                txn.set_meta("audit_head", std::to_string(head.seq) + " " + head.hash);
+            }
+            // Spooled entries already in the audit file are released.
+            if (durable > spooled_upto_) txn.delete_audit_upto(durable);
+        });
+    } catch (const std::exception& e) {
+        ok = false;
+        error = e.what();
+        audit_.rollback(mark);
+        log::error(kComponent, std::string("commit failed; nothing of it was kept: ") + e.what());
+    }
+    if (ok) {
+        next_seq_ = std::move(seqs);
+        spooled_upto_ = std::max(spooled_upto_, durable);
+        committed_records_ += records;
+        std::lock_guard lock(listeners_mutex_);
+        for (auto& [dest, entries] : outbox) {
+            auto it = listeners_.find(dest);
+            if (it != listeners_.end() && it->second) it->second->offer(std::move(entries));
+        }
+    }
+    {
+        std::lock_guard lock(mutex_);
+        for (Pending& p : group) {
+            if (!p.ingest) continue;
+            if (!ok) {
+                p.ingest->status = SB_ERR_UNAVAILABLE;
+                p.ingest->error = "the journal could not commit: " + error;
+            }
+            p.ingest->done = true;
+        }
+    }
+    settled_.notify_all();
+    for (Pending& p : group)
+        if (!p.ingest && p.write.done) p.write.done(ok);
+}
+
+void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
+                     std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count) {
+    auto& records = *in.records;
+    const std::int64_t now = clock_();
+    std::vector<plugin::Instance*> transforms;
+    {
+        std::lock_guard lock(listeners_mutex_);
+        transforms = transforms_;
+    }
+    const std::string received = sb::detail::format_time(now);
+
+    struct Accepted {
+        std::size_t i;
+        std::int64_t expires;
+        Policy::Decision decision;
+        std::uint32_t cards = 0;
+    };
+    std::vector<Accepted> accepted;
+    accepted.reserve(records.size());
+    std::uint64_t refused = 0, duplicates = 0, cards_total = 0;
+
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        sb_record* rec = records[i].get();
+        sb_status& result = in.results[i];
+        if (!rec || (rec->data.leaves().empty() && rec->data.attachments().empty())) {
+            result = SB_ERR_INVALID;
+            ++refused;
+            continue;
+        }
+        auto& data = rec->data;
+        data.set_meta_at(kMetaSource, in.instance);
+        data.set_meta_at(kMetaReceived, received);
+        bool refused_by_transform = false;
+        for (plugin::Instance* t : transforms) {
+            std::string why;
+            if (t->transform(rec, why) == SB_ERR_INVALID) {
+                log::Logger::get().write(log::Level::Warn, "journal", t->name(),
+                                         "refused a record from " + in.instance + ": " + why);
+                refused_by_transform = true;
+                break;
+            }
+        }
+        if (refused_by_transform) {
+            result = SB_ERR_INVALID;
+            ++refused;
+            continue;
+        }
+        // Card numbers never come to rest here, whatever the profiles say.
+        std::uint32_t cards = 0;
+        for (auto& leaf : data.mutable_leaves()) {
+            if (leaf.type != SB_VALUE_STRING) continue;
+            if (auto redacted = pii::redact_cards(leaf.str)) {
+                leaf.str = std::move(*redacted);
+                ++cards;
+            }
+        }
+        Accepted a{i, 0, policy_.decide(*rec), cards};
+        data.set_meta_at(kMetaCategory, a.decision.classified.category);
+        // The clock starts at collection: the contact itself when known.
+        std::int64_t collected = now;
+        if (const char* occurred = data.meta("occurred_at"))
+            if (auto t = sb::detail::parse_time(occurred)) collected = std::min(now, *t);
+        a.expires = collected + retention_.period_ms(in.instance, a.decision.classified.category);
+        if (a.expires <= now) {
+            result = SB_ERR_INVALID; // already past its retention period: not taken
+            ++refused;
+            continue;
+        }
+        data.set_meta_at(kMetaExpires, sb::detail::format_time(a.expires));
+        if (const char* ext = data.meta("external_id")) {
+            if (!txn.claim(claim_key(in.instance, ext), a.expires)) {
+                result = SB_DUPLICATE;
+                ++duplicates;
+                continue;
+            }
+        }
+        cards_total += cards;
+        result = SB_OK;
+        accepted.push_back(std::move(a));
+    }
+
+    // One chunk per expiry bucket, so that retention deletes whole chunks.
+    std::map<std::int64_t, std::vector<Accepted*>> buckets;
+    for (auto& a : accepted) buckets[a.expires / kBucketMs].push_back(&a);
+
+    std::string detail;
+    for (auto& [bucket, members] : buckets) {
+        (void)bucket;
+        store::ChunkInfo info;
+        info.id = txn.next_chunk_id();
+        info.created_at = now;
+        info.count = static_cast<std::uint32_t>(members.size());
+        std::string body;
+        body.reserve(members.size() * 512);
+        std::map<std::string, store::OutboxRow> rows;
+        for (std::uint32_t idx = 0; idx < members.size(); ++idx) {
+            Accepted& a = *members[idx];
+            sb_record& rec = *records[a.i];
+            info.expires_at = std::max(info.expires_at, a.expires);
+            std::string id = record_id(info.id, idx);
+            rec.data.set_meta_at(kMetaId, id);
+
+            detail.clear();
+            audit::append_attr(detail, "source", in.instance);
+            const char* channel = rec.data.meta("channel");
+            audit::append_attr(detail, "channel", channel ? channel : "-");
+            audit::append_attr(detail, "category", a.decision.classified.category);
+            audit::append_attr(detail, "rule",
+                               a.decision.classified.rule >= 0
+                                   ? "classify.rule[" + std::to_string(a.decision.classified.rule) + "]"
+                                   : "none");
+            audit::append_attr(detail, "expires", sb::detail::format_time(a.expires));
+            audit::append_attr(detail, "fields", std::to_string(rec.data.leaves().size()));
+            if (!rec.data.attachments().empty())
+                audit::append_attr(detail, "attachments", std::to_string(rec.data.attachments().size()));
+            if (a.cards) audit::append_attr(detail, "cards_redacted", std::to_string(a.cards));
+            audit_.append(now, audit::kind::ingest, id, detail);
+
+            std::string summary;
+            for (const Route* route : a.decision.routes) {
+                if (!route->profile) continue;
+                auto minimised = std::make_shared<sb_record>();
+                summary.clear();
+                route->profile->apply(rec, *minimised, route->has_lawful_basis(), now, nullptr, &summary);
+                std::uint64_t seq = ++seqs[route->destination];
+                detail.clear();
+                audit::append_attr(detail, "destination", route->destination);
+                audit::append_attr(detail, "seq", std::to_string(seq));
+                audit::append_attr(detail, "purpose", route->purpose);
+                audit::append_attr(detail, "profile",
+                                   route->profile->name() + "@" + std::to_string(route->profile->version()));
+                audit::append_attr(detail, "route", route->label);
+                if (route->has_lawful_basis()) audit::append_attr(detail, "lawful_basis", route->lawful_basis);
+                audit::append_attr(detail, "sent", summary.empty() ? "-" : summary);
+                audit_.append(now, audit::kind::disclose, id, detail);
+
+                store::OutboxRow& row = rows[route->destination];
+                if (row.count == 0) {
+                    row.destination = route->destination;
+                    row.first_seq = seq;
+                    row.chunk = info.id;
+                }
+                OutboxEntry e;
+                e.seq = seq;
+                e.record_id = id;
+                e.chunk = info.id;
+                e.index = idx;
+                e.expires_at = a.expires;
+                e.purpose = route->purpose;
+                e.profile = route->profile->name();
+                e.profile_version = static_cast<std::uint32_t>(route->profile->version());
+                e.record = std::move(minimised);
+                ++row.count;
+                row.expires_at = std::max(row.expires_at, a.expires);
+                put_u32(row.indexes, idx);
+                encode_entry(e, row.payloads);
+                out[route->destination].push_back(std::move(e));
+            }
+            store::encode(rec, body);
+            ++count;
+        }
+        txn.put_chunk(info, body);
+        for (auto& [dest, row] : rows) txn.put_outbox(row);
+    }
+    if (in.state_key) {
+        std::optional<std::string> v;
+        if (in.state_value) v = in.state_value;
+        txn.set_state(in.instance, in.state_key, v);
+    }
+    in.status = SB_OK;
+    if (metrics_) {
+        if (!accepted.empty()) metrics_->add(in.instance, "records_in", accepted.size());
+        if (duplicates) metrics_->add(in.instance, "duplicates", duplicates);
+        if (refused) metrics_->add(in.instance, "refused", refused);
+        if (cards_total) metrics_->add(in.instance, "cards_redacted", cards_total);
+    }
+}
+
+void Journal::sync_audit(bool force) {
+    std::int64_t t = steady_ms();
+    if (!force && t - last_audit_sync_ < options_.audit_sync_ms) return;
+    last_audit_sync_ = t;
+    auto r = audit_.sync();
+    if (!r.ok()) log::error(kComponent, "cannot write the audit trail: " + r.error.message());
+}
+
+} // namespace switchboard::pipeline

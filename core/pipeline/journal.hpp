@@ -1,0 +1,193 @@
+#pragma once
+
+// The journal: where every record is made durable before its source is
+// acknowledged, classified, routed, minimised per destination and queued in
+// each destination's outbox — all in one transaction, group-committed.
+//
+// One thread writes the store. Everything that changes it (sources emitting,
+// delivery progress, the retention sweeper, erase tasks) is handed to that
+// thread as a request, and all requests that are waiting go into one
+// transaction with one fsync: the acknowledgement of a source waits for it.
+// Audit entries are part of the same transaction (they are spooled in the
+// store and appended to the audit file afterwards), so a record and the
+// entries that describe it commit together or not at all.
+
+#include "audit/audit_log.hpp"
+#include "config/config.hpp"
+#include "pipeline/policy.hpp"
+#include "plugin/instance.hpp"
+#include "store/store.hpp"
+
+#include <switchboard/detail/record_data.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace switchboard::pipeline {
+
+using Clock = std::function<std::int64_t()>; // Unix ms
+
+// How long records are kept, from config: [[retention.policy]] (source and/or
+// category), a source instance's `retention`, then retention.default.
+class RetentionRules {
+public:
+    explicit RetentionRules(const config::Config& config);
+    RetentionRules() = default;
+    std::int64_t period_ms(std::string_view source, std::string_view category) const;
+
+private:
+    struct Rule {
+        std::string source, category;
+        std::int64_t ms;
+    };
+    std::vector<Rule> rules_;
+    std::map<std::string, std::int64_t, std::less<>> by_source_;
+    std::int64_t default_ms_ = 28LL * 86'400'000;
+};
+
+// A record id names where the record is kept: "R<chunk>-<index>".
+std::string record_id(std::int64_t chunk, std::uint32_t index);
+bool parse_record_id(std::string_view id, std::int64_t& chunk, std::uint32_t& index);
+
+// One minimised record for one destination, as its worker receives it.
+struct OutboxEntry {
+    std::uint64_t seq = 0;
+    std::string record_id;
+    std::int64_t chunk = 0;
+    std::uint32_t index = 0;
+    std::int64_t expires_at = 0;
+    std::string purpose;
+    std::string profile;
+    std::uint32_t profile_version = 1;
+    std::shared_ptr<sb_record> record;
+};
+
+// Implemented by a destination's delivery worker: new entries, straight from
+// a commit. A worker that is behind may decline (it reads the store instead),
+// which keeps memory flat whatever the backlog.
+class OutboxListener {
+public:
+    virtual ~OutboxListener() = default;
+    virtual void offer(std::vector<OutboxEntry>&& entries) = 0;
+    // SB_PENDING completions reported by the plugin through host->complete.
+    virtual void complete(std::uint64_t id, sb_status status, const char* receipt) = 0;
+};
+
+class Journal : public plugin::RecordSink {
+public:
+    struct Options {
+        std::size_t max_group = 8192;      // records per transaction at most
+        std::int64_t audit_sync_ms = 200;  // how often the audit file is written
+        std::int64_t quarantine_ms = 28LL * 86'400'000;
+    };
+
+    Journal(store::Store& store, audit::AuditLog& audit, const Policy& policy,
+            RetentionRules retention, Clock clock, plugin::Metrics* metrics, Options options);
+    ~Journal() override;
+
+    // Recovers audit entries committed but not yet in the audit file, then
+    // starts the writer thread.
+    void start();
+    // Commits what is queued, writes the audit file, stops the thread.
+    void stop();
+
+    void attach(const std::string& destination, OutboxListener* listener);
+    // Transform instances, applied in order to every record before it is
+    // classified (SB_ERR_INVALID from one refuses the record).
+    void add_transform(plugin::Instance* transform);
+    void attach_completion(const std::string& instance, OutboxListener* listener);
+    // Where completions of erase requests (ids with the top bit set) go.
+    using EraseCompletion = std::function<void(const std::string& instance, std::uint64_t id,
+                                               sb_status status, const char* receipt)>;
+    void on_erase_completion(EraseCompletion fn);
+
+    // A change to the store from another component. `apply` runs on the
+    // writer thread inside the group transaction (it may append audit
+    // entries); `done` runs after the commit (true) or its failure (false).
+    struct Write {
+        std::function<void(store::Txn&, audit::AuditLog&)> apply;
+        std::function<void(bool ok)> done;
+    };
+    void submit(Write write);
+    // Submits and waits for the commit; false if it failed.
+    bool submit_and_wait(std::function<void(store::Txn&, audit::AuditLog&)> apply);
+
+    // plugin::RecordSink
+    sb_status emit(const std::string& instance, std::vector<std::unique_ptr<sb_record>>& records,
+                   const char* state_key, const char* state_value, sb_status* results,
+                   std::string& error) override;
+    sb_status quarantine(const std::string& instance, std::string_view bytes,
+                         const std::string& reason, const std::string& ref) override;
+    std::optional<std::string> state_get(const std::string& instance, const std::string& key) override;
+    sb_status state_set(const std::string& instance, const std::string& key, const char* value) override;
+    void complete(const std::string& instance, std::uint64_t id, sb_status status,
+                  const char* receipt) override;
+
+    store::Store& store() { return store_; }
+    const Policy& policy() const { return policy_; }
+    std::int64_t now() const { return clock_(); }
+    std::uint64_t committed_records() const;
+
+private:
+    struct Ingest {
+        std::string instance;
+        std::vector<std::unique_ptr<sb_record>>* records;
+        const char* state_key;
+        const char* state_value;
+        sb_status* results;
+        sb_status status = SB_ERR_UNAVAILABLE;
+        std::string error;
+        bool done = false;
+    };
+    struct Pending {
+        Ingest* ingest = nullptr; // or
+        Write write;
+    };
+
+    void run();
+    void commit_group(std::vector<Pending>& group);
+    void ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
+                std::map<std::string, std::uint64_t>& seqs, std::uint64_t& records);
+    void sync_audit(bool force);
+
+    store::Store& store_;
+    audit::AuditLog& audit_;
+    const Policy& policy_;
+    RetentionRules retention_;
+    Clock clock_;
+    plugin::Metrics* metrics_;
+    Options options_;
+
+    std::mutex mutex_;
+    std::condition_variable wake_;    // the writer: work or stop
+    std::condition_variable settled_; // emitters: their ingest is done
+    std::deque<Pending> queue_;
+    std::size_t queued_records_ = 0;
+    bool stopping_ = false;
+    bool running_ = false; // the writer takes requests
+    std::thread thread_;
+
+    std::mutex listeners_mutex_;
+    std::map<std::string, OutboxListener*> listeners_;
+    std::map<std::string, OutboxListener*> completions_;
+    EraseCompletion erase_completion_;
+    std::vector<plugin::Instance*> transforms_;
+
+    // Writer-thread state.
+    std::map<std::string, std::uint64_t> next_seq_; // per destination: last seq used
+    std::int64_t last_audit_sync_ = 0;
+    std::uint64_t spooled_upto_ = 0; // audit seq the store's spool covers
+    std::atomic<std::uint64_t> committed_records_{0};
+};
+
+} // namespace switchboard::pipeline

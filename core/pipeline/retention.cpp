@@ -1,0 +1,308 @@
+#include "pipeline/retention.hpp"
+
+#include "log.hpp"
+#include "pipeline/outbox_codec.hpp"
+#include "store/codec.hpp"
+
+#include <switchboard/detail/abi.hpp>
+#include <switchboard/plugin.hpp>
+
+#include <chrono>
+#include <set>
+
+namespace switchboard::pipeline {
+
+namespace {
+
+constexpr const char* kComponent = "retention";
+constexpr std::size_t kChunksPerPass = 64;
+constexpr std::int64_t kEraseWaitMs = 60'000;
+// Erase request ids carry the top bit, so that host->complete can tell them
+// from delivery ids.
+constexpr std::uint64_t kEraseIdBit = 1ULL << 63;
+
+std::int64_t erase_backoff_ms(std::uint32_t attempts) {
+    std::int64_t ms = 1000;
+    for (std::uint32_t i = 1; i < attempts && ms < 3'600'000; ++i) ms *= 2;
+    return std::min<std::int64_t>(ms, 3'600'000);
+}
+
+const char* target_name(store::EraseTarget t) {
+    return t == store::EraseTarget::Source ? "source" : "destination";
+}
+
+} // namespace
+
+RetentionService::RetentionService(Journal& journal, Clock clock, std::filesystem::path data_dir,
+                                   std::int64_t sweep_interval_ms, plugin::Metrics* metrics)
+    : journal_(journal), clock_(std::move(clock)), data_dir_(std::move(data_dir)),
+      interval_ms_(sweep_interval_ms), metrics_(metrics) {}
+
+RetentionService::~RetentionService() { stop(); }
+
+void RetentionService::add_instance(plugin::Instance* instance) { instances_[instance->name()] = instance; }
+
+void RetentionService::start() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = false;
+    }
+    thread_ = std::thread([this] { run(); });
+}
+
+void RetentionService::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_all();
+    pending_cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+void RetentionService::run() {
+    using namespace std::chrono;
+    auto next_sweep = steady_clock::now();
+    for (;;) {
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) return;
+        }
+        try {
+            if (steady_clock::now() >= next_sweep) {
+                auto started = steady_clock::now();
+                std::uint64_t n = sweep(clock_());
+                if (metrics_)
+                    metrics_->set("retention", "sweep_seconds",
+                                  duration<double>(steady_clock::now() - started).count());
+                if (n) log::info(kComponent, "deleted " + std::to_string(n) + " expired record(s)");
+                next_sweep = steady_clock::now() + milliseconds(interval_ms_);
+            }
+            run_erase_tasks(clock_());
+        } catch (const std::exception& e) {
+            log::error(kComponent, std::string("sweep failed; will retry: ") + e.what());
+        }
+        std::unique_lock lock(mutex_);
+        wake_.wait_for(lock, milliseconds(std::min<std::int64_t>(interval_ms_, 1000)),
+                       [&] { return stopping_; });
+    }
+}
+
+std::uint64_t RetentionService::sweep(std::int64_t now) {
+    std::uint64_t deleted = 0;
+    std::vector<std::filesystem::path> files;
+    for (;;) {
+        auto due = journal_.store().expired_chunks(now, kChunksPerPass);
+        for (const auto& chunk : due) deleted += sweep_chunk(chunk, now, files);
+        if (due.size() < kChunksPerPass) break;
+    }
+    std::uint64_t quarantined = 0, claims = 0;
+    journal_.submit_and_wait([&](store::Txn& txn, audit::AuditLog& audit) {
+        quarantined = txn.expire_quarantine(now);
+        claims = txn.expire_claims(now);
+        if (quarantined) {
+            std::string detail;
+            audit::append_attr(detail, "quarantine_items", std::to_string(quarantined));
+            audit.append(now, "expire", "", detail);
+        }
+    });
+    for (const auto& f : files) {
+        std::error_code ec;
+        std::filesystem::remove(f, ec);
+    }
+    // Deleted bytes must not linger in the store's files.
+    if (deleted || quarantined) journal_.store().scrub();
+    if (metrics_ && deleted) metrics_->add("retention", "records_expired", deleted);
+    return deleted;
+}
+
+std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::int64_t now,
+                                            std::vector<std::filesystem::path>& files) {
+    auto& st = journal_.store();
+    auto body = st.chunk_body(chunk.id);
+    if (!body) return 0;
+    struct Expired {
+        std::string id, source;
+        std::vector<std::string> notices;
+    };
+    std::vector<Expired> expired;
+    std::map<std::string, std::vector<store::EraseItem>> at_source, at_destination;
+    std::size_t pos = 0;
+    std::string prefix = "file://" + std::filesystem::absolute(data_dir_).lexically_normal().string() + "/";
+    while (pos < body->size()) {
+        sb_record r;
+        if (!store::decode(*body, pos, r)) {
+            log::error(kComponent, "chunk " + std::to_string(chunk.id) +
+                                       " has an unreadable record; deleting the chunk anyway");
+            break;
+        }
+        auto meta = [&](const char* k) {
+            const char* v = r.data.meta(k);
+            return std::string(v ? v : "");
+        };
+        Expired e{meta("id"), meta("source"), {}};
+        at_source[e.source].push_back({e.id, meta("external_id"), meta("subject_ref"), meta("channel")});
+        for (const auto& a : r.data.attachments())
+            if (a.uri.rfind(prefix, 0) == 0) files.emplace_back(a.uri.substr(7));
+        expired.push_back(std::move(e));
+    }
+    std::map<std::string, std::size_t> by_id;
+    for (std::size_t i = 0; i < expired.size(); ++i) by_id[expired[i].id] = i;
+    for (const auto& row : st.outbox_for_chunk(chunk.id)) {
+        std::uint64_t acked = st.acked(row.destination);
+        auto dead = st.dead_seqs_for_chunk(row.destination, chunk.id);
+        std::set<std::uint64_t> dead_set(dead.begin(), dead.end());
+        for (std::uint32_t k = 0; k < row.count; ++k) {
+            std::uint64_t seq = row.first_seq + k;
+            if (seq > acked || dead_set.count(seq)) continue; // never delivered
+            std::string id = record_id(chunk.id, outbox_index(row.indexes, k));
+            at_destination[row.destination].push_back({id, "", "", ""});
+            if (auto it = by_id.find(id); it != by_id.end())
+                expired[it->second].notices.push_back(row.destination);
+        }
+    }
+    bool ok = journal_.submit_and_wait([&](store::Txn& txn, audit::AuditLog& audit) {
+        txn.delete_outbox_for_chunk(chunk.id);
+        txn.delete_dead_letters_for_chunk(chunk.id);
+        txn.delete_chunk(chunk.id);
+        auto task = [&](const std::string& instance, store::EraseTarget target,
+                        const std::vector<store::EraseItem>& items) {
+            store::EraseTask t;
+            t.instance = instance;
+            t.target = target;
+            t.reason = SB_ERASE_RETENTION;
+            t.created_at = now;
+            t.next_at = now;
+            store::encode_items(items, t.items);
+            txn.put_erase_task(t);
+        };
+        for (const auto& [instance, items] : at_source) task(instance, store::EraseTarget::Source, items);
+        for (const auto& [instance, items] : at_destination)
+            task(instance, store::EraseTarget::Destination, items);
+        std::string detail;
+        for (const auto& e : expired) {
+            detail.clear();
+            audit::append_attr(detail, "reason", "retention");
+            audit::append_attr(detail, "source", e.source);
+            audit::append_attr(detail, "store", "deleted");
+            std::string notices;
+            for (const auto& d : e.notices) notices += (notices.empty() ? "" : ",") + d;
+            audit::append_attr(detail, "erase_requested", e.source + (notices.empty() ? "" : "," + notices));
+            audit.append(now, "expire", e.id, detail);
+        }
+    });
+    return ok ? expired.size() : 0;
+}
+
+std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
+    std::uint64_t settled_total = 0;
+    auto tasks = journal_.store().erase_tasks(now, 16);
+    for (auto& t : tasks) {
+        std::vector<store::EraseItem> items;
+        if (!store::decode_items(t.items, items)) {
+            log::error(kComponent, "erase task " + std::to_string(t.id) + " is unreadable; dropped");
+            journal_.submit_and_wait([&](store::Txn& txn, audit::AuditLog&) { txn.delete_erase_task(t.id); });
+            continue;
+        }
+        struct Step {
+            std::string record_id, outcome, receipt, status;
+        };
+        std::vector<Step> steps;
+        auto it = instances_.find(t.instance);
+        plugin::Instance* inst = it == instances_.end() ? nullptr : it->second;
+        if (!inst || !inst->running()) {
+            t.attempts++;
+            t.next_at = now + erase_backoff_ms(t.attempts);
+            t.last_error = "instance " + t.instance + " is not running";
+        } else {
+            while (t.done < items.size()) {
+                const auto& item = items[t.done];
+                sb_record rec;
+                rec.data.set_meta_at(sb::detail::meta_index("id"), item.record_id);
+                if (!item.external_id.empty())
+                    rec.data.set_meta_at(sb::detail::meta_index("external_id"), item.external_id);
+                if (!item.subject_ref.empty())
+                    rec.data.set_meta_at(sb::detail::meta_index("subject_ref"), item.subject_ref);
+                if (!item.channel.empty())
+                    rec.data.set_meta_at(sb::detail::meta_index("channel"), item.channel);
+                sb_erase_request req{};
+                req.struct_size = sizeof req;
+                {
+                    std::lock_guard lock(pending_mutex_);
+                    req.request_id = kEraseIdBit | next_request_++;
+                }
+                req.record_id = item.record_id.c_str();
+                req.external_id = item.external_id.empty() ? nullptr : item.external_id.c_str();
+                req.reason = static_cast<sb_erase_reason>(t.reason);
+                req.record = &rec;
+                std::string error, receipt;
+                sb_status s = inst->erase(req, error);
+                if (s == SB_PENDING) {
+                    std::unique_lock lock(pending_mutex_);
+                    auto key = std::make_pair(t.instance, req.request_id);
+                    bool done = pending_cv_.wait_for(lock, std::chrono::milliseconds(kEraseWaitMs),
+                                                     [&] { return completed_.count(key) > 0; });
+                    if (done) {
+                        s = completed_[key].first;
+                        receipt = completed_[key].second;
+                        completed_.erase(key);
+                    } else {
+                        s = SB_ERR_TRANSIENT;
+                        error = "no confirmation within " + std::to_string(kEraseWaitMs / 1000) + "s";
+                    }
+                }
+                if (s == SB_OK || s == SB_ERR_UNSUPPORTED || s == SB_ERR_PERMANENT || s == SB_ERR_INVALID ||
+                    s == SB_ERR_NOT_FOUND) {
+                    std::string outcome = s == SB_OK ? "confirmed"
+                                          : s == SB_ERR_UNSUPPORTED ? "no_erase_hook"
+                                          : s == SB_ERR_NOT_FOUND ? "not_found"
+                                                                  : "failed_permanently";
+                    if (s == SB_ERR_PERMANENT || s == SB_ERR_INVALID)
+                        log::Logger::get().write(log::Level::Warn, kComponent, t.instance,
+                                                 "erase of " + item.record_id + " failed permanently: " +
+                                                     error);
+                    steps.push_back({item.record_id, outcome, receipt, sb::status_name(s)});
+                    ++t.done;
+                    continue;
+                }
+                t.attempts++;
+                t.next_at = now + erase_backoff_ms(t.attempts);
+                t.last_error = std::string(sb::status_name(s)) + (error.empty() ? "" : ": " + error);
+                log::Logger::get().write(log::Level::Warn, kComponent, t.instance,
+                                         "erase of " + item.record_id + " will be retried: " + t.last_error);
+                break;
+            }
+        }
+        settled_total += steps.size();
+        bool finished = t.done >= items.size();
+        journal_.submit_and_wait([&](store::Txn& txn, audit::AuditLog& audit) {
+            std::string detail;
+            for (const auto& s : steps) {
+                detail.clear();
+                audit::append_attr(detail, "instance", t.instance);
+                audit::append_attr(detail, "target", target_name(t.target));
+                audit::append_attr(detail, "reason", t.reason == SB_ERASE_REQUEST ? "request" : "retention");
+                audit::append_attr(detail, "outcome", s.outcome);
+                if (!s.receipt.empty()) audit::append_attr(detail, "receipt", s.receipt);
+                audit.append(now, audit::kind::erase, s.record_id, detail);
+            }
+            if (finished)
+                txn.delete_erase_task(t.id);
+            else
+                txn.update_erase_task(t);
+        });
+        if (metrics_ && !steps.empty()) metrics_->add(t.instance, "erased", steps.size());
+    }
+    return settled_total;
+}
+
+void RetentionService::complete(const std::string& instance, std::uint64_t id, sb_status status,
+                                const char* receipt) {
+    {
+        std::lock_guard lock(pending_mutex_);
+        completed_[{instance, id}] = {status, receipt ? receipt : ""};
+    }
+    pending_cv_.notify_all();
+}
+
+} // namespace switchboard::pipeline
