@@ -1045,6 +1045,43 @@ void AuditLog::append_saved(std::string_view lines) {
     }
 }
 
+std::optional<Head> AuditLog::verify_saved(const Head& from, std::string_view lines,
+                                           std::string& problem) {
+    Head head = from;
+    Sha256 sha;
+    while (!lines.empty()) {
+        auto nl = lines.find('\n');
+        if (nl == std::string_view::npos) {
+            problem = "saved entries end in a torn line";
+            return std::nullopt;
+        }
+        std::string_view line = lines.substr(0, nl);
+        lines.remove_prefix(nl + 1);
+        auto first_tab = line.find('\t');
+        auto tab = line.rfind('\t');
+        if (first_tab == std::string_view::npos || tab + 1 + hash_len != line.size()) {
+            problem = "a saved entry is malformed";
+            return std::nullopt;
+        }
+        std::uint64_t seq = 0;
+        std::from_chars(line.data(), line.data() + first_tab, seq);
+        if (seq <= head.seq) continue;
+        if (seq != head.seq + 1) {
+            problem = "saved entry " + std::to_string(seq) + " does not follow " + std::to_string(head.seq);
+            return std::nullopt;
+        }
+        char h[hash_len];
+        sha.chain(head.hash, line.substr(0, tab), h);
+        if (std::string_view(h, hash_len) != line.substr(tab + 1)) {
+            problem = "saved entry " + std::to_string(seq) + " does not match the chain";
+            return std::nullopt;
+        }
+        head.seq = seq;
+        head.hash.assign(h, hash_len);
+    }
+    return head;
+}
+
 std::uint64_t AuditLog::last_seq() const {
     std::lock_guard lock(s_->mu);
     return s_->seq;

@@ -226,6 +226,12 @@ public:
     static VerifyResult verify(const std::filesystem::path& dir,
                                std::optional<Head> head = std::nullopt);
 
+    // Checks that `lines` (entries saved with their transaction, not yet in
+    // the files) continue the chain from `from`; returns the head they reach,
+    // or nullopt with `problem` set.
+    static std::optional<Head> verify_saved(const Head& from, std::string_view lines,
+                                            std::string& problem);
+
     // Reading back, for subject access reports and tests. These do not
     // verify (run verify for that); malformed lines are skipped.
     // `visit` returns false to stop.

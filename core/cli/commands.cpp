@@ -1,5 +1,8 @@
 #include "cli/commands.hpp"
 
+#include "cli/args.hpp"
+#include "cli/journal_commands.hpp"
+
 #include "build_config.hpp"
 #include "daemon.hpp"
 #include "log.hpp"
@@ -25,14 +28,22 @@ Usage:
   switchboard run -c FILE [--plugin-dir DIR]... [--set KEY=VALUE]...
   switchboard check -c FILE [--plugin-dir DIR]... [--set KEY=VALUE]...
   switchboard plugins [--json] [-c FILE] [--plugin-dir DIR]...
+  switchboard explain -c FILE RECORD.json [--source NAME]
+  switchboard retention -c FILE (--dry-run [--within DURATION] | --pending)
+  switchboard audit verify -c FILE
+  switchboard deadletters -c FILE [list | retry (ID... | --all)] [--destination NAME]
   switchboard version
   switchboard help [COMMAND]
 
 Commands:
-  run       start a node on a config file; stops cleanly on SIGTERM or SIGINT
-  check     validate a config file (the same checks as run) and exit
-  plugins   list the plugins found, with their config schema
-  version   print the version and the plugin ABI
+  run          start a node on a config file; stops cleanly on SIGTERM or SIGINT
+  check        validate a config file (the same checks as run) and exit
+  plugins      list the plugins found, with their config schema
+  explain      show how a record would be classified, routed and minimised
+  retention    list what will expire and when, or erase steps still outstanding
+  audit        verify the hash-chained audit trail
+  deadletters  list dead-lettered deliveries, or have them retried
+  version      print the version and the plugin ABI
 
 Every command takes --help. Exit codes: 0 success, 1 failure while running,
 2 bad usage or an invalid config.
@@ -86,59 +97,144 @@ Options:
   -h, --help           this text
 )";
 
+const char* kExplainHelp = R"(Usage: switchboard explain -c FILE RECORD.json [--source NAME]
+
+Shows what the config does with one record, without changing anything: the
+category it gets and the rule that gave it, the routes it takes, and for each
+destination the exact payload it would receive with, for every field, the
+decision and the rule that made it (kept by profile X, dropped: not in
+profile, redacted: NINO, hashed, ...). Destinations that would receive nothing
+are listed with the reason. This is how to show that a route is proportionate.
+
+RECORD.json is a record in Switchboard's record format:
+  {"meta": {"channel": "web_chat", ...}, "fields": {...},
+   "categories": {"citizen.name": "identity.name", ...}}
+(or a record as destinations receive it). --source names the source instance
+it comes from (source filters of rules and routes apply); default: the only
+source in FILE, if there is one.
+
+Options:
+  -c, --config FILE    the config file (required)
+  --source NAME        the source instance the record comes from
+  --plugin-dir DIR     look for plugins in DIR (repeatable)
+  --set KEY=VALUE      override one key of the file (repeatable)
+  -h, --help           this text
+)";
+
+const char* kRetentionHelp = R"(Usage: switchboard retention -c FILE --dry-run [--within DURATION]
+       switchboard retention -c FILE --pending
+
+--dry-run lists the records that will expire (all of them, or those expiring
+within DURATION, e.g. "7d"), oldest first, with when: record id, source,
+channel, category. Nothing is deleted: the running node sweeps by itself every
+retention.sweep_interval.
+
+--pending lists the erase steps still outstanding: vendor copies (source
+erase hooks) and erase notices to departments that have not been confirmed
+yet, with their attempts and last error.
+
+Options:
+  -c, --config FILE    the config file (required)
+  -h, --help           this text
+)";
+
+const char* kAuditHelp = R"(Usage: switchboard audit verify -c FILE
+
+Verifies the audit trail in the node's data directory: every entry's hash
+link, the order and continuity of sequence numbers, and that the trail reaches
+the head recorded in the journal (so a removed tail shows). Prints OK with the
+number of entries, or every problem with its file, line and sequence number.
+Exit code 0 when the trail is intact, 1 when it is not.
+
+Options:
+  -c, --config FILE    the config file (required)
+  -h, --help           this text
+)";
+
+const char* kDeadLettersHelp = R"(Usage: switchboard deadletters -c FILE [list] [--destination NAME]
+       switchboard deadletters -c FILE retry ID... | retry --all [--destination NAME]
+
+Dead letters are deliveries that failed permanently or ran out of attempts.
+`list` shows them (id, destination, sequence, record id, attempts, error,
+when it expires). `retry` asks the node to deliver them again: the running
+node (or the next one started on this data directory) attempts each within a
+few seconds; one that succeeds leaves the list, one that fails stays with its
+new error. Dead letters expire with the record's retention period.
+
+Options:
+  -c, --config FILE        the config file (required)
+  --destination NAME       only this destination
+  --all                    with retry: every dead letter (of --destination)
+  -h, --help               this text
+)";
+
 const char* kVersionHelp = R"(Usage: switchboard version
 
 Prints the Switchboard version and the plugin ABI it accepts.
 )";
 
-struct Args {
-    std::optional<std::filesystem::path> config;
-    std::vector<std::filesystem::path> plugin_dirs;
-    std::vector<std::string> overrides;
-    bool json = false;
-    bool help = false;
-};
-
-// Parses the options a command accepts; on a problem prints it and returns
-// nullopt.
-std::optional<Args> parse(int argc, char** argv, int first, bool allow_json, const char* command) {
+// Parses the options a command accepts (`allowed`: the long option names,
+// space-separated); on a problem prints it and returns nullopt.
+std::optional<Args> parse(int argc, char** argv, int first, std::string_view allowed,
+                          const char* command) {
     Args a;
+    auto takes = [&](std::string_view name) {
+        std::string padded = " " + std::string(allowed) + " ";
+        return padded.find(" " + std::string(name) + " ") != std::string::npos;
+    };
     for (int i = first; i < argc; ++i) {
         std::string arg = argv[i];
-        auto value = [&](const char* name) -> std::optional<std::string> {
+        std::string name = arg, inline_value;
+        bool has_inline = false;
+        if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
+            name = arg.substr(0, arg.find('='));
+            inline_value = arg.substr(arg.find('=') + 1);
+            has_inline = true;
+        }
+        if (name == "-c") name = "--config";
+        if (name == "-h") name = "--help";
+        auto value = [&]() -> std::optional<std::string> {
+            if (has_inline) return inline_value;
             if (i + 1 >= argc) {
                 std::cerr << "switchboard " << command << ": " << name << " needs a value\n";
                 return std::nullopt;
             }
             return std::string(argv[++i]);
         };
-        if (arg == "-h" || arg == "--help") {
+        if (!arg.empty() && arg[0] != '-') {
+            if (!takes("ARG")) {
+                std::cerr << "switchboard " << command << ": unexpected argument '" << arg
+                          << "'; see switchboard " << command << " --help\n";
+                return std::nullopt;
+            }
+            a.positional.push_back(arg);
+            continue;
+        }
+        if (name == "--help") {
             a.help = true;
-        } else if (arg == "-c" || arg == "--config") {
-            auto v = value("--config");
-            if (!v) return std::nullopt;
-            a.config = *v;
-        } else if (arg.rfind("--config=", 0) == 0) {
-            a.config = arg.substr(9);
-        } else if (arg == "--plugin-dir") {
-            auto v = value("--plugin-dir");
-            if (!v) return std::nullopt;
-            a.plugin_dirs.emplace_back(*v);
-        } else if (arg.rfind("--plugin-dir=", 0) == 0) {
-            a.plugin_dirs.emplace_back(arg.substr(13));
-        } else if (arg == "--set") {
-            auto v = value("--set");
-            if (!v) return std::nullopt;
-            a.overrides.push_back(*v);
-        } else if (arg.rfind("--set=", 0) == 0) {
-            a.overrides.push_back(arg.substr(6));
-        } else if (allow_json && arg == "--json") {
-            a.json = true;
-        } else {
+            continue;
+        }
+        if (!takes(name)) {
             std::cerr << "switchboard " << command << ": unknown option '" << arg
                       << "'; see switchboard " << command << " --help\n";
             return std::nullopt;
         }
+        std::optional<std::string> v;
+        if (name == "--config" || name == "--plugin-dir" || name == "--set" || name == "--source" ||
+            name == "--within" || name == "--destination") {
+            v = value();
+            if (!v) return std::nullopt;
+        }
+        if (name == "--config") a.config = *v;
+        else if (name == "--plugin-dir") a.plugin_dirs.emplace_back(*v);
+        else if (name == "--set") a.overrides.push_back(*v);
+        else if (name == "--source") a.source = *v;
+        else if (name == "--within") a.within = *v;
+        else if (name == "--destination") a.destination = *v;
+        else if (name == "--json") a.json = true;
+        else if (name == "--dry-run") a.dry_run = true;
+        else if (name == "--pending") a.pending = true;
+        else if (name == "--all") a.all = true;
     }
     return a;
 }
@@ -399,6 +495,10 @@ int main(int argc, char** argv) {
         else if (topic == "check") std::cout << kCheckHelp;
         else if (topic == "plugins") std::cout << kPluginsHelp;
         else if (topic == "version") std::cout << kVersionHelp;
+        else if (topic == "explain") std::cout << kExplainHelp;
+        else if (topic == "retention") std::cout << kRetentionHelp;
+        else if (topic == "audit") std::cout << kAuditHelp;
+        else if (topic == "deadletters") std::cout << kDeadLettersHelp;
         else std::cout << kMainHelp;
         return 0;
     }
@@ -413,15 +513,21 @@ int main(int argc, char** argv) {
     struct Command {
         const char* name;
         const char* help;
-        bool json;
+        const char* options;
         int (*fn)(const Args&);
     };
-    static const Command commands[] = {{"run", kRunHelp, false, cmd_run},
-                                       {"check", kCheckHelp, false, cmd_check},
-                                       {"plugins", kPluginsHelp, true, cmd_plugins}};
+    static const Command commands[] = {
+        {"run", kRunHelp, "--config --plugin-dir --set", cmd_run},
+        {"check", kCheckHelp, "--config --plugin-dir --set", cmd_check},
+        {"plugins", kPluginsHelp, "--json --config --plugin-dir --set", cmd_plugins},
+        {"explain", kExplainHelp, "--config --plugin-dir --set --source ARG", cmd_explain},
+        {"retention", kRetentionHelp, "--config --set --dry-run --pending --within", cmd_retention},
+        {"audit", kAuditHelp, "--config --set ARG", cmd_audit},
+        {"deadletters", kDeadLettersHelp, "--config --set --destination --all ARG", cmd_deadletters},
+    };
     for (const Command& c : commands) {
         if (command != c.name) continue;
-        auto args = parse(argc, argv, 2, c.json, c.name);
+        auto args = parse(argc, argv, 2, c.options, c.name);
         if (!args) return 2;
         if (args->help) {
             std::cout << c.help;
