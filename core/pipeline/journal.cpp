@@ -170,6 +170,11 @@ void Journal::attach_completion(const std::string& instance, OutboxListener* lis
     completions_[instance] = listener;
 }
 
+void Journal::flush_audit() {
+    force_audit_sync_ = true;
+    submit_and_wait([](store::Txn&, audit::AuditLog&) {});
+}
+
 std::uint64_t Journal::committed_records() const { return committed_records_.load(); }
 
 void Journal::submit(Write write) {
@@ -340,6 +345,7 @@ void Journal::commit_group(std::vector<Pending>& group) {
         audit_.rollback(mark);
         log::error(kComponent, std::string("commit failed; nothing of it was kept: ") + e.what());
     }
+    if (force_audit_sync_.exchange(false)) sync_audit(true);
     if (ok) {
         next_seq_ = std::move(seqs);
         spooled_upto_ = std::max(spooled_upto_, durable);

@@ -133,6 +133,10 @@ public:
     void complete(const std::string& instance, std::uint64_t id, sb_status status,
                   const char* receipt) override;
 
+    // Commits what is queued and writes the audit file now (tests, shutdown,
+    // `audit verify` on a live node).
+    void flush_audit();
+
     store::Store& store() { return store_; }
     const Policy& policy() const { return policy_; }
     std::int64_t now() const { return clock_(); }
@@ -188,6 +192,7 @@ private:
     std::int64_t last_audit_sync_ = 0;
     std::uint64_t spooled_upto_ = 0; // audit seq the store's spool covers
     std::atomic<std::uint64_t> committed_records_{0};
+    std::atomic<bool> force_audit_sync_{false};
 };
 
 } // namespace switchboard::pipeline

@@ -291,7 +291,7 @@ std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
             else
                 txn.update_erase_task(t);
         });
-        if (metrics_ && !steps.empty()) metrics_->add(t.instance, "erased", steps.size());
+        if (metrics_ && !steps.empty()) metrics_->add(t.instance, "erase_steps", steps.size());
     }
     return settled_total;
 }

@@ -1,0 +1,531 @@
+// The pipeline with real parts: a real SQLite journal and audit trail in a
+// temporary data directory, the real memory-source and memory-sink plugins
+// loaded from the build, delivery workers and the retention service, and an
+// injectable clock so that 28 days pass in a test.
+
+#include "audit/audit_log.hpp"
+#include "config/config.hpp"
+#include "http/server.hpp"
+#include "pipeline/delivery.hpp"
+#include "pipeline/journal.hpp"
+#include "pipeline/policy.hpp"
+#include "pipeline/retention.hpp"
+#include "plugin/instance.hpp"
+#include "plugin/registry.hpp"
+#include "process.hpp"
+#include "store/store.hpp"
+
+#include <switchboard/detail/abi.hpp>
+#include <switchboard/detail/json_record.hpp>
+#include <switchboard/detail/path_pattern.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+using namespace switchboard;
+using namespace std::chrono_literals;
+using sbtest::TempDir;
+
+namespace {
+
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::string slurp_tree(const std::filesystem::path& dir) {
+    std::string all;
+    for (auto& e : std::filesystem::recursive_directory_iterator(dir))
+        if (e.is_regular_file()) all += slurp(e.path());
+    return all;
+}
+
+// A node assembled in-process, as the daemon assembles it.
+struct Node {
+    TempDir dir{"sb-pipeline"};
+    std::unique_ptr<config::Config> config;
+    config::Diagnostics diagnostics;
+    plugin::Registry registry;
+    std::unique_ptr<pipeline::Policy> policy;
+    std::atomic<std::int64_t> now{1'736'154'000'000}; // 2025-01-06T09:00:00Z
+    pipeline::Clock clock = [this] { return now.load(); };
+    plugin::Metrics metrics;
+    std::unique_ptr<store::Store> store;
+    std::unique_ptr<audit::AuditLog> audit;
+    std::unique_ptr<pipeline::Journal> journal;
+    std::unique_ptr<pipeline::RetentionService> retention;
+    std::unique_ptr<http::Server> http;
+    plugin::Services services;
+    std::vector<std::unique_ptr<plugin::Instance>> instances;
+    std::vector<std::unique_ptr<pipeline::DeliveryWorker>> workers;
+
+    explicit Node(const std::string& toml) {
+        auto file = dir.write("node.toml", "[node]\ndata_dir = \"data\"\n[http]\nenabled = false\n" + toml);
+        config = config::load_config(file, diagnostics);
+        registry.scan({sbtest::plugin_dir()}, {});
+        config::bind_plugins(
+            *config,
+            [&](const std::string& n) -> const sb_plugin_descriptor* {
+                auto p = registry.find(n);
+                return p ? p->descriptor : nullptr;
+            },
+            registry.names(), diagnostics);
+        config::resolve_secrets(*config, diagnostics);
+        policy = pipeline::Policy::compile(*config, diagnostics);
+        for (const auto& d : diagnostics.all()) UNSCOPED_INFO(d.str());
+        REQUIRE_FALSE(diagnostics.has_errors());
+        std::filesystem::create_directories(config->node.data_dir);
+        store = store::open_sqlite((config->node.data_dir / "journal.db").string());
+        audit = std::make_unique<audit::AuditLog>(config->node.data_dir / "audit");
+        journal = std::make_unique<pipeline::Journal>(*store, *audit, *policy, pipeline::RetentionRules(*config),
+                                                      clock, &metrics, pipeline::Journal::Options{});
+        journal->start();
+        retention = std::make_unique<pipeline::RetentionService>(*journal, clock, config->node.data_dir,
+                                                                 60'000, &metrics);
+        journal->on_erase_completion([this](const std::string& i, std::uint64_t id, sb_status s,
+                                            const char* r) { retention->complete(i, id, s, r); });
+        http = std::make_unique<http::Server>(http::Server::Options{"127.0.0.1", 0}, nullptr);
+        http->start();
+        services.http = http.get();
+        services.metrics = &metrics;
+        services.sink = journal.get();
+        services.clock = clock;
+        services.data_dir = config->node.data_dir;
+        for (auto* list : {&config->destinations, &config->sources}) {
+            for (auto& ic : *list) {
+                auto inst = std::make_unique<plugin::Instance>(registry.find(ic.plugin), ic, services);
+                std::string error;
+                bool ok = inst->create(error) && inst->start(error);
+                INFO(ic.name << ": " << error);
+                REQUIRE(ok);
+                retention->add_instance(inst.get());
+                if (ic.kind == SB_KIND_DESTINATION) {
+                    auto w = std::make_unique<pipeline::DeliveryWorker>(*inst, *journal, clock, &metrics);
+                    journal->attach(ic.name, w.get());
+                    journal->attach_completion(ic.name, w.get());
+                    w->start();
+                    workers.push_back(std::move(w));
+                }
+                instances.push_back(std::move(inst));
+            }
+        }
+    }
+    ~Node() {
+        for (auto& w : workers) w->stop();
+        if (journal) journal->stop();
+        for (auto& i : instances) i->stop();
+        for (auto& i : instances) i->destroy();
+        if (http) http->stop();
+    }
+
+    std::filesystem::path data() const { return config->node.data_dir; }
+
+    // Emits as source `instance` would; returns the per-record statuses.
+    std::vector<sb_status> emit(const std::string& instance, std::vector<std::unique_ptr<sb_record>> records) {
+        std::vector<sb_status> results(records.size());
+        std::string error;
+        sb_status s = journal->emit(instance, records, nullptr, nullptr, results.data(), error);
+        INFO(error);
+        REQUIRE(s == SB_OK);
+        return results;
+    }
+
+    // Waits (bounded) until every destination has acknowledged `count`.
+    void wait_delivered(const std::string& destination, std::uint64_t count) {
+        auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (store->acked(destination) < count && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(10ms);
+        REQUIRE(store->acked(destination) >= count);
+    }
+};
+
+std::unique_ptr<sb_record> make(const std::vector<std::tuple<std::string, std::string, std::string>>& fields,
+                                const std::string& channel = "web_chat") {
+    auto r = std::make_unique<sb_record>();
+    for (const auto& [path, value, category] : fields) {
+        sb_value v{SB_VALUE_STRING, value.data(), value.size(), 0, 0};
+        REQUIRE(r->data.set(path, v, category.c_str()) == SB_OK);
+    }
+    REQUIRE(r->data.set_meta("channel", channel) == SB_OK);
+    return r;
+}
+
+std::vector<std::string> lines(const std::filesystem::path& file) {
+    std::vector<std::string> out;
+    std::ifstream in(file);
+    for (std::string l; std::getline(in, l);)
+        if (!l.empty()) out.push_back(l);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("pipeline: thousands of random records; every payload is within its profile, unrouted "
+          "destinations get nothing, and undeclared canaries appear nowhere") {
+    const std::string config = R"(
+[sources.src]
+plugin = "memory-source"
+[sources.src.config]
+count = 0
+[destinations.revenues]
+plugin = "memory-sink"
+[destinations.revenues.config]
+output = "revenues.jsonl"
+[destinations.waste]
+plugin = "memory-sink"
+[destinations.waste.config]
+output = "waste.jsonl"
+[destinations.housing]
+plugin = "memory-sink"
+[destinations.housing.config]
+output = "housing.jsonl"
+[[classify.rule]]
+category = "council_tax"
+field = "hints.queue"
+equals = "ctax"
+[[classify.rule]]
+category = "bins"
+field = "hints.queue"
+equals = "bins"
+[[route]]
+category = "council_tax"
+destination = "revenues"
+purpose = "council tax"
+profile = "revs"
+[[route]]
+category = "bins"
+destination = "waste"
+purpose = "missed bins"
+profile = "waste"
+[profiles.revs.fields]
+"citizen.name" = "keep"
+"citizen.address.*" = "keep"
+"contact.phone" = "mask:4"
+"content.turns[*].text" = "redact"
+[profiles.waste.fields]
+"citizen.address.postcode" = "generalise:postcode"
+"content.turns[*].text" = "redact"
+)";
+    Node node(config);
+    std::mt19937 rng(20261128);
+    const char* queues[] = {"ctax", "bins", "other"};
+    const std::vector<std::pair<std::string, std::string>> optional = {
+        {"citizen.name", "identity.name"},       {"citizen.address.line1", "contact.address"},
+        {"citizen.address.postcode", "contact.postcode"}, {"contact.phone", "contact.phone"},
+        {"contact.email", "contact.email"},      {"identifiers.nino", "identifier.nino"},
+        {"special.health", "special.health"},    {"citizen.dob", "identity.dob"},
+        {"refs.account", "reference.account"},
+    };
+    // Fields no profile names: their canaries must appear in no payload.
+    const std::set<std::string> undeclared = {"contact.email", "identifiers.nino", "special.health",
+                                              "citizen.dob", "refs.account"};
+    std::set<std::string> canaries;
+    std::map<std::string, std::uint64_t> expected;
+    constexpr int kRecords = 3000;
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (int i = 0; i < kRecords; ++i) {
+        std::vector<std::tuple<std::string, std::string, std::string>> fields;
+        std::string queue = queues[rng() % 3];
+        fields.emplace_back("hints.queue", queue, "classification.hint");
+        for (const auto& [path, category] : optional) {
+            if (rng() % 2) continue;
+            std::string value = "Canary-" + std::to_string(i) + "-" + std::to_string(rng() % 100000) + "-" + path;
+            if (path == "citizen.address.postcode") value = "L8 0ZZ";
+            if (undeclared.count(path)) canaries.insert(value);
+            fields.emplace_back(path, value, category);
+        }
+        int turns = static_cast<int>(rng() % 4);
+        for (int t = 0; t < turns; ++t)
+            fields.emplace_back("content.turns[" + std::to_string(t) + "].text",
+                                "turn text " + std::to_string(t), "content.free_text");
+        batch.push_back(make(fields));
+        if (queue == "ctax") ++expected["revenues"];
+        if (queue == "bins") ++expected["waste"];
+        if (batch.size() == 500) {
+            for (auto s : node.emit("src", std::move(batch))) CHECK(s == SB_OK);
+            batch.clear();
+        }
+    }
+    for (auto s : node.emit("src", std::move(batch))) CHECK(s == SB_OK);
+
+    node.wait_delivered("revenues", expected["revenues"]);
+    node.wait_delivered("waste", expected["waste"]);
+    std::map<std::string, std::vector<sb::detail::PathPattern>> allowed;
+    for (const auto& [name, profile] : node.policy->profiles())
+        for (const auto& rule : profile.rules()) allowed[name].push_back(rule.pattern);
+    std::map<std::string, std::string> profile_of = {{"revenues", "revs"}, {"waste", "waste"}};
+    for (const std::string dest : {"revenues", "waste", "housing"}) {
+        // The output path is relative to the config file's directory.
+        auto out = lines(node.dir.path / (dest + ".jsonl"));
+        CHECK(out.size() == expected[dest]);
+        std::set<std::string> ids;
+        for (const auto& line : out) {
+            std::size_t leaked = 0;
+            for (const auto& c : canaries) leaked += line.find(c) != std::string::npos;
+            REQUIRE(leaked == 0);
+            auto at = line.find("\"record_id\":\"");
+            REQUIRE(at != std::string::npos);
+            ids.insert(line.substr(at + 13, line.find('"', at + 13) - at - 13));
+            // Every field path in the payload is named by the profile.
+            sb_record payload;
+            sb::detail::JsonError error;
+            sb::detail::RecordReadOptions o;
+            o.envelope = true;
+            auto rec_at = line.find("\"record\":");
+            REQUIRE(sb::detail::read_record_json(line.substr(rec_at + 9, line.size() - rec_at - 10), payload,
+                                                 error, o));
+            for (const auto& leaf : payload.data.leaves()) {
+                bool ok = false;
+                for (const auto& p : allowed[profile_of[dest]]) ok = ok || p.matches(leaf.path);
+                INFO(dest << ": " << leaf.path);
+                CHECK(ok);
+                CHECK(leaf.category.rfind("special.", 0) != 0);
+            }
+        }
+        CHECK(ids.size() == out.size()); // no id twice
+    }
+    // Nothing routes to housing.
+    CHECK(lines(node.dir.path / "housing.jsonl").empty());
+    // Undeclared values are in the journal (it keeps the whole record) but
+    // never left it.
+    CHECK(node.metrics.value("src", "records_in") == kRecords);
+}
+
+TEST_CASE("pipeline: card numbers never reach the store, whatever the profiles say") {
+    Node node(R"(
+[sources.chat]
+plugin = "memory-source"
+[sources.chat.config]
+count = 0
+[destinations.everything]
+plugin = "memory-sink"
+[destinations.everything.config]
+output = "everything.jsonl"
+[[route]]
+category = "*"
+destination = "everything"
+purpose = "test"
+profile = "all"
+lawful_basis = "test only: everything, to prove the journal strips cards itself"
+[[classify.rule]]
+category = "payments"
+field = "content.text"
+contains = " "
+[profiles.all.fields]
+"*" = "keep"
+)");
+    // The Landbot fixture's card, and the common written forms.
+    std::vector<std::string> texts = {
+        "also can i pay the £42.10 arrears now? card is 4111 1111 1111 1111 exp 09/27 cvv 123",
+        "card 4111-1111-1111-1111 please",
+        "number 4111111111111111 thanks",
+        "amex 3782 822463 10005 exp 01/30",
+        "mastercard 5555 5555 5555 4444, security code 987"};
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (const auto& t : texts) batch.push_back(make({{"content.text", t, "content.free_text"}}));
+    for (auto s : node.emit("chat", std::move(batch))) CHECK(s == SB_OK);
+    node.wait_delivered("everything", texts.size());
+    node.store->scrub();
+    std::string raw = slurp_tree(node.dir.path);
+    for (const char* pan : {"4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111",
+                            "378282246310005", "3782 822463 10005", "5555555555554444",
+                            "5555 5555 5555 4444"})
+        CHECK(raw.find(pan) == std::string::npos);
+    CHECK(raw.find("[CARD]") != std::string::npos);
+    // The audit trail counts the redactions, and holds no text.
+    node.journal->flush_audit();
+    std::string audit = slurp_tree(node.data() / "audit");
+    CHECK(audit.find("cards_redacted=1") != std::string::npos);
+    CHECK(audit.find("arrears") == std::string::npos);
+}
+
+TEST_CASE("pipeline: after expiry, canaries are gone from every byte of the data directory; the "
+          "vendor erase hook and department erase notices ran; all of it is audited") {
+    Node node(R"(
+[sources.chat]
+plugin = "memory-source"
+[sources.chat.config]
+count = 0
+[destinations.revenues]
+plugin = "memory-sink"
+[destinations.revenues.config]
+output = "revenues.jsonl"
+[[classify.rule]]
+category = "council_tax"
+field = "topic"
+equals = "ctax"
+[[route]]
+category = "council_tax"
+destination = "revenues"
+purpose = "council tax"
+profile = "revs"
+[profiles.revs.fields]
+"citizen.name" = "keep"
+[retention]
+default = "28d"
+[[retention.policy]]
+category = "unclassified"
+retention = "7d"
+)");
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (int i = 0; i < 50; ++i) {
+        batch.push_back(make({{"citizen.name", "Canary-Name-" + std::to_string(i), "identity.name"},
+                              {"citizen.secret", "Canary-Secret-" + std::to_string(i), "identity.other"},
+                              {"topic", i % 5 ? "ctax" : "other", "classification.hint"}}));
+        REQUIRE(batch.back()->data.set_meta("external_id", "ext-" + std::to_string(i)) == SB_OK);
+    }
+    for (auto s : node.emit("chat", std::move(batch))) CHECK(s == SB_OK);
+    node.wait_delivered("revenues", 40);
+    node.store->scrub();
+    std::string before = slurp_tree(node.dir.path);
+    REQUIRE(before.find("Canary-Name-1") != std::string::npos);
+    REQUIRE(before.find("Canary-Secret-1") != std::string::npos);
+
+    // Day 8: only the unclassified records (7 days) go.
+    node.now += 8LL * 86'400'000;
+    CHECK(node.retention->sweep(node.now) == 10);
+    std::string day8 = slurp_tree(node.data());
+    CHECK(day8.find("Canary-Secret-0") == std::string::npos); // i = 0 was unclassified
+    CHECK(day8.find("Canary-Secret-1") != std::string::npos);
+
+    // Day 29: everything.
+    node.now += 21LL * 86'400'000;
+    CHECK(node.retention->sweep(node.now) == 40);
+    CHECK(node.retention->run_erase_tasks(node.now) == 50 + 40); // 50 vendor copies, 40 notices
+    std::string after = slurp_tree(node.dir.path);
+    CHECK(after.find("Canary-Name-") == std::string::npos);
+    CHECK(after.find("Canary-Secret-") == std::string::npos);
+    // The department was told and erased its copies; the vendor hook ran.
+    CHECK(lines(node.dir.path / "revenues.jsonl").empty());
+    CHECK(node.metrics.value("revenues", "erased") == 40);
+    CHECK(node.metrics.value("chat", "erase_requests") == 50);
+    CHECK(node.store->erase_tasks(INT64_MAX, 100).empty());
+    // Audited: every expiry and every erase step, and the chain holds.
+    node.journal->flush_audit();
+    std::string audit = slurp_tree(node.data() / "audit");
+    std::size_t expire = 0, erase = 0;
+    for (std::size_t at = 0; (at = audit.find("\texpire\tR", at)) != std::string::npos; ++at) ++expire;
+    for (std::size_t at = 0; (at = audit.find("\terase\tR", at)) != std::string::npos; ++at) ++erase;
+    CHECK(expire == 50);
+    CHECK(erase == 90);
+    CHECK(audit.find("outcome=confirmed") != std::string::npos);
+    CHECK(audit::AuditLog::verify(node.data() / "audit").ok);
+    // The idempotency keys went with the records: the vendor may resend.
+    CHECK(node.store->expired_chunks(INT64_MAX, 10).empty());
+}
+
+TEST_CASE("pipeline: a repeated external id is acknowledged as a duplicate and delivered once") {
+    Node node(R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+[destinations.d.config]
+output = "d.jsonl"
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+)");
+    for (int round = 0; round < 3; ++round) {
+        std::vector<std::unique_ptr<sb_record>> batch;
+        batch.push_back(make({{"a", "x", "content.free_text"}}));
+        batch.back()->data.set_meta("external_id", "landbot-msg-1");
+        auto r = node.emit("hook", std::move(batch));
+        CHECK(r[0] == (round == 0 ? SB_OK : SB_DUPLICATE));
+    }
+    node.wait_delivered("d", 1);
+    std::this_thread::sleep_for(100ms);
+    CHECK(lines(node.dir.path / "d.jsonl").size() == 1);
+    // An empty record is refused, not stored.
+    std::vector<std::unique_ptr<sb_record>> empty;
+    empty.push_back(std::make_unique<sb_record>());
+    CHECK(node.emit("hook", std::move(empty))[0] == SB_ERR_INVALID);
+}
+
+TEST_CASE("pipeline: a destination that keeps failing holds its backlog on disk while another "
+          "keeps flowing; dead letters are listed and retried") {
+    Node node(R"(
+[sources.src]
+plugin = "memory-source"
+[sources.src.config]
+count = 0
+[destinations.down]
+plugin = "memory-sink"
+backoff = "10ms"
+backoff_max = "50ms"
+max_attempts = 1000
+[destinations.down.config]
+mode = "transient"
+[destinations.flaky]
+plugin = "memory-sink"
+backoff = "10ms"
+backoff_max = "20ms"
+max_attempts = 2
+[destinations.flaky.config]
+fail_first = 2
+output = "flaky.jsonl"
+[destinations.up]
+plugin = "memory-sink"
+[destinations.up.config]
+output = "up.jsonl"
+[[route]]
+category = "unclassified"
+destination = "down"
+purpose = "p"
+profile = "p"
+[[route]]
+category = "unclassified"
+destination = "up"
+purpose = "p"
+profile = "p"
+[[route]]
+category = "unclassified"
+destination = "flaky"
+purpose = "p"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+)");
+    constexpr int kRecords = 10000;
+    for (int b = 0; b < kRecords / 1000; ++b) {
+        std::vector<std::unique_ptr<sb_record>> batch;
+        for (int i = 0; i < 1000; ++i) batch.push_back(make({{"a", "v" + std::to_string(b * 1000 + i), "x"}}));
+        node.emit("src", std::move(batch));
+    }
+    node.wait_delivered("up", kRecords);
+    CHECK(lines(node.dir.path / "up.jsonl").size() == kRecords);
+    // The backlog of the destination that is down is in the store.
+    CHECK(node.store->acked("down") == 0);
+    CHECK(node.store->count_outbox_pending("down") == kRecords);
+    CHECK(node.metrics.value("down", "retries") > 0);
+    // The flaky one: its first record failed twice (max_attempts = 2) and
+    // was dead-lettered; the rest flowed.
+    node.wait_delivered("flaky", kRecords);
+    auto dead = node.store->dead_letters("flaky");
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].seq == 1);
+    CHECK(dead[0].attempts == 2);
+    CHECK(dead[0].error.rfind("transient", 0) == 0);
+    CHECK(lines(node.dir.path / "flaky.jsonl").size() == kRecords - 1);
+    // Retried on request: now it goes through.
+    node.store->write([&](store::Txn& t) { REQUIRE(t.request_retry(dead[0].id)); });
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!node.store->dead_letters("flaky").empty() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    CHECK(node.store->dead_letters("flaky").empty());
+    CHECK(lines(node.dir.path / "flaky.jsonl").size() == kRecords);
+}
