@@ -152,7 +152,18 @@ void Journal::stop() {
     }
     wake_.notify_all();
     thread_.join();
-    sync_audit(true);
+    // Everything is in the audit file now; the spool is no longer needed
+    // (and a spool left behind would mask a truncated file from verify).
+    auto synced = audit_.sync();
+    if (synced.ok()) {
+        try {
+            store_.write([&](store::Txn& t) { t.delete_audit_upto(synced.head.seq); });
+        } catch (const std::exception& e) {
+            log::error(kComponent, std::string("cannot release the audit spool: ") + e.what());
+        }
+    } else {
+        log::error(kComponent, "cannot write the audit trail: " + synced.error.message());
+    }
 }
 
 void Journal::attach(const std::string& destination, OutboxListener* listener) {

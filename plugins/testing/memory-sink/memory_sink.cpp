@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -53,7 +54,10 @@ public:
           fail_first_(host.integer("fail_first")),
           output_(host.string_opt("output").value_or("")),
           instance_(host.instance_name()) {
-        if (!output_.empty()) open_output();
+        if (!output_.empty()) {
+            load_held();
+            open_output();
+        }
     }
 
     ~MemorySink() override {
@@ -77,8 +81,9 @@ public:
             return SB_ERR_PERMANENT;
         }
         // The record id is the idempotency key: a retry of something already
-        // held is acknowledged, not held twice.
-        if (find(d.record_id) != kept_.end()) {
+        // held (by this instance, or in the output file before a restart) is
+        // acknowledged, not held twice.
+        if (held_.count(std::string(d.record_id))) {
             host().count("deliveries_repeated");
             return SB_OK;
         }
@@ -89,6 +94,7 @@ public:
             if (std::fwrite(line.data(), 1, line.size(), out_) != line.size())
                 throw sb::Error(SB_ERR_TRANSIENT, "cannot write output file: " + os_error());
         }
+        held_.insert(k.record_id);
         kept_.push_back(std::move(k));
         host().count("delivered");
         host().gauge("records_held", static_cast<double>(kept_.size()));
@@ -106,6 +112,7 @@ public:
         std::lock_guard lock(mutex_);
         std::string id(req.record_id);
         std::erase_if(kept_, [&](const Kept& k) { return k.record_id == id; });
+        held_.erase(id);
         if (out_) rewrite_without(id);
         host().count("erased");
         host().gauge("records_held", static_cast<double>(kept_.size()));
@@ -132,9 +139,16 @@ private:
         return out;
     }
 
-    std::vector<Kept>::iterator find(std::string_view record_id) {
-        return std::find_if(kept_.begin(), kept_.end(),
-                            [&](const Kept& k) { return k.record_id == record_id; });
+    // The ids already in the output file (written before a restart).
+    void load_held() {
+        std::ifstream in(output_, std::ios::binary);
+        const std::string key = "\"record_id\":\"";
+        for (std::string line; std::getline(in, line);) {
+            auto at = line.find(key);
+            if (at == std::string::npos) continue;
+            auto end = line.find('"', at + key.size());
+            if (end != std::string::npos) held_.insert(line.substr(at + key.size(), end - at - key.size()));
+        }
     }
 
     void open_output() {
@@ -194,6 +208,7 @@ private:
         resp.respond(200, body);
     }
 
+    std::unordered_set<std::string> held_; // record ids delivered, for idempotency
     const std::string mode_;
     const std::int64_t fail_first_;
     const std::string output_;
