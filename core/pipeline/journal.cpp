@@ -403,6 +403,7 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
     std::vector<Accepted> accepted;
     accepted.reserve(records.size());
     std::uint64_t refused = 0, duplicates = 0, cards_total = 0;
+    std::uint64_t refused_empty = 0, refused_expired = 0;
 
     for (std::size_t i = 0; i < records.size(); ++i) {
         sb_record* rec = records[i].get();
@@ -410,6 +411,7 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         if (!rec || (rec->data.leaves().empty() && rec->data.attachments().empty())) {
             result = SB_ERR_INVALID;
             ++refused;
+            ++refused_empty;
             continue;
         }
         auto& data = rec->data;
@@ -449,6 +451,7 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         if (a.expires <= now) {
             result = SB_ERR_INVALID; // already past its retention period: not taken
             ++refused;
+            ++refused_expired;
             continue;
         }
         data.set_meta_at(kMetaExpires, sb::detail::format_time(a.expires));
@@ -553,6 +556,15 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         txn.set_state(in.instance, in.state_key, v);
     }
     in.status = SB_OK;
+    if (refused_empty || refused_expired)
+        log::Logger::get().write(
+            log::Level::Warn, kComponent, in.instance,
+            "refused " + std::to_string(refused_empty + refused_expired) + " record(s): " +
+                (refused_empty ? std::to_string(refused_empty) + " empty (no fields, no attachments)" : "") +
+                (refused_empty && refused_expired ? ", " : "") +
+                (refused_expired ? std::to_string(refused_expired) +
+                                       " already past their retention period when they arrived"
+                                 : ""));
     if (metrics_) {
         if (!accepted.empty()) metrics_->add(in.instance, "records_in", accepted.size());
         if (duplicates) metrics_->add(in.instance, "duplicates", duplicates);

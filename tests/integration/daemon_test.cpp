@@ -49,6 +49,12 @@ std::unique_ptr<Process> start(const std::string& config, const TempDir& data,
                                      "--plugin-dir", sbtest::plugin_dir(),
                                      "--set", "http.listen=127.0.0.1:0",
                                      "--set", "node.data_dir=" + data.path.string()};
+    // The default config's demo departments write under var/: keep tests
+    // out of the source tree.
+    if (config == default_config())
+        for (const char* dest : {"revenues", "waste", "housing", "review"})
+            argv.insert(argv.end(), {"--set", std::string("destinations.") + dest + ".config.dir=" +
+                                                  (data.path / "departments" / dest).string()});
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(argv);
 }
@@ -71,6 +77,22 @@ TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves heal
     CHECK(ready.status == 200);
     CHECK(ready.body == "{\"status\":\"ready\"}");
     CHECK(get(port, "/no/such/route").status == 404);
+    // The demo contacts flow to the demo departments within seconds.
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    auto delivered = [&] {
+        std::size_t n = 0;
+        for (const char* dest : {"revenues", "waste", "housing", "review"}) {
+            std::error_code ec;
+            for (auto it = std::filesystem::directory_iterator(data.path / "departments" / dest, ec);
+                 !ec && it != std::filesystem::directory_iterator(); ++it) {
+                std::ifstream in(it->path());
+                for (std::string l; std::getline(in, l);) n += !l.empty();
+            }
+        }
+        return n;
+    };
+    while (delivered() < 5 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    CHECK(delivered() == 5);
 
     // SIGHUP says plainly what it does.
     daemon->signal(SIGHUP);
