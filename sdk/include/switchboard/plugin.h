@@ -232,11 +232,15 @@ typedef struct sb_plugin_descriptor {
     sb_status (*poll)(sb_instance* self);
 
     /* Destination: delivers one minimised record. Returns SB_OK when the
-     * department has it (or it is durably handed over), SB_PENDING when
+     * record is handed over (the host counts it delivered only after the
+     * next flush, if the plugin has one, returns SB_OK), SB_PENDING when
      * completion will come through host->complete(delivery_id, ...),
-     * SB_ERR_TRANSIENT to retry later, SB_ERR_PERMANENT to dead-letter.
-     * One call at a time per instance, on its queue thread. Optional for
-     * sources, required for destinations. */
+     * SB_ERR_TRANSIENT to retry later (with backoff), SB_ERR_PERMANENT to
+     * dead-letter. Deliveries come in sequence order; after a crash the
+     * same record (same record_id and sequence) may be delivered again, so
+     * a destination that must not hold duplicates keys on either. One call
+     * at a time per instance, on its queue thread. Optional for sources,
+     * required for destinations. */
     sb_status (*deliver)(sb_instance* self, const sb_delivery* delivery);
 
     /* Destination: called after a batch of deliver calls, so a plugin that
@@ -245,11 +249,16 @@ typedef struct sb_plugin_descriptor {
     sb_status (*flush)(sb_instance* self);
 
     /* Erase hook (SB_CAP_ERASE). Source: delete the vendor's copy of the
-     * item. Destination: send an erase notice to the department. Returns
-     * SB_OK when confirmed, SB_PENDING when confirmation will come through
-     * host->complete(request_id, ...), SB_ERR_TRANSIENT to retry later,
-     * SB_ERR_PERMANENT when it can never be done (the host records why).
-     * Queue thread. Optional. */
+     * item (the request carries the record's id, external_id, subject_ref
+     * and channel: what the source put in the envelope is what it gets back
+     * to find the copy). Destination: send an erase notice to the
+     * department. Returns SB_OK when confirmed, SB_PENDING when confirmation
+     * will come through host->complete(request_id, ...), SB_ERR_TRANSIENT to
+     * retry later (with backoff), SB_ERR_PERMANENT when it can never be done,
+     * SB_ERR_NOT_FOUND when there is no copy (each outcome is audited).
+     * Called on the host's retention thread, one request at a time per
+     * instance and never at the same time as deliver or flush; for a source
+     * it may run while poll or an HTTP handler runs. Optional. */
     sb_status (*erase)(sb_instance* self, const sb_erase_request* request);
 
     /* Transform: rewrites `record` in place with the host's record-building
