@@ -2,6 +2,7 @@
 
 #include "http/server.hpp"
 #include "log.hpp"
+#include "pipeline/pii.hpp"
 #include "timers.hpp"
 #include "util/text.hpp"
 
@@ -188,9 +189,12 @@ sb_status h_quarantine(sb_host_ctx* ctx, const void* bytes, size_t len, const ch
     Instance* inst = self(ctx);
     if (!inst || !inst->services().sink) return SB_ERR_UNAVAILABLE;
     if (!bytes && len) return SB_ERR_INVALID;
-    return inst->services().sink->quarantine(
-        inst->name(), std::string_view(static_cast<const char*>(bytes), len),
-        reason ? reason : "unspecified", ref ? ref : "");
+    std::string_view raw(static_cast<const char*>(bytes), len);
+    // What could not be parsed is kept as evidence, but card data is never
+    // at rest here, quarantine included.
+    auto redacted = pii::redact_cards(raw);
+    return inst->services().sink->quarantine(inst->name(), redacted ? *redacted : raw,
+                                             reason ? reason : "unspecified", ref ? ref : "");
 }
 
 int h_state_get(sb_host_ctx* ctx, const char* key, char** out) {

@@ -518,3 +518,41 @@ retention = "7d"
     CHECK(exbad.code == 2);
     CHECK(exbad.err.find("bad.json: not a record: ") != std::string::npos);
 }
+
+TEST_CASE("input that could not be parsed is quarantined, and card numbers in it are not kept") {
+    TempDir dir;
+    std::filesystem::create_directories(dir.path / "in");
+    {
+        std::ofstream out(dir.path / "in" / "a.jsonl");
+        out << "{\"n\":\"fine\"}\n";
+        out << "{\"text\":\"card 4111 1111 1111 1111 and Canary-Broken-Line\", oops\n";
+    }
+    auto config = dir.write("q.toml", R"(
+[node]
+data_dir = "data"
+[sources.src]
+plugin = "jsonl-source"
+poll_interval = "20ms"
+[sources.src.config]
+path = "in"
+format = "flat"
+)");
+    Process daemon({sbtest::switchboard_binary(), "run", "-c", config.string(), "--plugin-dir",
+                    sbtest::plugin_dir(), "--set", "http.listen=127.0.0.1:0"});
+    REQUIRE(daemon.wait_for_log("core: ready", 20s));
+    REQUIRE(daemon.wait_for_log("quarantined a.jsonl:2", 10s));
+    daemon.signal(SIGTERM);
+    REQUIRE(daemon.wait(20s) == 0);
+    CHECK(daemon.err().find("Canary-Broken-Line") == std::string::npos);
+    std::string raw;
+    for (auto& e : std::filesystem::recursive_directory_iterator(dir.path / "data"))
+        if (e.is_regular_file()) {
+            std::ifstream in(e.path(), std::ios::binary);
+            raw += std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        }
+    // The line is kept as evidence (it expires like everything else) ...
+    CHECK(raw.find("Canary-Broken-Line") != std::string::npos);
+    // ... but not the card number in it.
+    CHECK(raw.find("4111 1111 1111 1111") == std::string::npos);
+    CHECK(raw.find("\tquarantine\t-\tinstance=src;ref=a.jsonl:2") != std::string::npos);
+}
