@@ -285,7 +285,10 @@ std::vector<std::string> categories(const sb_plugin_descriptor& d) {
 
 std::string number(double v) {
     std::ostringstream s;
-    s << v;
+    if (v == static_cast<double>(static_cast<long long>(v)) && v < 1e15 && v > -1e15)
+        s << static_cast<long long>(v);
+    else
+        s << v;
     return s.str();
 }
 
@@ -397,8 +400,13 @@ std::string plugins_text(const plugin::Registry& registry) {
             if (f.flags & SB_CFG_REQUIRED) notes.emplace_back("required");
             if (f.flags & SB_CFG_SECRET) notes.emplace_back("secret (env: or file:)");
             if (f.default_value) notes.push_back(std::string("default ") + f.default_value);
-            if (f.flags & SB_CFG_HAS_MIN) notes.push_back("min " + number(f.min));
-            if (f.flags & SB_CFG_HAS_MAX) notes.push_back("max " + number(f.max));
+            auto bound = [&](double v) {
+                if (f.type == SB_CFG_DURATION) return text::format_duration(static_cast<std::int64_t>(v));
+                if (f.type == SB_CFG_SIZE) return number(v) + " bytes";
+                return number(v);
+            };
+            if (f.flags & SB_CFG_HAS_MIN) notes.push_back("min " + bound(f.min));
+            if (f.flags & SB_CFG_HAS_MAX) notes.push_back("max " + bound(f.max));
             if (f.choices) {
                 std::vector<std::string> c;
                 for (const char* const* q = f.choices; *q; ++q) c.emplace_back(*q);

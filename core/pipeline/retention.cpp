@@ -21,6 +21,25 @@ constexpr std::int64_t kEraseWaitMs = 60'000;
 // from delivery ids.
 constexpr std::uint64_t kEraseIdBit = 1ULL << 63;
 
+// file:// URIs are percent-encoded (RFC 8089): a data directory with a space
+// in its name must still match.
+std::string uri_path(std::string_view uri) {
+    std::string out;
+    for (std::size_t i = 0; i < uri.size(); ++i) {
+        auto hex = [](char c) {
+            return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                                  : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        };
+        if (uri[i] == '%' && i + 2 < uri.size() && hex(uri[i + 1]) >= 0 && hex(uri[i + 2]) >= 0) {
+            out.push_back(static_cast<char>(hex(uri[i + 1]) * 16 + hex(uri[i + 2])));
+            i += 2;
+        } else {
+            out.push_back(uri[i]);
+        }
+    }
+    return out;
+}
+
 std::int64_t erase_backoff_ms(std::uint32_t attempts) {
     std::int64_t ms = 1000;
     for (std::uint32_t i = 1; i < attempts && ms < 3'600'000; ++i) ms *= 2;
@@ -128,7 +147,7 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
     std::vector<Expired> expired;
     std::map<std::string, std::vector<store::EraseItem>> at_source, at_destination;
     std::size_t pos = 0;
-    std::string prefix = "file://" + std::filesystem::absolute(data_dir_).lexically_normal().string() + "/";
+    std::string prefix = std::filesystem::absolute(data_dir_).lexically_normal().string() + "/";
     while (pos < body->size()) {
         sb_record r;
         if (!store::decode(*body, pos, r)) {
@@ -142,8 +161,12 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
         };
         Expired e{meta("id"), meta("source"), {}};
         at_source[e.source].push_back({e.id, meta("external_id"), meta("subject_ref"), meta("channel")});
-        for (const auto& a : r.data.attachments())
-            if (a.uri.rfind(prefix, 0) == 0) files.emplace_back(a.uri.substr(7));
+        for (const auto& a : r.data.attachments()) {
+            if (a.uri.rfind("file://", 0) != 0) continue;
+            std::string path = std::filesystem::path(uri_path(a.uri.substr(7))).lexically_normal().string();
+            // Only what Switchboard holds; vendors' files are their erase hooks' business.
+            if (path.rfind(prefix, 0) == 0) files.emplace_back(path);
+        }
         expired.push_back(std::move(e));
     }
     std::map<std::string, std::size_t> by_id;

@@ -468,8 +468,9 @@ struct sb_host_api {
 
     /* Stores raw input that could not be parsed, with a reason, in the
      * quarantine (which expires on the retention clock). Copies. The bytes
-     * are never logged. `ref` is a short non-personal reference (file name,
-     * request id) or NULL. */
+     * are never logged. `ref` is a short non-personal reference (file name
+     * and line, request id) or NULL; it and `reason` go into the audit
+     * trail, which outlives the data, so neither may hold personal data. */
     sb_status (*quarantine)(sb_host_ctx* ctx, const void* bytes, size_t len,
                             const char* reason, const char* ref);
 
