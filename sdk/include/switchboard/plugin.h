@@ -479,7 +479,10 @@ struct sb_host_api {
     /* Reads a value stored with state_set or emit_batch. Returns 1 and sets
      * *out to a copy that the caller frees with host->free, or 0. */
     int (*state_get)(sb_host_ctx* ctx, const char* key, char** out);
-    /* Durably stores a value (NULL deletes the key). */
+    /* Durably stores a value (NULL deletes the key). State is at rest in the
+     * journal: never put card data in it (the core strips card numbers from
+     * records and quarantine, but state is the plugin's own format and is
+     * stored as given). */
     sb_status (*state_set)(sb_host_ctx* ctx, const char* key, const char* value);
     /* Frees memory that the host allocated for the caller. */
     void (*free)(void* ptr);
