@@ -16,8 +16,13 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
+# The demo: sample contacts laid out as each vendor delivers them, the
+# Landbot hooks posted once the node is ready, departments under var/.
+export LANDBOT_HOOK_TOKEN ?= demo-landbot-hook-token
 run: build
-	./$(BUILD)/core/switchboard run -c configs/default.toml --plugin-dir $(BUILD)/plugins
+	python3 scripts/demo prepare
+	python3 scripts/demo landbot --url http://127.0.0.1:8080 & \
+	exec ./$(BUILD)/core/switchboard run -c configs/default.toml --plugin-dir $(BUILD)/plugins
 
 check: build
 	./$(BUILD)/core/switchboard check -c configs/default.toml --plugin-dir $(BUILD)/plugins

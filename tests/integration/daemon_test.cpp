@@ -13,6 +13,7 @@
 
 #include <fstream>
 #include <random>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -42,21 +43,32 @@ Http get(int port, const std::string& path) {
     return {static_cast<int>(resp.getStatus()), body.str()};
 }
 
-// Starts the daemon on `config` with a private data dir and a free port.
+// Starts the daemon on `config` with a private data dir and a free port. For
+// the default config, the demo is laid out in the data dir too (as `make
+// run` does under var/), and its departments write there: tests stay out of
+// the source tree.
 std::unique_ptr<Process> start(const std::string& config, const TempDir& data,
                                std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {sbtest::switchboard_binary(), "run", "-c", config,
                                      "--plugin-dir", sbtest::plugin_dir(),
                                      "--set", "http.listen=127.0.0.1:0",
                                      "--set", "node.data_dir=" + data.path.string()};
-    // The default config's demo departments write under var/: keep tests
-    // out of the source tree.
-    if (config == default_config())
+    if (config == default_config()) {
+        auto demo = data.path / "demo";
+        if (!std::filesystem::exists(demo)) {
+            auto r = sbtest::run({"/usr/bin/env", "python3", sbtest::source_root() + "/scripts/demo",
+                                  "prepare", "--root", demo.string()});
+            REQUIRE(r.code == 0);
+        }
         for (const char* dest : {"revenues", "waste", "housing", "review"})
             argv.insert(argv.end(), {"--set", std::string("destinations.") + dest + ".config.dir=" +
                                                   (data.path / "departments" / dest).string()});
+        argv.insert(argv.end(), {"--set", "sources.calls.config.export_dir=" + (demo / "verint").string(),
+                                 "--set", "sources.one-stop-shops.config.dir=" + (demo / "qgenie").string(),
+                                 "--set", "sources.email.config.maildir=" + (demo / "email").string()});
+    }
     argv.insert(argv.end(), extra.begin(), extra.end());
-    return std::make_unique<Process>(argv);
+    return std::make_unique<Process>(argv, std::vector<std::string>{"LANDBOT_HOOK_TOKEN=test-hook-token"});
 }
 
 int ready_port(Process& p) {
@@ -77,8 +89,30 @@ TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves heal
     CHECK(ready.status == 200);
     CHECK(ready.body == "{\"status\":\"ready\"}");
     CHECK(get(port, "/no/such/route").status == 404);
-    // The demo contacts flow to the demo departments within seconds.
-    auto deadline = std::chrono::steady_clock::now() + 20s;
+    // The demo contacts flow to the demo departments within seconds, from
+    // every source: a Landbot conversation once it has been quiet for 5s.
+    {
+        std::ifstream in(sbtest::source_root() + "/configs/sample/landbot/platform_web_text_customer.json");
+        std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        // The sample is from January 2025: make it a chat from just now, or
+        // it is already past its retention period.
+        auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+        body = std::regex_replace(body, std::regex("1736154061\\.482913"), std::to_string(now_s) + ".5");
+        Poco::Net::HTTPClientSession session("127.0.0.1", static_cast<Poco::UInt16>(port));
+        Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_POST, "/hooks/landbot/web-chat",
+                                   Poco::Net::HTTPMessage::HTTP_1_1);
+        req.set("Authorization", "Token test-hook-token");
+        req.setContentType("application/json");
+        req.setContentLength(static_cast<std::streamsize>(body.size()));
+        session.sendRequest(req) << body;
+        Poco::Net::HTTPResponse resp;
+        session.receiveResponse(resp);
+        CHECK(resp.getStatus() == 200);
+    }
+    std::set<std::string> sources_seen;
+    auto deadline = std::chrono::steady_clock::now() + 30s;
     auto delivered = [&] {
         std::size_t n = 0;
         for (const char* dest : {"revenues", "waste", "housing", "review"}) {
@@ -86,14 +120,24 @@ TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves heal
             for (auto it = std::filesystem::directory_iterator(data.path / "departments" / dest, ec);
                  !ec && it != std::filesystem::directory_iterator(); ++it) {
                 std::ifstream in(it->path());
-                for (std::string l; std::getline(in, l);) n += !l.empty();
+                for (std::string l; std::getline(in, l);) {
+                    if (l.empty()) continue;
+                    ++n;
+                    auto at = l.find("\"source\":\"");
+                    if (at != std::string::npos)
+                        sources_seen.insert(l.substr(at + 10, l.find('"', at + 10) - at - 10));
+                }
             }
         }
         return n;
     };
-    while (delivered() < 5 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
-    CHECK(delivered() == 5);
-
+    for (;;) {
+        std::size_t n = delivered();
+        if ((sources_seen.size() == 5 && n >= 18) || std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    CHECK(sources_seen == std::set<std::string>{"calls", "email", "one-stop-shops", "sample-import", "web-chat"});
+    CHECK(delivered() >= 18);
     // SIGHUP says plainly what it does.
     daemon->signal(SIGHUP);
     CHECK(daemon->wait_for_log("SIGHUP: .* is valid, but live reload is not supported yet", 10s));
@@ -146,7 +190,8 @@ TEST_CASE("run refuses an invalid config, listing every error, and starts nothin
 
 TEST_CASE("check: exit 0 on a valid config, 2 with every error on a bad one") {
     auto ok = sbtest::run({sbtest::switchboard_binary(), "check", "-c", default_config(),
-                           "--plugin-dir", sbtest::plugin_dir()});
+                           "--plugin-dir", sbtest::plugin_dir()},
+                          60s, {"LANDBOT_HOOK_TOKEN=test-hook-token"});
     CHECK(ok.code == 0);
     CHECK(ok.out.find("default.toml: OK") != std::string::npos);
 
