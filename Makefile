@@ -18,7 +18,7 @@ build: deps $(BUILD)/build.ninja
 
 # The demo: sample contacts laid out as each vendor delivers them, the
 # Landbot hooks posted once the node is ready, departments under var/.
-export LANDBOT_HOOK_TOKEN ?= demo-landbot-hook-token
+run: export LANDBOT_HOOK_TOKEN ?= demo-landbot-hook-token
 run: build
 	python3 scripts/demo prepare
 	python3 scripts/demo landbot --url http://127.0.0.1:8080 & \

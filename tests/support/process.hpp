@@ -20,6 +20,7 @@
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -76,8 +77,19 @@ public:
         std::vector<char*> args;
         for (auto& a : argv) args.push_back(a.data());
         args.push_back(nullptr);
+        // The test's own variables win over inherited ones of the same name
+        // (getenv() finds the first: an inherited value would shadow them).
         std::vector<std::string> env_storage;
-        for (char** e = environ; *e; ++e) env_storage.emplace_back(*e);
+        auto overridden = [&](std::string_view inherited) {
+            for (const auto& e : extra_env) {
+                auto eq = e.find('=');
+                if (inherited.size() > eq && inherited.substr(0, eq + 1) == std::string_view(e).substr(0, eq + 1))
+                    return true;
+            }
+            return false;
+        };
+        for (char** e = environ; *e; ++e)
+            if (!overridden(*e)) env_storage.emplace_back(*e);
         for (auto& e : extra_env) env_storage.push_back(e);
         std::vector<char*> env;
         for (auto& e : env_storage) env.push_back(e.data());
