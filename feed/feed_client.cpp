@@ -507,7 +507,7 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
             std::string werr;
             if (!sink->write(r, werr)) {
                 count([](ClientStats& s) { ++s.sink_failures; });
-                log(LogLevel::Error, "cannot write record seq " + std::to_string(*seq) + " (" + *id + ") to " +
+                log(LogLevel::Error, "cannot write record seq " + std::to_string(*seq) + " (" + one_line(*id, 100) + ") to " +
                                          sink->describe() + ": " + werr);
                 sink_failed = true;
                 break;
@@ -593,7 +593,7 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
             const EraseResult r = i < results.size() ? results[i] : EraseResult{false, {}, "no result from the sink"};
             if (!r.ok) {
                 count([](ClientStats& s) { ++s.sink_failures; });
-                log(LogLevel::Error, "erase notice " + n.notice + " for record " + n.record_id +
+                log(LogLevel::Error, "erase notice " + one_line(n.notice, 100) + " for record " + one_line(n.record_id, 100) +
                                          " not carried out: " + r.error + "; it will come again");
                 continue;
             }
@@ -609,8 +609,9 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
                 return End::Retry;
             }
             count([](ClientStats& s) { ++s.erased_sent; });
-            log(LogLevel::Info, "erase notice " + n.notice + " (" + (n.reason.empty() ? "?" : one_line(n.reason, 32)) +
-                                    ") for record " + n.record_id + " carried out and confirmed");
+            log(LogLevel::Info, "erase notice " + one_line(n.notice, 100) + " (" +
+                                    (n.reason.empty() ? "?" : one_line(n.reason, 32)) + ") for record " +
+                                    one_line(n.record_id, 100) + " carried out and confirmed");
         }
     }
     if (sink_failed) return End::Retry;

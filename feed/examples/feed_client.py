@@ -23,6 +23,7 @@ import signal
 import sys
 
 import zmq
+import zmq.utils.monitor
 
 
 def log(message):
@@ -83,7 +84,6 @@ def main():
     sock.setsockopt(zmq.HEARTBEAT_IVL, 5000)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
     sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(args.endpoint)
 
     def send(msg_type, body):
         sock.send_multipart([msg_type.encode("ascii"), json.dumps(body).encode("utf-8")])
@@ -92,12 +92,28 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
 
-    # A production client would also watch for disconnects (socket monitor)
-    # and say HELLO again on each new connection; switchboard-feed does.
-    send("HELLO", {"protocol": 1, "acked": acked, "credit": args.credit})
-    log("HELLO sent to %s, position %d" % (args.endpoint, acked))
+    # HELLO on every new connection: ZeroMQ reconnects by itself after a
+    # network failure or a server restart, and the server needs a HELLO to
+    # (re)start the session and resend what was not acknowledged.
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED |
+                                      zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                      zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    sock.connect(args.endpoint)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
     while not stopping:
-        if not sock.poll(500):
+        ready = dict(poller.poll(500))
+        if monitor in ready:
+            event = zmq.utils.monitor.recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                send("HELLO", {"protocol": 1, "acked": acked, "credit": args.credit})
+                log("connected to %s; HELLO from position %d" % (args.endpoint, acked))
+            elif event == zmq.EVENT_DISCONNECTED:
+                log("disconnected; ZeroMQ reconnects")
+            else:
+                log("handshake refused: check the server key, and that the council listed ours")
+        if sock not in ready:
             continue
         frames = sock.recv_multipart()
         if len(frames) != 2:
@@ -143,6 +159,8 @@ def main():
             log("unknown message type; ignored")
 
     send("BYE", {})
+    sock.disable_monitor()
+    monitor.close()
     sock.close()
     ctx.term()
     log("stopped at position %d" % acked)

@@ -411,3 +411,19 @@ TEST_CASE("a failing command is not acknowledged; the record comes again", "[fee
     for (std::string l; std::getline(in, l);) lines.push_back(l);
     CHECK(ids_of(lines) == std::vector<std::string>{rid(1), rid(2)});
 }
+
+// Not run by default (hidden tag): `feed_client_test "[.bench]"` prints the
+// client's rate from first RECORD to last ACK into a directory sink.
+TEST_CASE("feed client throughput into a directory", "[.bench]") {
+    Setup s;
+    TestFeedServer server(s.server_options());
+    const int total = 50000;
+    for (int i = 1; i <= total; ++i)
+        server.add_record(rid(i), R"({"fields":{"case":{"category":"housing_repair","district":"AB1","ref":"HX-0001"}}})");
+    auto start = std::chrono::steady_clock::now();
+    RunningClient c(s.client_options(server, 1000), s.dir_sink());
+    REQUIRE(server.wait_until([&] { return server.acked() == total; }, 120s));
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    WARN(total << " records acknowledged in " << secs << " s: " << static_cast<long>(total / secs)
+               << " records/s (credit 1000, directory sink, fdatasync per batch)");
+}
