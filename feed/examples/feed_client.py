@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A minimal, complete Switchboard department feed client (protocol version 1).
 
-The same protocol as switchboard-feed, in about a hundred lines of Python with
+The same protocol as switchboard-feed, in about 150 lines of Python with
 Debian's python3-zmq (apt-get install python3-zmq). See docs/departments.md
 and docs/feed-protocol.md.
 
