@@ -547,6 +547,11 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
                 m += "; " + std::to_string(*next - acked - 1) +
                      " sequence number(s) expired or were erased before delivery";
             log(LogLevel::Info, m);
+            if (next && *next <= acked)
+                log(LogLevel::Warn, "the server's next sequence number " + std::to_string(*next) +
+                                        " is at or below this client's position " + std::to_string(acked) +
+                                        ": records up to it are taken as resends and dropped; if the council "
+                                        "reset the feed, stop the client and remove the position file");
         } else if (type == "ERROR") {
             count([](ClientStats& s) { ++s.server_errors; });
             log(LogLevel::Warn, "the server reports an error: " +
