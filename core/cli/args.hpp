@@ -13,7 +13,7 @@ struct Args {
     std::vector<std::filesystem::path> plugin_dirs;
     std::vector<std::string> overrides;
     std::vector<std::string> positional;
-    std::optional<std::string> source, within, destination;
+    std::optional<std::string> source, within, destination, dir;
     bool json = false;
     bool help = false;
     bool dry_run = false;

@@ -11,6 +11,12 @@
 #include <switchboard/detail/record_data.hpp>
 #include <switchboard/plugin.h>
 
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -32,6 +38,7 @@ Usage:
   switchboard retention -c FILE (--dry-run [--within DURATION] | --pending)
   switchboard audit verify -c FILE
   switchboard deadletters -c FILE [list | retry (ID... | --all)] [--destination NAME]
+  switchboard keygen NAME [--dir DIR]
   switchboard version
   switchboard help [COMMAND]
 
@@ -43,6 +50,7 @@ Commands:
   retention    list what will expire and when, or erase steps still outstanding
   audit        verify the hash-chained audit trail
   deadletters  list dead-lettered deliveries, or have them retried
+  keygen       make a CURVE key pair for a department feed (server or client)
   version      print the version and the plugin ABI
 
 Every command takes --help. Exit codes: 0 success, 1 failure while running,
@@ -168,6 +176,20 @@ Options:
   -h, --help               this text
 )";
 
+const char* kKeygenHelp = R"(Usage: switchboard keygen NAME [--dir DIR]
+
+Makes a CURVE key pair for a ZeroMQ department feed (docs/feed-protocol.md):
+DIR/NAME.key holds the secret key (Z85, 40 characters; mode 0600) and
+DIR/NAME.pub the public key. Give the server's .pub to the departments and
+list each department's .pub in its zmq-feed destination's `clients`; point
+`server_secret_key` at the server's key with "file:DIR/NAME.key". Existing
+files are never overwritten. NAME is letters, digits, '.', '_' and '-'.
+
+Options:
+  --dir DIR            where to write the files (default: the current directory)
+  -h, --help           this text
+)";
+
 const char* kVersionHelp = R"(Usage: switchboard version
 
 Prints the Switchboard version and the plugin ABI it accepts.
@@ -221,7 +243,7 @@ std::optional<Args> parse(int argc, char** argv, int first, std::string_view all
         }
         std::optional<std::string> v;
         if (name == "--config" || name == "--plugin-dir" || name == "--set" || name == "--source" ||
-            name == "--within" || name == "--destination") {
+            name == "--within" || name == "--destination" || name == "--dir") {
             v = value();
             if (!v) return std::nullopt;
         }
@@ -231,6 +253,7 @@ std::optional<Args> parse(int argc, char** argv, int first, std::string_view all
         else if (name == "--source") a.source = *v;
         else if (name == "--within") a.within = *v;
         else if (name == "--destination") a.destination = *v;
+        else if (name == "--dir") a.dir = *v;
         else if (name == "--json") a.json = true;
         else if (name == "--dry-run") a.dry_run = true;
         else if (name == "--pending") a.pending = true;
@@ -484,6 +507,105 @@ int cmd_plugins(const Args& a) {
     return 0;
 }
 
+// Z85 (ZeroMQ RFC 32) of 32 bytes: 40 characters.
+std::string z85(const unsigned char* data, std::size_t n) {
+    static const char* alphabet =
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    std::string out;
+    for (std::size_t i = 0; i + 4 <= n; i += 4) {
+        std::uint32_t v = static_cast<std::uint32_t>(data[i]) << 24 | static_cast<std::uint32_t>(data[i + 1]) << 16 |
+                          static_cast<std::uint32_t>(data[i + 2]) << 8 | data[i + 3];
+        char block[5];
+        for (int k = 4; k >= 0; --k) {
+            block[k] = alphabet[v % 85];
+            v /= 85;
+        }
+        out.append(block, 5);
+    }
+    return out;
+}
+
+// A CURVE (Curve25519, as libsodium's crypto_box) key pair from OpenSSL's
+// X25519: the same keys zmq_curve_keypair makes, without linking libzmq.
+bool curve_keypair(std::string& pub, std::string& secret) {
+    EVP_PKEY* key = nullptr;
+    EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, nullptr);
+    bool ok = ctx && EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_keygen(ctx, &key) == 1;
+    unsigned char raw_pub[32], raw_secret[32];
+    std::size_t pub_len = sizeof raw_pub, secret_len = sizeof raw_secret;
+    ok = ok && EVP_PKEY_get_raw_public_key(key, raw_pub, &pub_len) == 1 && pub_len == 32 &&
+         EVP_PKEY_get_raw_private_key(key, raw_secret, &secret_len) == 1 && secret_len == 32;
+    if (ok) {
+        pub = z85(raw_pub, 32);
+        secret = z85(raw_secret, 32);
+    }
+    OPENSSL_cleanse(raw_secret, sizeof raw_secret);
+    EVP_PKEY_free(key);
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
+// Writes `text` to a new file (never over an existing one) with `mode`.
+bool write_new(const std::filesystem::path& p, const std::string& text, mode_t mode, std::string& why) {
+    int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        why = p.string() + ": " + std::strerror(errno);
+        return false;
+    }
+    bool ok = ::fchmod(fd, mode) == 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+              ::fsync(fd) == 0;
+    if (!ok) why = p.string() + ": " + std::strerror(errno);
+    ::close(fd);
+    return ok;
+}
+
+int cmd_keygen(const Args& a) {
+    if (a.positional.size() != 1) {
+        std::cerr << "switchboard keygen: give one NAME; see switchboard keygen --help\n";
+        return 2;
+    }
+    const std::string& name = a.positional[0];
+    bool valid = !name.empty() && name[0] != '.' && name.size() <= 100;
+    for (char c : name)
+        valid = valid && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                          c == '_' || c == '-');
+    if (!valid) {
+        std::cerr << "switchboard keygen: NAME '" << name
+                  << "' must be letters, digits, '.', '_' and '-', not starting with '.'\n";
+        return 2;
+    }
+    std::filesystem::path dir = a.dir ? std::filesystem::path(*a.dir) : std::filesystem::path(".");
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) {
+        std::cerr << "switchboard keygen: --dir " << dir.string() << " is not a directory\n";
+        return 1;
+    }
+    const auto key_file = dir / (name + ".key"), pub_file = dir / (name + ".pub");
+    for (const auto& f : {key_file, pub_file})
+        if (std::filesystem::exists(std::filesystem::symlink_status(f, ec))) {
+            std::cerr << "switchboard keygen: " << f.string() << " exists; not overwriting it\n";
+            return 1;
+        }
+    std::string pub, secret, why;
+    if (!curve_keypair(pub, secret)) {
+        std::cerr << "switchboard keygen: could not make a key pair (OpenSSL X25519)\n";
+        return 1;
+    }
+    bool ok = write_new(key_file, secret + "\n", 0600, why);
+    if (ok && !write_new(pub_file, pub + "\n", 0644, why)) {
+        std::filesystem::remove(key_file, ec);
+        ok = false;
+    }
+    std::fill(secret.begin(), secret.end(), '\0');
+    if (!ok) {
+        std::cerr << "switchboard keygen: " << why << "\n";
+        return 1;
+    }
+    std::cout << "wrote " << key_file.string() << " (secret, mode 0600) and " << pub_file.string()
+              << "\npublic key: " << pub << "\n";
+    return 0;
+}
+
 } // namespace
 
 std::string version_text() {
@@ -507,6 +629,7 @@ int main(int argc, char** argv) {
         else if (topic == "retention") std::cout << kRetentionHelp;
         else if (topic == "audit") std::cout << kAuditHelp;
         else if (topic == "deadletters") std::cout << kDeadLettersHelp;
+        else if (topic == "keygen") std::cout << kKeygenHelp;
         else std::cout << kMainHelp;
         return 0;
     }
@@ -532,6 +655,7 @@ int main(int argc, char** argv) {
         {"retention", kRetentionHelp, "--config --set --dry-run --pending --within", cmd_retention},
         {"audit", kAuditHelp, "--config --set ARG", cmd_audit},
         {"deadletters", kDeadLettersHelp, "--config --set --destination --all ARG", cmd_deadletters},
+        {"keygen", kKeygenHelp, "--dir ARG", cmd_keygen},
     };
     for (const Command& c : commands) {
         if (command != c.name) continue;

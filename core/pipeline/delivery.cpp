@@ -6,6 +6,7 @@
 
 #include <switchboard/plugin.hpp>
 
+#include <algorithm>
 #include <chrono>
 
 namespace switchboard::pipeline {
@@ -16,9 +17,6 @@ std::int64_t steady_ms() {
     using namespace std::chrono;
     return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
 }
-
-// How long a plugin may take to complete an SB_PENDING delivery.
-constexpr std::int64_t kPendingTimeoutMs = 60'000;
 
 } // namespace
 
@@ -70,9 +68,17 @@ void DeliveryWorker::offer(std::vector<OutboxEntry>&& entries) {
 void DeliveryWorker::complete(std::uint64_t id, sb_status status, const char* receipt) {
     {
         std::lock_guard lock(pending_mutex_);
+        // A completion for a delivery given up on (handed over again since)
+        // is not wanted.
+        if (!waiting_.erase(id)) return;
         completed_[id] = {status, receipt ? receipt : ""};
     }
     pending_cv_.notify_all();
+    {
+        std::lock_guard lock(mutex_);
+        completions_ready_ = true;
+    }
+    wake_.notify_all();
 }
 
 bool DeliveryWorker::fill() {
@@ -139,12 +145,12 @@ void DeliveryWorker::run() {
                 continue;
             }
         }
-        bool has;
+        std::size_t queued;
         {
             std::lock_guard lock(mutex_);
-            has = !queue_.empty();
+            queued = queue_.size();
         }
-        if (!has && !fill()) {
+        if (queued <= inflight_.size() && !fill() && inflight_.empty()) {
             if (steady_ms() - last_retry_check_ > 1000) {
                 last_retry_check_ = steady_ms();
                 retry_dead_letters();
@@ -154,7 +160,16 @@ void DeliveryWorker::run() {
                            [&] { return stopping_ || !queue_.empty() || (behind_ && dropped_); });
             continue;
         }
-        deliver_some();
+        if (deliver_some()) continue;
+        // Deliveries outstanding and nothing to hand over: wait for a
+        // completion, for more entries, or for the oldest one's timeout.
+        const std::size_t window = static_cast<std::size_t>(config_.batch);
+        std::unique_lock lock(mutex_);
+        wake_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+            return stopping_ || completions_ready_ ||
+                   (inflight_.size() < window && (queue_.size() > inflight_.size() || (behind_ && dropped_)));
+        });
+        completions_ready_ = false;
     }
 }
 
@@ -170,13 +185,22 @@ sb_status DeliveryWorker::deliver_one(const OutboxEntry& e, std::uint32_t attemp
     d.profile_version = e.profile_version;
     d.attempt = attempt;
     d.record = e.record.get();
+    {
+        std::lock_guard lock(pending_mutex_);
+        waiting_.insert(d.delivery_id);
+    }
     sb_status st = instance_.deliver(d, error);
-    if (st != SB_PENDING) return st;
+    if (st != SB_PENDING) {
+        std::lock_guard lock(pending_mutex_);
+        waiting_.erase(d.delivery_id);
+        return st;
+    }
     // Asynchronous acknowledgement: wait for the plugin's complete().
     std::unique_lock lock(pending_mutex_);
     bool done = pending_cv_.wait_for(lock, std::chrono::milliseconds(kPendingTimeoutMs),
                                      [&] { return completed_.count(d.delivery_id) > 0; });
     if (!done) {
+        waiting_.erase(d.delivery_id);
         error = "no completion within " + std::to_string(kPendingTimeoutMs / 1000) + "s";
         return SB_ERR_TRANSIENT;
     }
@@ -186,19 +210,112 @@ sb_status DeliveryWorker::deliver_one(const OutboxEntry& e, std::uint32_t attemp
     return status;
 }
 
-void DeliveryWorker::deliver_some() {
-    std::vector<OutboxEntry> window;
-    {
-        std::lock_guard lock(mutex_);
-        std::size_t n = std::min<std::size_t>(queue_.size(), static_cast<std::size_t>(config_.batch));
-        window.assign(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+void DeliveryWorker::abandon_from(std::size_t i) {
+    std::lock_guard lock(pending_mutex_);
+    for (std::size_t k = i; k < inflight_.size(); ++k) {
+        waiting_.erase(inflight_[k].delivery_id);
+        completed_.erase(inflight_[k].delivery_id);
     }
+    inflight_.resize(std::min(i, inflight_.size()));
+}
+
+bool DeliveryWorker::deliver_some() {
+    const std::size_t window = static_cast<std::size_t>(config_.batch);
+    const std::int64_t now = clock_();
+    bool moved = false;
+
+    // 1. Hand the next entries over, unless one outstanding has failed (the
+    //    retry starts from the first unsettled one, in order).
+    bool failed = std::any_of(inflight_.begin(), inflight_.end(), [](const Inflight& f) {
+        return !f.expired && f.status != SB_OK && f.status != SB_PENDING;
+    });
+    std::vector<OutboxEntry> fresh;
+    if (!failed && inflight_.size() < window) {
+        std::lock_guard lock(mutex_);
+        std::size_t n = std::min(queue_.size(), window);
+        for (std::size_t i = inflight_.size(); i < n; ++i) fresh.push_back(queue_[i]);
+    }
+    bool handed = false;
+    for (OutboxEntry& e : fresh) {
+        Inflight f;
+        f.attempt = attempts_[e.seq] + 1;
+        f.since = steady_ms();
+        if (e.expires_at <= now) {
+            f.expired = true; // its retention period ended before it could be delivered
+            f.entry = std::move(e);
+            inflight_.push_back(std::move(f));
+            continue;
+        }
+        sb_delivery d{};
+        d.struct_size = sizeof d;
+        d.delivery_id = f.delivery_id = next_delivery_id_++;
+        d.sequence = e.seq;
+        d.record_id = e.record_id.c_str();
+        d.purpose = e.purpose.c_str();
+        d.profile = e.profile.c_str();
+        d.profile_version = e.profile_version;
+        d.attempt = f.attempt;
+        d.record = e.record.get();
+        {
+            std::lock_guard lock(pending_mutex_);
+            waiting_.insert(f.delivery_id);
+        }
+        sb_status st = instance_.deliver(d, f.error);
+        handed = true;
+        if (st != SB_PENDING) {
+            std::lock_guard lock(pending_mutex_);
+            waiting_.erase(f.delivery_id);
+        }
+        f.status = st;
+        f.unflushed = st == SB_OK;
+        f.entry = std::move(e);
+        inflight_.push_back(std::move(f));
+        if (st != SB_OK && st != SB_PENDING) break;
+    }
+    if (handed) {
+        moved = true;
+        // Delivered means durable at the plugin: flush before counting them.
+        std::string error;
+        sb_status st = instance_.flush(error);
+        std::size_t unflushed = 0;
+        for (Inflight& f : inflight_) {
+            if (!f.unflushed) continue;
+            f.unflushed = false;
+            ++unflushed;
+            if (st != SB_OK) {
+                f.status = SB_ERR_TRANSIENT;
+                f.error = "flush failed (" + std::string(sb::status_name(st)) + (error.empty() ? "" : ": " + error) + ")";
+            }
+        }
+        if (st != SB_OK && unflushed)
+            log::Logger::get().write(log::Level::Warn, "delivery", destination(),
+                                     "flush failed (" + std::string(sb::status_name(st)) +
+                                         (error.empty() ? "" : ": " + error) + "); " + std::to_string(unflushed) +
+                                         " record(s) will be delivered again");
+    }
+
+    // 2. Completions reported since.
+    {
+        std::lock_guard lock(pending_mutex_);
+        for (Inflight& f : inflight_) {
+            if (f.expired || f.status != SB_PENDING) continue;
+            auto it = completed_.find(f.delivery_id);
+            if (it == completed_.end()) continue;
+            f.status = it->second.first;
+            if (f.status == SB_PENDING) f.status = SB_ERR_INTERNAL; // not a completion status
+            if (f.status != SB_OK) f.error = it->second.second;
+            completed_.erase(it);
+            moved = true;
+        }
+    }
+
+    // 3. Settle the prefix that is done, in sequence order.
     std::vector<std::pair<OutboxEntry, std::uint32_t>> delivered;
     std::vector<store::DeadLetter> dead;
-    std::size_t done = 0; // entries at the front that are settled
-    const std::int64_t now = clock_();
-    bool failed = false;
-    for (const OutboxEntry& e : window) {
+    std::size_t done = 0;
+    for (; done < inflight_.size(); ++done) {
+        Inflight& f = inflight_[done];
+        const OutboxEntry& e = f.entry;
         auto dead_letter = [&](const std::string& why, std::uint32_t attempts) {
             store::DeadLetter d;
             d.destination = destination();
@@ -212,79 +329,64 @@ void DeliveryWorker::deliver_some() {
             encode_entry(e, d.payload);
             dead.push_back(std::move(d));
         };
-        if (e.expires_at <= now) {
-            // Its retention period ended before it could be delivered.
+        if (f.expired) {
             dead_letter("expired before delivery", attempts_[e.seq]);
-            ++done;
             continue;
         }
-        std::uint32_t attempt = attempts_[e.seq] + 1;
-        std::string error, receipt;
-        sb_status st = deliver_one(e, attempt, error, receipt);
-        if (st == SB_OK) {
-            delivered.emplace_back(e, attempt);
-            ++done;
+        if (f.status == SB_OK) {
+            delivered.emplace_back(e, f.attempt);
             continue;
         }
+        if (f.status == SB_PENDING) {
+            if (steady_ms() - f.since < kPendingTimeoutMs) break;
+            // No completion in time: hand it (and what follows) over again.
+            // Not a failed attempt: a feed's client may be away for hours.
+            log::Logger::get().write(log::Level::Warn, "delivery", destination(),
+                                     "seq " + std::to_string(e.seq) + " (" + e.record_id + ") not completed within " +
+                                         std::to_string(kPendingTimeoutMs / 1000) + "s; handing " +
+                                         std::to_string(inflight_.size() - done) + " delivery(ies) over again");
+            if (metrics_) metrics_->add(destination(), "pending_timeouts", 1);
+            abandon_from(done);
+            moved = true;
+            break;
+        }
+        sb_status st = f.status;
         bool permanent = st == SB_ERR_PERMANENT || st == SB_ERR_INVALID || st == SB_ERR_UNSUPPORTED;
-        std::string why = std::string(sb::status_name(st)) + (error.empty() ? "" : ": " + error);
-        if (permanent || static_cast<int>(attempt) >= config_.max_attempts) {
+        std::string why = std::string(sb::status_name(st)) + (f.error.empty() ? "" : ": " + f.error);
+        if (permanent || static_cast<int>(f.attempt) >= config_.max_attempts) {
             log::Logger::get().write(log::Level::Warn, "delivery", destination(),
                                      "seq " + std::to_string(e.seq) + " (" + e.record_id +
-                                         ") dead-lettered after " + std::to_string(attempt) +
+                                         ") dead-lettered after " + std::to_string(f.attempt) +
                                          " attempt(s): " + why);
-            dead_letter(why, attempt);
-            ++done;
+            dead_letter(why, f.attempt);
             continue;
         }
-        attempts_[e.seq] = attempt;
-        std::int64_t wait = backoff_ms(attempt);
+        attempts_[e.seq] = f.attempt;
+        std::int64_t wait = backoff_ms(f.attempt);
         retry_at_ = steady_ms() + wait;
         log::Logger::get().write(log::Level::Warn, "delivery", destination(),
                                  "seq " + std::to_string(e.seq) + " (" + e.record_id + ") attempt " +
-                                     std::to_string(attempt) + " failed (" + why + "); retrying in " +
+                                     std::to_string(f.attempt) + " failed (" + why + "); retrying in " +
                                      std::to_string(wait) + "ms");
         if (metrics_) metrics_->add(destination(), "retries", 1);
-        failed = true;
+        abandon_from(done);
+        moved = true;
         break;
     }
-    (void)failed;
-    if (!delivered.empty()) {
-        // Delivered means durable at the plugin: flush before counting them.
-        std::string error;
-        sb_status st = instance_.flush(error);
-        if (st != SB_OK) {
-            std::uint64_t first = delivered.front().first.seq;
-            std::uint32_t attempt = ++attempts_[first];
-            std::int64_t wait = backoff_ms(attempt);
-            retry_at_ = steady_ms() + wait;
-            log::Logger::get().write(log::Level::Warn, "delivery", destination(),
-                                     "flush failed (" + std::string(sb::status_name(st)) +
-                                         (error.empty() ? "" : ": " + error) + "); " +
-                                         std::to_string(delivered.size()) +
-                                         " record(s) will be delivered again in " + std::to_string(wait) + "ms");
-            // Keep only what settled before the first unflushed delivery.
-            std::size_t keep = 0;
-            while (keep < window.size() && window[keep].seq < first) ++keep;
-            done = keep;
-            delivered.clear();
-            dead.erase(std::remove_if(dead.begin(), dead.end(),
-                                      [&](const store::DeadLetter& d) { return d.seq >= first; }),
-                       dead.end());
-        }
-    }
-    if (done == 0) return;
-    std::uint64_t acked = window[done - 1].seq;
+    if (done == 0) return moved;
+    std::uint64_t acked = inflight_[done - 1].entry.seq;
     {
         std::lock_guard lock(mutex_);
         for (std::size_t i = 0; i < done && !queue_.empty(); ++i) queue_.pop_front();
     }
-    for (std::size_t i = 0; i < done; ++i) attempts_.erase(window[i].seq);
+    for (std::size_t i = 0; i < done; ++i) attempts_.erase(inflight_[i].entry.seq);
+    inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(done));
     if (metrics_) {
         if (!delivered.empty()) metrics_->add(destination(), "records_out", delivered.size());
         if (!dead.empty()) metrics_->add(destination(), "dead_lettered", dead.size());
     }
     record_progress(acked, std::move(dead), std::move(delivered));
+    return true;
 }
 
 void DeliveryWorker::record_progress(std::uint64_t acked, std::vector<store::DeadLetter> dead,

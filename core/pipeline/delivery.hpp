@@ -6,6 +6,16 @@
 // letters after max_attempts or on a permanent error; records progress (and
 // an audit entry per delivery) through the journal.
 //
+// Up to `batch` deliveries are outstanding at once: a plugin that answers
+// SB_PENDING (a feed waiting for its client's acknowledgement) gets the next
+// records without waiting for the first one's completion. Completions are
+// settled in sequence order: the prefix that is done becomes progress; a
+// failure retries from the first unsettled delivery after a backoff. An
+// SB_PENDING delivery not completed within kPendingTimeoutMs is handed to
+// the plugin again (same sequence and record id), without counting against
+// max_attempts: a department offline for hours must not dead-letter its
+// backlog.
+//
 // Memory stays flat whatever the backlog: at most kMaxQueued entries are held;
 // a destination that is behind (down for hours) reads its outbox from the
 // store, a bounded batch at a time, while the others keep flowing.
@@ -25,6 +35,9 @@ namespace switchboard::pipeline {
 class DeliveryWorker : public OutboxListener {
 public:
     static constexpr std::size_t kMaxQueued = 4096;
+    // How long a plugin may take to complete an SB_PENDING delivery before
+    // it is handed the same record again.
+    static constexpr std::int64_t kPendingTimeoutMs = 60'000;
 
     DeliveryWorker(plugin::Instance& instance, Journal& journal, Clock clock,
                    plugin::Metrics* metrics);
@@ -39,10 +52,24 @@ public:
     const std::string& destination() const;
 
 private:
+    // A delivery handed to the plugin and not settled yet; inflight_[i] is
+    // queue_[i].
+    struct Inflight {
+        OutboxEntry entry;
+        std::uint64_t delivery_id = 0;
+        std::uint32_t attempt = 0;
+        sb_status status = SB_PENDING; // SB_OK once flushed or completed
+        bool unflushed = false;        // deliver said SB_OK; the next flush decides
+        bool expired = false;          // not handed over: its retention ended first
+        std::string error;
+        std::int64_t since = 0;        // steady ms when handed over
+    };
+
     void run();
     bool fill();                     // queue from the store when behind
-    void deliver_some();
-    // One delivery, waiting for an SB_PENDING completion.
+    bool deliver_some();             // true if anything moved
+    void abandon_from(std::size_t i); // forget deliveries i.. (they are handed over again)
+    // One delivery, waiting for an SB_PENDING completion (dead-letter retries).
     sb_status deliver_one(const OutboxEntry& e, std::uint32_t attempt, std::string& error,
                           std::string& receipt);
     void retry_dead_letters();
@@ -63,6 +90,7 @@ private:
     bool behind_ = true;            // the store may hold entries not queued
     bool dropped_ = false;          // an offer was declined since the last fill
     bool stopping_ = false;
+    bool completions_ready_ = false; // complete() since the worker last looked
     std::thread thread_;
 
     // Worker-thread state.
@@ -70,12 +98,14 @@ private:
     std::map<std::uint64_t, std::uint32_t> attempts_; // seq -> failed attempts so far
     std::int64_t retry_at_ = 0;                     // backoff: not before (steady ms)
     std::uint64_t next_delivery_id_ = 1;
+    std::deque<Inflight> inflight_;
     std::int64_t last_retry_check_ = 0;
     std::mt19937_64 rng_{std::random_device{}()};
 
     // SB_PENDING deliveries awaiting complete().
     std::mutex pending_mutex_;
     std::condition_variable pending_cv_;
+    std::set<std::uint64_t> waiting_; // ids handed out and not abandoned
     std::map<std::uint64_t, std::pair<sb_status, std::string>> completed_;
 };
 

@@ -16,7 +16,13 @@ namespace {
 
 constexpr const char* kComponent = "retention";
 constexpr std::size_t kChunksPerPass = 64;
-constexpr std::int64_t kEraseWaitMs = 60'000;
+// How long one pass of the erase tasks waits, in all, for SB_PENDING
+// confirmations. A department that is offline answers hours later: its
+// notices must not hold up the other erase work, so the pass moves on and
+// the task is looked at again after kAwaitRecheckMs (the plugin keeps its
+// notice and answers a repeated request at once once it is confirmed).
+constexpr std::int64_t kEraseWaitMs = 2'000;
+constexpr std::int64_t kAwaitRecheckMs = 30'000;
 // Erase request ids carry the top bit, so that host->complete can tell them
 // from delivery ids.
 constexpr std::uint64_t kEraseIdBit = 1ULL << 63;
@@ -220,6 +226,7 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
 std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
     std::uint64_t settled_total = 0;
     auto tasks = journal_.store().erase_tasks(now, 16);
+    const auto pass_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kEraseWaitMs);
     for (auto& t : tasks) {
         std::vector<store::EraseItem> items;
         if (!store::decode_items(t.items, items)) {
@@ -233,13 +240,20 @@ std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
         std::vector<Step> steps;
         auto it = instances_.find(t.instance);
         plugin::Instance* inst = it == instances_.end() ? nullptr : it->second;
+        std::vector<std::uint64_t> asked; // request ids of this task, to forget afterwards
         if (!inst || !inst->running()) {
             t.attempts++;
             t.next_at = now + erase_backoff_ms(t.attempts);
             t.last_error = "instance " + t.instance + " is not running";
         } else {
-            while (t.done < items.size()) {
-                const auto& item = items[t.done];
+            // Items are settled in order (t.done counts the settled prefix).
+            // Once one is awaiting its confirmation, the later ones are still
+            // asked for, so that a department receives all its notices at
+            // once, but they are recorded only when the prefix reaches them.
+            bool awaiting = false;
+            std::size_t awaiting_count = 0;
+            for (std::size_t k = t.done; k < items.size(); ++k) {
+                const auto& item = items[k];
                 sb_record rec;
                 rec.data.set_meta_at(sb::detail::meta_index("id"), item.record_id);
                 if (!item.external_id.empty())
@@ -253,7 +267,9 @@ std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
                 {
                     std::lock_guard lock(pending_mutex_);
                     req.request_id = kEraseIdBit | next_request_++;
+                    awaited_.insert({t.instance, req.request_id});
                 }
+                asked.push_back(req.request_id);
                 req.record_id = item.record_id.c_str();
                 req.external_id = item.external_id.empty() ? nullptr : item.external_id.c_str();
                 req.reason = static_cast<sb_erase_reason>(t.reason);
@@ -263,19 +279,27 @@ std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
                 if (s == SB_PENDING) {
                     std::unique_lock lock(pending_mutex_);
                     auto key = std::make_pair(t.instance, req.request_id);
-                    bool done = pending_cv_.wait_for(lock, std::chrono::milliseconds(kEraseWaitMs),
-                                                     [&] { return completed_.count(key) > 0; });
+                    // Behind an item already awaiting, only what is there at once.
+                    bool done = pending_cv_.wait_until(lock, awaiting ? std::chrono::steady_clock::now() : pass_deadline,
+                                                       [&] { return completed_.count(key) > 0; });
                     if (done) {
                         s = completed_[key].first;
                         receipt = completed_[key].second;
                         completed_.erase(key);
-                    } else {
-                        s = SB_ERR_TRANSIENT;
-                        error = "no confirmation within " + std::to_string(kEraseWaitMs / 1000) + "s";
                     }
                 }
-                if (s == SB_OK || s == SB_ERR_UNSUPPORTED || s == SB_ERR_PERMANENT || s == SB_ERR_INVALID ||
-                    s == SB_ERR_NOT_FOUND) {
+                if (s == SB_PENDING) {
+                    ++awaiting_count;
+                    if (!awaiting) {
+                        awaiting = true;
+                        t.next_at = now + kAwaitRecheckMs;
+                    }
+                    continue;
+                }
+                bool settled = s == SB_OK || s == SB_ERR_UNSUPPORTED || s == SB_ERR_PERMANENT ||
+                               s == SB_ERR_INVALID || s == SB_ERR_NOT_FOUND;
+                if (settled && awaiting) continue; // recorded when the prefix reaches it
+                if (settled) {
                     std::string outcome = s == SB_OK ? "confirmed"
                                           : s == SB_ERR_UNSUPPORTED ? "no_erase_hook"
                                           : s == SB_ERR_NOT_FOUND ? "not_found"
@@ -288,12 +312,28 @@ std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
                     ++t.done;
                     continue;
                 }
+                if (awaiting) break; // no more asking past a failure
                 t.attempts++;
                 t.next_at = now + erase_backoff_ms(t.attempts);
                 t.last_error = std::string(sb::status_name(s)) + (error.empty() ? "" : ": " + error);
                 log::Logger::get().write(log::Level::Warn, kComponent, t.instance,
                                          "erase of " + item.record_id + " will be retried: " + t.last_error);
                 break;
+            }
+            if (awaiting) {
+                t.last_error = "awaiting confirmation of " + std::to_string(awaiting_count) +
+                               " item(s) from the destination (asked again every " +
+                               std::to_string(kAwaitRecheckMs / 1000) + "s)";
+                if (metrics_) metrics_->add(t.instance, "erase_awaiting_checks", 1);
+            }
+        }
+        {
+            // Confirmations that come after this pass are taken from the
+            // plugin when the task is looked at again.
+            std::lock_guard lock(pending_mutex_);
+            for (auto id : asked) {
+                awaited_.erase({t.instance, id});
+                completed_.erase({t.instance, id});
             }
         }
         settled_total += steps.size();
@@ -323,6 +363,7 @@ void RetentionService::complete(const std::string& instance, std::uint64_t id, s
                                 const char* receipt) {
     {
         std::lock_guard lock(pending_mutex_);
+        if (!awaited_.count({instance, id})) return; // a pass that gave up on it
         completed_[{instance, id}] = {status, receipt ? receipt : ""};
     }
     pending_cv_.notify_all();

@@ -6,13 +6,17 @@
 // then scrubs the store so no byte of the deleted values lingers. For each
 // record it queues erase tasks: the source plugin's erase hook (delete the
 // vendor's copy) and an erase notice to every destination that received it.
-// Erase tasks retry with backoff until confirmed; each step is audited.
+// Erase tasks retry with backoff until confirmed; each step is audited. A
+// destination that confirms later (SB_PENDING: a department feed waiting for
+// its client) does not hold the pass up: its task stays outstanding, listed
+// by `switchboard retention --pending`, and is asked again every 30 s.
 
 #include "pipeline/journal.hpp"
 
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace switchboard::pipeline {
@@ -57,6 +61,7 @@ private:
 
     std::mutex pending_mutex_;
     std::condition_variable pending_cv_;
+    std::set<std::pair<std::string, std::uint64_t>> awaited_; // erase requests of the running pass
     std::map<std::pair<std::string, std::uint64_t>, std::pair<sb_status, std::string>> completed_;
     std::uint64_t next_request_ = 1;
 };
