@@ -297,6 +297,8 @@ public:
         i.description = "Writes minimised records as one CSV or JSON-lines file per day for batch "
                         "imports; atomic, idempotent, rows erased on the retention clock";
         i.kind = SB_KIND_DESTINATION;
+        // erase answers SB_PENDING after complete(), to hand over its receipt.
+        i.capabilities = SB_CAP_ASYNC_ACK;
         i.config = {
             sb::Field::path("dir").required().describe(
                 "Directory the files are written to (created if missing); the import job reads it"),

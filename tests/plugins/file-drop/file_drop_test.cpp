@@ -192,6 +192,7 @@ TEST_CASE("file-drop: descriptor and config errors name the key", "[file-drop]")
     CHECK(std::string(h.descriptor().name) == "file-drop");
     CHECK(h.descriptor().kind == SB_KIND_DESTINATION);
     CHECK(h.descriptor().capabilities & SB_CAP_ERASE);
+    CHECK(h.descriptor().capabilities & SB_CAP_ASYNC_ACK);
     std::set<std::string> keys;
     for (const auto& f : h.schema()) keys.insert(f.key);
     CHECK(keys == std::set<std::string>{"dir", "format", "file_name", "columns", "id_header",
