@@ -24,6 +24,9 @@ const int kMetaSource = meta_idx("source");
 const int kMetaReceived = meta_idx("received_at");
 const int kMetaExpires = meta_idx("expires_at");
 const int kMetaCategory = meta_idx("category");
+const int kMetaChannel = meta_idx("channel");
+const int kMetaOccurred = meta_idx("occurred_at");
+const int kMetaExternal = meta_idx("external_id");
 
 // FNV-1a over source and external id: the idempotency key.
 std::uint64_t claim_key(std::string_view instance, std::string_view external_id) {
@@ -228,12 +231,23 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
     in.state_value = state_value;
     std::vector<sb_status> local(records.size(), SB_OK);
     in.results = results ? results : local.data();
-    {
-        std::unique_lock lock(mutex_);
+    auto running = [&] {
         if (stopping_ || !running_) {
             error = "the journal is not running";
-            return SB_ERR_UNAVAILABLE;
+            return false;
         }
+        return true;
+    };
+    {
+        std::unique_lock lock(mutex_);
+        if (!running()) return SB_ERR_UNAVAILABLE;
+    }
+    // The CPU work happens here, on the emitting thread, while the writer
+    // commits what came before: the writer only stores.
+    prepare(in);
+    {
+        std::unique_lock lock(mutex_);
+        if (!running()) return SB_ERR_UNAVAILABLE;
         queue_.push_back(Pending{&in, {}});
         queued_records_ += records.size();
     }
@@ -383,53 +397,48 @@ void Journal::commit_group(std::vector<Pending>& group) {
         if (!p.ingest && p.write.done) p.write.done(ok);
 }
 
-void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
-                     std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count) {
+void Journal::prepare(Ingest& in) {
     auto& records = *in.records;
-    const std::int64_t now = clock_();
+    const std::int64_t now = in.now = clock_();
     std::vector<plugin::Instance*> transforms;
     {
         std::lock_guard lock(listeners_mutex_);
         transforms = transforms_;
     }
     const std::string received = sb::detail::format_time(now);
+    in.prepared.clear();
+    in.prepared.reserve(records.size());
 
-    struct Accepted {
-        std::size_t i;
-        std::int64_t expires;
-        Policy::Decision decision;
-        std::uint32_t cards = 0;
-    };
-    std::vector<Accepted> accepted;
-    accepted.reserve(records.size());
-    std::uint64_t refused = 0, duplicates = 0, cards_total = 0;
-    std::uint64_t refused_empty = 0, refused_expired = 0;
-
+    Policy::Decision decision;
+    std::string summary;
     for (std::size_t i = 0; i < records.size(); ++i) {
         sb_record* rec = records[i].get();
         sb_status& result = in.results[i];
         if (!rec || (rec->data.leaves().empty() && rec->data.attachments().empty())) {
             result = SB_ERR_INVALID;
-            ++refused;
-            ++refused_empty;
+            ++in.refused;
+            ++in.refused_empty;
             continue;
         }
         auto& data = rec->data;
         data.set_meta_at(kMetaSource, in.instance);
         data.set_meta_at(kMetaReceived, received);
         bool refused_by_transform = false;
-        for (plugin::Instance* t : transforms) {
-            std::string why;
-            if (t->transform(rec, why) == SB_ERR_INVALID) {
-                log::Logger::get().write(log::Level::Warn, "journal", t->name(),
-                                         "refused a record from " + in.instance + ": " + why);
-                refused_by_transform = true;
-                break;
+        if (!transforms.empty()) {
+            std::lock_guard lock(transform_mutex_);
+            for (plugin::Instance* t : transforms) {
+                std::string why;
+                if (t->transform(rec, why) == SB_ERR_INVALID) {
+                    log::Logger::get().write(log::Level::Warn, "journal", t->name(),
+                                             "refused a record from " + in.instance + ": " + why);
+                    refused_by_transform = true;
+                    break;
+                }
             }
         }
         if (refused_by_transform) {
             result = SB_ERR_INVALID;
-            ++refused;
+            ++in.refused;
             continue;
         }
         // Card numbers never come to rest here, whatever the profiles say.
@@ -441,37 +450,91 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
                 ++cards;
             }
         }
-        Accepted a{i, 0, policy_.decide(*rec), cards};
-        data.set_meta_at(kMetaCategory, a.decision.classified.category);
+        policy_.decide(*rec, decision);
+        const std::string& category = decision.classified.category;
+        data.set_meta_at(kMetaCategory, category);
         // The clock starts at collection: the contact itself when known.
         std::int64_t collected = now;
-        if (const char* occurred = data.meta("occurred_at"))
-            if (auto t = sb::detail::parse_time(occurred)) collected = std::min(now, *t);
-        a.expires = collected + retention_.period_ms(in.instance, a.decision.classified.category);
-        if (a.expires <= now) {
+        if (const std::string* occurred = data.meta_at(kMetaOccurred))
+            if (auto t = sb::detail::parse_time(*occurred)) collected = std::min(now, *t);
+        const std::int64_t expires = collected + retention_.period_ms(in.instance, category);
+        if (expires <= now) {
             result = SB_ERR_INVALID; // already past its retention period: not taken
-            ++refused;
-            ++refused_expired;
+            ++in.refused;
+            ++in.refused_expired;
             continue;
         }
-        data.set_meta_at(kMetaExpires, sb::detail::format_time(a.expires));
-        if (const char* ext = data.meta("external_id")) {
-            if (!txn.claim(claim_key(in.instance, ext), a.expires)) {
-                result = SB_DUPLICATE;
+        const std::string expires_text = sb::detail::format_time(expires);
+        data.set_meta_at(kMetaExpires, expires_text);
+        result = SB_OK; // unless the writer finds it a duplicate
+
+        Prepared& p = in.prepared.emplace_back();
+        p.i = i;
+        p.expires = expires;
+        p.cards = cards;
+        std::string& detail = p.ingest_detail;
+        audit::append_attr(detail, "source", in.instance);
+        const std::string* channel = data.meta_at(kMetaChannel);
+        audit::append_attr(detail, "channel", channel ? std::string_view(*channel) : "-");
+        audit::append_attr(detail, "category", category);
+        audit::append_attr(detail, "rule",
+                           decision.classified.rule >= 0
+                               ? "classify.rule[" + std::to_string(decision.classified.rule) + "]"
+                               : "none");
+        audit::append_attr(detail, "expires", expires_text);
+        audit::append_attr(detail, "fields", std::to_string(data.leaves().size()));
+        if (!data.attachments().empty())
+            audit::append_attr(detail, "attachments", std::to_string(data.attachments().size()));
+        if (cards) audit::append_attr(detail, "cards_redacted", std::to_string(cards));
+
+        // The minimised copies; the record's id is added at commit (the
+        // profile would copy it; nothing else depends on it).
+        for (const Route* route : decision.routes) {
+            if (!route->profile) continue;
+            Prepared::Copy& c = p.copies.emplace_back();
+            c.route = route;
+            c.record = std::make_shared<sb_record>();
+            summary.clear();
+            route->profile->apply(*rec, *c.record, route->has_lawful_basis(), now, nullptr, &summary);
+            // After "destination" and "seq" (the seq is known at commit).
+            std::string& tail = c.detail_tail;
+            tail.push_back('-'); // so that append_attr puts ';' before the first
+            audit::append_attr(tail, "purpose", route->purpose);
+            audit::append_attr(tail, "profile",
+                               route->profile->name() + "@" + std::to_string(route->profile->version()));
+            audit::append_attr(tail, "route", route->label);
+            if (route->has_lawful_basis()) audit::append_attr(tail, "lawful_basis", route->lawful_basis);
+            audit::append_attr(tail, "sent", summary.empty() ? std::string_view("-") : std::string_view(summary));
+            tail.erase(0, 1);
+            c.encoded = store::PreEncoded(*c.record);
+        }
+        p.body = store::PreEncoded(*rec);
+    }
+}
+
+void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
+                     std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count) {
+    auto& records = *in.records;
+    const std::int64_t now = in.now;
+    std::uint64_t duplicates = 0, cards_total = 0, accepted = 0;
+
+    // One chunk per expiry bucket, so that retention deletes whole chunks.
+    std::map<std::int64_t, std::vector<Prepared*>> buckets;
+    for (Prepared& p : in.prepared) {
+        sb_record& rec = *records[p.i];
+        if (const std::string* ext = rec.data.meta_at(kMetaExternal)) {
+            if (!txn.claim(claim_key(in.instance, *ext), p.expires)) {
+                in.results[p.i] = SB_DUPLICATE;
                 ++duplicates;
                 continue;
             }
         }
-        cards_total += cards;
-        result = SB_OK;
-        accepted.push_back(std::move(a));
+        cards_total += p.cards;
+        ++accepted;
+        buckets[p.expires / kBucketMs].push_back(&p);
     }
 
-    // One chunk per expiry bucket, so that retention deletes whole chunks.
-    std::map<std::int64_t, std::vector<Accepted*>> buckets;
-    for (auto& a : accepted) buckets[a.expires / kBucketMs].push_back(&a);
-
-    std::string detail;
+    std::string detail, id;
     for (auto& [bucket, members] : buckets) {
         (void)bucket;
         store::ChunkInfo info;
@@ -479,47 +542,25 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         info.created_at = now;
         info.count = static_cast<std::uint32_t>(members.size());
         std::string body;
-        body.reserve(members.size() * 512);
+        std::size_t size = 0;
+        for (const Prepared* p : members) size += p->body.size();
+        body.reserve(size);
         std::map<std::string, store::OutboxRow> rows;
         for (std::uint32_t idx = 0; idx < members.size(); ++idx) {
-            Accepted& a = *members[idx];
-            sb_record& rec = *records[a.i];
-            info.expires_at = std::max(info.expires_at, a.expires);
-            std::string id = record_id(info.id, idx);
+            Prepared& p = *members[idx];
+            sb_record& rec = *records[p.i];
+            info.expires_at = std::max(info.expires_at, p.expires);
+            id = record_id(info.id, idx);
             rec.data.set_meta_at(kMetaId, id);
+            audit_.append(now, audit::kind::ingest, id, p.ingest_detail);
 
-            detail.clear();
-            audit::append_attr(detail, "source", in.instance);
-            const char* channel = rec.data.meta("channel");
-            audit::append_attr(detail, "channel", channel ? channel : "-");
-            audit::append_attr(detail, "category", a.decision.classified.category);
-            audit::append_attr(detail, "rule",
-                               a.decision.classified.rule >= 0
-                                   ? "classify.rule[" + std::to_string(a.decision.classified.rule) + "]"
-                                   : "none");
-            audit::append_attr(detail, "expires", sb::detail::format_time(a.expires));
-            audit::append_attr(detail, "fields", std::to_string(rec.data.leaves().size()));
-            if (!rec.data.attachments().empty())
-                audit::append_attr(detail, "attachments", std::to_string(rec.data.attachments().size()));
-            if (a.cards) audit::append_attr(detail, "cards_redacted", std::to_string(a.cards));
-            audit_.append(now, audit::kind::ingest, id, detail);
-
-            std::string summary;
-            for (const Route* route : a.decision.routes) {
-                if (!route->profile) continue;
-                auto minimised = std::make_shared<sb_record>();
-                summary.clear();
-                route->profile->apply(rec, *minimised, route->has_lawful_basis(), now, nullptr, &summary);
+            for (Prepared::Copy& c : p.copies) {
+                const Route* route = c.route;
                 std::uint64_t seq = ++seqs[route->destination];
                 detail.clear();
                 audit::append_attr(detail, "destination", route->destination);
                 audit::append_attr(detail, "seq", std::to_string(seq));
-                audit::append_attr(detail, "purpose", route->purpose);
-                audit::append_attr(detail, "profile",
-                                   route->profile->name() + "@" + std::to_string(route->profile->version()));
-                audit::append_attr(detail, "route", route->label);
-                if (route->has_lawful_basis()) audit::append_attr(detail, "lawful_basis", route->lawful_basis);
-                audit::append_attr(detail, "sent", summary.empty() ? "-" : summary);
+                detail += c.detail_tail;
                 audit_.append(now, audit::kind::disclose, id, detail);
 
                 store::OutboxRow& row = rows[route->destination];
@@ -533,18 +574,23 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
                 e.record_id = id;
                 e.chunk = info.id;
                 e.index = idx;
-                e.expires_at = a.expires;
+                e.expires_at = p.expires;
                 e.purpose = route->purpose;
                 e.profile = route->profile->name();
                 e.profile_version = static_cast<std::uint32_t>(route->profile->version());
-                e.record = std::move(minimised);
+                c.record->data.set_meta_at(kMetaId, id);
+                e.record = std::move(c.record);
                 ++row.count;
-                row.expires_at = std::max(row.expires_at, a.expires);
+                row.expires_at = std::max(row.expires_at, p.expires);
                 put_u32(row.indexes, idx);
-                encode_entry(e, row.payloads);
+                // As encode_entry() writes it.
+                store::put_string(row.payloads, e.purpose);
+                store::put_string(row.payloads, e.profile);
+                store::put_varint(row.payloads, e.profile_version);
+                c.encoded.append(id, row.payloads);
                 out[route->destination].push_back(std::move(e));
             }
-            store::encode(rec, body);
+            p.body.append(id, body);
             ++count;
         }
         txn.put_chunk(info, body);
@@ -556,6 +602,7 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         txn.set_state(in.instance, in.state_key, v);
     }
     in.status = SB_OK;
+    const std::uint64_t refused_empty = in.refused_empty, refused_expired = in.refused_expired;
     if (refused_empty || refused_expired)
         log::Logger::get().write(
             log::Level::Warn, kComponent, in.instance,
@@ -566,9 +613,9 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
                                        " already past their retention period when they arrived"
                                  : ""));
     if (metrics_) {
-        if (!accepted.empty()) metrics_->add(in.instance, "records_in", accepted.size());
+        if (accepted) metrics_->add(in.instance, "records_in", accepted);
         if (duplicates) metrics_->add(in.instance, "duplicates", duplicates);
-        if (refused) metrics_->add(in.instance, "refused", refused);
+        if (in.refused) metrics_->add(in.instance, "refused", in.refused);
         if (cards_total) metrics_->add(in.instance, "cards_redacted", cards_total);
     }
 }

@@ -16,6 +16,7 @@
 #include "config/config.hpp"
 #include "pipeline/policy.hpp"
 #include "plugin/instance.hpp"
+#include "store/codec.hpp"
 #include "store/store.hpp"
 
 #include <switchboard/detail/record_data.hpp>
@@ -143,6 +144,22 @@ public:
     std::uint64_t committed_records() const;
 
 private:
+    // One record made ready on the emitting thread (see prepare()): all but
+    // what depends on the commit (its id, seqs, duplicate check).
+    struct Prepared {
+        std::size_t i = 0; // index in Ingest::records
+        std::int64_t expires = 0;
+        std::uint32_t cards = 0;
+        std::string ingest_detail;    // the ingest audit entry's detail
+        store::PreEncoded body;       // the record as stored, without its id
+        struct Copy {                 // one per route with a profile
+            const Route* route = nullptr;
+            std::shared_ptr<sb_record> record; // minimised, without its id
+            std::string detail_tail;           // disclose detail after destination and seq
+            store::PreEncoded encoded;
+        };
+        std::vector<Copy> copies;
+    };
     struct Ingest {
         std::string instance;
         std::vector<std::unique_ptr<sb_record>>* records;
@@ -152,6 +169,9 @@ private:
         sb_status status = SB_ERR_UNAVAILABLE;
         std::string error;
         bool done = false;
+        std::int64_t now = 0;
+        std::vector<Prepared> prepared;
+        std::uint64_t refused = 0, refused_empty = 0, refused_expired = 0;
     };
     struct Pending {
         Ingest* ingest = nullptr; // or
@@ -160,6 +180,11 @@ private:
 
     void run();
     void commit_group(std::vector<Pending>& group);
+    // CPU work of an ingest, on the emitting thread, outside the store's
+    // transaction: checks, transforms, card redaction, classification,
+    // routing, minimisation, encoding, audit details.
+    void prepare(Ingest& in);
+    // The rest, on the writer thread inside the transaction.
     void ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
                 std::map<std::string, std::uint64_t>& seqs, std::uint64_t& records);
     void sync_audit(bool force);
@@ -186,6 +211,7 @@ private:
     std::map<std::string, OutboxListener*> completions_;
     EraseCompletion erase_completion_;
     std::vector<plugin::Instance*> transforms_;
+    std::mutex transform_mutex_; // transform hooks run one at a time, as before
 
     // Writer-thread state.
     std::map<std::string, std::uint64_t> next_seq_; // per destination: last seq used

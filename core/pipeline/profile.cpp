@@ -4,6 +4,7 @@
 #include "util/text.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <optional>
 #include <regex>
@@ -221,8 +222,15 @@ const FieldRule* Profile::rule_for(std::string_view path) const {
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
                            std::vector<FieldDecision>* decisions, std::string* summary) const {
     out.data = sb::detail::RecordData();
-    for (const char* key : kSentMeta)
-        if (const char* v = in.data.meta(key)) out.data.set_meta(key, v);
+    // The input's envelope is valid already: copied as it is.
+    static const auto sent_meta = [] {
+        std::array<int, std::size(kSentMeta)> idx{};
+        for (std::size_t k = 0; k < idx.size(); ++k) idx[k] = sb::detail::meta_index(kSentMeta[k]);
+        return idx;
+    }();
+    for (int idx : sent_meta)
+        if (const std::string* v = in.data.meta_at(idx)) out.data.set_meta_at(idx, *v);
+    out.data.reserve_leaves(in.data.leaves().size());
     if (decisions) decisions->clear();
     if (summary) summary->clear();
 
@@ -262,10 +270,11 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
             decide(leaf.path, leaf.category, Action::Dropped, rule, not_in_profile);
             continue;
         }
-        const char* category = leaf.category.c_str();
+        // The output's leaves are a subset of the input's, in the same
+        // order: each is appended as it is (no path to parse, no place to
+        // look for), then given its value.
         if (rule->transform == Transform::Keep) {
-            sb_value v{leaf.type, leaf.str.data(), leaf.str.size(), leaf.i, leaf.f};
-            if (out.data.set(leaf.path, v, category) != SB_OK) continue; // cannot happen: paths are canonical
+            out.data.append_copy(leaf);
             decide(leaf.path, leaf.category, Action::Kept, rule, [&] { return "kept" + by(rule); });
             continue;
         }
@@ -282,8 +291,7 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
                        [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
                 continue;
             }
-            sb_value v{SB_VALUE_NULL, nullptr, 0, 0, 0};
-            out.data.set(leaf.path, v, category);
+            out.data.append_path_of(leaf); // null
             decide(leaf.path, leaf.category, action_of(rule->transform), rule,
                    [&] { return std::string(action_name(action_of(rule->transform))) + " (null)" + by(rule); });
             continue;
@@ -311,8 +319,9 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
                        [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
             continue;
         }
-        sb_value v{SB_VALUE_STRING, result->data(), result->size(), 0, 0};
-        if (out.data.set(leaf.path, v, category) != SB_OK) continue;
+        sb::detail::Leaf& sent = out.data.append_path_of(leaf);
+        sent.type = SB_VALUE_STRING;
+        sent.str = std::move(*result);
         decide(leaf.path, leaf.category, action_of(rule->transform), rule, [&] {
             switch (rule->transform) {
             case Transform::Mask: return "masked" + by(rule);

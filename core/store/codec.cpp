@@ -4,14 +4,103 @@
 
 namespace switchboard::store {
 
+// Record body, after its length (varint):
+//
+//   u8 version
+//   varint meta mask (bit i: kMetaKeys[i] present), then those values (strings)
+//   varint leaf count, then per leaf (in path order):
+//     version 1: string path, string category, u8 type, value
+//     version 2: varint bytes of the path shared with the previous leaf's,
+//                string rest of the path, varint category (0: a new one, as a
+//                string, that later leaves of the record can name by its
+//                number, 1-based), u8 type, value
+//   value: string | zigzag varint (int, bool) | 8 bytes (float) | nothing (null)
+//   varint attachment count, then per attachment: strings name, uri,
+//     media_type, sha256, category, zigzag varint size
+//
+// Version 2 is what is written: sorted paths share most of their bytes with
+// the previous one and a record has few categories, so it is about a third
+// smaller than version 1 (less to write, commit and keep); version 1 is still
+// read.
+
 namespace {
-constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kVersion1 = 1;
+constexpr std::uint8_t kVersion = 2;
+constexpr int kMeta = static_cast<int>(std::size(sb::detail::kMetaKeys));
+constexpr std::size_t kMaxCategories = 1 << 16; // per record, in the encoder's table
 
 std::uint64_t zigzag(std::int64_t v) {
     return (static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63);
 }
 std::int64_t unzigzag(std::uint64_t v) {
     return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);
+}
+
+std::size_t varint_size(std::uint64_t v) {
+    std::size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        ++n;
+    }
+    return n;
+}
+
+// Appends everything after the meta values: leaves and attachments.
+void encode_rest(const sb::detail::RecordData& r, std::string& body) {
+    const auto& leaves = r.leaves();
+    put_varint(body, leaves.size());
+    std::string_view prev;
+    // Categories seen so far, by first appearance (a record has a handful).
+    std::string_view cats[64];
+    std::size_t ncats = 0;
+    for (const auto& l : leaves) {
+        std::string_view path = l.path;
+        std::size_t shared = 0;
+        std::size_t n = std::min(path.size(), prev.size());
+        while (shared < n && path[shared] == prev[shared]) ++shared;
+        put_varint(body, shared);
+        put_string(body, path.substr(shared));
+        prev = path;
+        std::size_t ref = 0;
+        for (std::size_t k = 0; k < ncats; ++k)
+            if (cats[k] == l.category) {
+                ref = k + 1;
+                break;
+            }
+        put_varint(body, ref);
+        if (ref == 0) {
+            put_string(body, l.category);
+            if (ncats < std::size(cats)) cats[ncats++] = l.category; // else: written in full again
+        }
+        body.push_back(static_cast<char>(l.type));
+        switch (l.type) {
+        case SB_VALUE_STRING: put_string(body, l.str); break;
+        case SB_VALUE_INT:
+        case SB_VALUE_BOOL: put_varint(body, zigzag(l.i)); break;
+        case SB_VALUE_FLOAT: {
+            char b[8];
+            std::memcpy(b, &l.f, 8);
+            body.append(b, 8);
+            break;
+        }
+        default: break;
+        }
+    }
+    put_varint(body, r.attachments().size());
+    for (const auto& a : r.attachments()) {
+        put_string(body, a.name);
+        put_string(body, a.uri);
+        put_string(body, a.media_type);
+        put_string(body, a.sha256);
+        put_string(body, a.category);
+        put_varint(body, zigzag(a.size));
+    }
+}
+
+std::size_t rest_size_hint(const sb::detail::RecordData& r) {
+    std::size_t n = 16;
+    for (const auto& l : r.leaves()) n += l.str.size() + 12;
+    return n;
 }
 } // namespace
 
@@ -52,45 +141,53 @@ bool get_string(std::string_view in, std::size_t& pos, std::string_view& s) {
 
 void encode(const sb_record& record, std::string& out) {
     const sb::detail::RecordData& r = record.data;
-    std::string body;
-    body.reserve(256);
-    body.push_back(static_cast<char>(kVersion));
+    // The body is written in place after room for its length, then moved
+    // back if the length needs fewer bytes than reserved.
+    constexpr std::size_t kRoom = 5; // bodies up to 32 GiB
+    const std::size_t start = out.size();
+    out.reserve(start + kRoom + rest_size_hint(r) + 256);
+    out.append(kRoom, '\0');
+    out.push_back(static_cast<char>(kVersion));
     std::uint64_t mask = 0;
-    constexpr int kMeta = static_cast<int>(std::size(sb::detail::kMetaKeys));
     for (int i = 0; i < kMeta; ++i)
         if (r.meta_at(i)) mask |= 1u << i;
-    put_varint(body, mask);
+    put_varint(out, mask);
     for (int i = 0; i < kMeta; ++i)
-        if (const std::string* v = r.meta_at(i)) put_string(body, *v);
-    put_varint(body, r.leaves().size());
-    for (const auto& l : r.leaves()) {
-        put_string(body, l.path);
-        put_string(body, l.category);
-        body.push_back(static_cast<char>(l.type));
-        switch (l.type) {
-        case SB_VALUE_STRING: put_string(body, l.str); break;
-        case SB_VALUE_INT:
-        case SB_VALUE_BOOL: put_varint(body, zigzag(l.i)); break;
-        case SB_VALUE_FLOAT: {
-            char b[8];
-            std::memcpy(b, &l.f, 8);
-            body.append(b, 8);
-            break;
-        }
-        default: break;
-        }
+        if (const std::string* v = r.meta_at(i)) put_string(out, *v);
+    encode_rest(r, out);
+    const std::size_t len = out.size() - start - kRoom;
+    char head[10];
+    std::size_t hn = 0;
+    for (std::uint64_t v = len; ; v >>= 7) {
+        head[hn++] = static_cast<char>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+        if (v < 0x80) break;
     }
-    put_varint(body, r.attachments().size());
-    for (const auto& a : r.attachments()) {
-        put_string(body, a.name);
-        put_string(body, a.uri);
-        put_string(body, a.media_type);
-        put_string(body, a.sha256);
-        put_string(body, a.category);
-        put_varint(body, zigzag(a.size));
-    }
-    put_varint(out, body.size());
-    out += body;
+    if (hn < kRoom)
+        out.erase(start, kRoom - hn);
+    else if (hn > kRoom)
+        out.insert(start, hn - kRoom, '\0');
+    std::memcpy(out.data() + start, head, hn);
+}
+
+PreEncoded::PreEncoded(const sb_record& record) {
+    const sb::detail::RecordData& r = record.data;
+    tail_.reserve(rest_size_hint(r) + 192);
+    mask_ = 1; // the id
+    for (int i = 1; i < kMeta; ++i)
+        if (const std::string* v = r.meta_at(i)) {
+            mask_ |= 1u << i;
+            put_string(tail_, *v);
+        }
+    encode_rest(r, tail_);
+}
+
+void PreEncoded::append(std::string_view id, std::string& out) const {
+    std::size_t len = 1 + varint_size(mask_) + varint_size(id.size()) + id.size() + tail_.size();
+    put_varint(out, len);
+    out.push_back(static_cast<char>(kVersion));
+    put_varint(out, mask_);
+    put_string(out, id);
+    out.append(tail_);
 }
 
 bool skip(std::string_view in, std::size_t& pos) {
@@ -101,14 +198,14 @@ bool skip(std::string_view in, std::size_t& pos) {
 bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
     std::string_view body;
     if (!get_string(in, pos, body)) return false;
-    std::size_t p = 0;
-    if (body.empty() || static_cast<std::uint8_t>(body[0]) != kVersion) return false;
-    p = 1;
+    if (body.empty()) return false;
+    const auto version = static_cast<std::uint8_t>(body[0]);
+    if (version != kVersion1 && version != kVersion) return false;
+    std::size_t p = 1;
     sb::detail::RecordData& r = record.data;
     r = sb::detail::RecordData();
     std::uint64_t mask;
     if (!get_varint(body, p, mask)) return false;
-    constexpr int kMeta = static_cast<int>(std::size(sb::detail::kMetaKeys));
     for (int i = 0; i < kMeta; ++i) {
         if (!(mask & (1u << i))) continue;
         std::string_view v;
@@ -117,13 +214,37 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
     }
     std::uint64_t n;
     if (!get_varint(body, p, n) || n > body.size()) return false;
+    r.reserve_leaves(static_cast<std::size_t>(n));
+    std::string prev_path;
+    std::vector<std::string_view> cats;
     for (std::uint64_t k = 0; k < n; ++k) {
         sb::detail::Leaf l;
-        std::string_view path, cat;
-        if (!get_string(body, p, path) || !get_string(body, p, cat) || p >= body.size())
-            return false;
-        l.path = std::string(path);
-        l.category = std::string(cat);
+        if (version == kVersion1) {
+            std::string_view path, cat;
+            if (!get_string(body, p, path) || !get_string(body, p, cat)) return false;
+            l.path = std::string(path);
+            l.category = std::string(cat);
+        } else {
+            std::uint64_t shared, ref;
+            std::string_view rest;
+            if (!get_varint(body, p, shared) || shared > prev_path.size() ||
+                !get_string(body, p, rest) || !get_varint(body, p, ref))
+                return false;
+            l.path.reserve(shared + rest.size());
+            l.path.assign(prev_path, 0, shared);
+            l.path.append(rest);
+            prev_path = l.path;
+            if (ref == 0) {
+                std::string_view cat;
+                if (!get_string(body, p, cat)) return false;
+                if (cats.size() < kMaxCategories) cats.push_back(cat);
+                l.category = std::string(cat);
+            } else {
+                if (ref > cats.size()) return false;
+                l.category = std::string(cats[ref - 1]);
+            }
+        }
+        if (p >= body.size()) return false;
         auto type = static_cast<std::uint8_t>(body[p++]);
         if (type > SB_VALUE_BOOL) return false;
         l.type = static_cast<sb_value_type>(type);

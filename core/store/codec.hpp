@@ -22,6 +22,22 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record);
 // Skips one record at `pos` without decoding it.
 bool skip(std::string_view in, std::size_t& pos);
 
+// Encoding in two steps, for the journal: everything but the record's id
+// (meta "id", known only when the record is committed) ahead of the commit,
+// then the record with its id. append() writes exactly what encode() writes
+// for the record with that id.
+class PreEncoded {
+public:
+    PreEncoded() = default;
+    explicit PreEncoded(const sb_record& record);
+    void append(std::string_view id, std::string& out) const;
+    std::size_t size() const { return tail_.size() + 32; } // about what append() adds
+
+private:
+    std::uint64_t mask_ = 0; // meta present, id included
+    std::string tail_;       // the body after the id
+};
+
 // Low-level pieces, shared with other store formats.
 void put_varint(std::string& out, std::uint64_t v);
 bool get_varint(std::string_view in, std::size_t& pos, std::uint64_t& v);

@@ -296,8 +296,13 @@ public:
     std::vector<OutboxRow> outbox_after(const std::string& destination, std::uint64_t after_seq,
                                         std::size_t limit) override {
         std::lock_guard lock(mutex_);
+        // Rows hold disjoint, increasing seq ranges: only the last row that
+        // starts at or before after_seq can reach past it. Bounding first_seq
+        // by it keeps this an index range, not a scan of every row kept.
         Stmt& s = st("SELECT destination, first_seq, count, chunk, expires_at, indexes, payloads "
                      "FROM outbox WHERE destination=?1 AND first_seq + count - 1 > ?2 "
+                     "AND first_seq >= coalesce((SELECT max(first_seq) FROM outbox "
+                     "WHERE destination=?1 AND first_seq <= ?2), 0) "
                      "ORDER BY first_seq LIMIT ?3");
         Reset r{s};
         s.bind(1, destination).bind(2, static_cast<std::int64_t>(after_seq)).bind(3, static_cast<std::int64_t>(limit));
@@ -526,15 +531,29 @@ void SqliteTxn::put_outbox(const OutboxRow& row) {
 }
 
 void SqliteTxn::set_acked(const std::string& destination, std::uint64_t acked_seq) {
+    // Rows wholly at or below the previous progress had their payloads
+    // dropped then: start from the row holding the first seq after it, so
+    // that each call costs what it acknowledges, not every row kept.
+    std::int64_t previous = 0;
+    {
+        Stmt& p = s_.st("SELECT acked FROM progress WHERE destination=?1");
+        Reset r{p};
+        p.bind(1, destination);
+        if (p.step()) previous = p.i64(0);
+    }
+    if (previous > static_cast<std::int64_t>(acked_seq)) previous = 0; // never expected: look at all
     s_.st("INSERT INTO progress(destination, acked) VALUES(?1, ?2) "
           "ON CONFLICT(destination) DO UPDATE SET acked=excluded.acked")
         .bind(1, destination)
         .bind(2, static_cast<std::int64_t>(acked_seq))
         .run();
-    s_.st("UPDATE outbox SET payloads=NULL WHERE destination=?1 AND first_seq + count - 1 <= ?2 "
-          "AND payloads IS NOT NULL")
+    s_.st("UPDATE outbox SET payloads=NULL WHERE destination=?1 AND first_seq <= ?2 "
+          "AND first_seq + count - 1 <= ?2 AND payloads IS NOT NULL "
+          "AND first_seq >= coalesce((SELECT max(first_seq) FROM outbox "
+          "WHERE destination=?1 AND first_seq <= ?3), 0)")
         .bind(1, destination)
         .bind(2, static_cast<std::int64_t>(acked_seq))
+        .bind(3, previous + 1)
         .run();
 }
 

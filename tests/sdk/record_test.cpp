@@ -162,6 +162,45 @@ TEST_CASE("conflicts: a container is an array or an object, not both") {
     CHECK(r.api.record_field_count(&r.rec) == 5);
 }
 
+TEST_CASE("the order of set() calls changes nothing: same paths, same JSON, same conflicts refused") {
+    const std::vector<std::string> valid = {"citizen.name", "citizen.address.postcode", "turns[0].text",
+                                            "turns[0].at", "turns[2].text", "turns[10].text", "ref[1]",
+                                            "ref[0]", "zeta", "a.b.c", "a.bc", "B"};
+    // Each conflicts with one of `valid`, whatever came first.
+    const std::vector<std::string> conflicting = {"citizen", "citizen.name.first", "turns.x", "ref.k",
+                                                  "a.b", "a.b.c.d", "turns[0]"};
+    std::string expected_json;
+    std::vector<std::string> expected_paths;
+    std::uint32_t seed = 12345;
+    auto next = [&] { return seed = seed * 1103515245u + 12345u; };
+    for (int round = 0; round < 200; ++round) {
+        std::vector<std::string> order = valid;
+        for (const auto& c : conflicting) order.push_back(c);
+        for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[next() % i]);
+        Rec r;
+        std::vector<std::string> refused;
+        for (const auto& p : order) {
+            // Reading in between puts the leaves in order; the record must
+            // take further out-of-order sets after it.
+            if (next() % 4 == 0) (void)r.paths();
+            if (r.str(p.c_str(), p) != SB_OK) refused.push_back(p);
+        }
+        // Whichever of a conflicting pair came first is kept; set again the
+        // valid ones that lost, after removing what blocked them.
+        for (const auto& c : conflicting) r.rec.data.erase(c);
+        for (const auto& p : valid) REQUIRE(r.str(p.c_str(), p) == SB_OK);
+        for (const auto& c : conflicting) CHECK(r.str(c.c_str(), c) == SB_ERR_INVALID);
+        if (round == 0) {
+            expected_json = r.json();
+            expected_paths = r.paths();
+            CHECK(expected_paths.size() == valid.size());
+        } else {
+            REQUIRE(r.json() == expected_json);
+            REQUIRE(r.paths() == expected_paths);
+        }
+    }
+}
+
 TEST_CASE("setting a path again replaces its value and category") {
     Rec r;
     REQUIRE(r.str("contact.phone", "one", "contact.phone") == SB_OK);

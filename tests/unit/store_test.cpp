@@ -69,6 +69,59 @@ TEST_CASE("codec: a record survives encode and decode exactly") {
     CHECK(pos == buf.size());
 }
 
+TEST_CASE("codec: many categories, long shared paths and the two-step encoding agree") {
+    sb_record r;
+    // More categories than the encoder's table holds: the rest are written in full.
+    for (int k = 0; k < 100; ++k) {
+        std::string v = "value-" + std::to_string(k);
+        sb_value s{SB_VALUE_STRING, v.c_str(), v.size(), 0, 0};
+        std::string path = "content.turns[" + std::to_string(99 - k) + "].text"; // out of order
+        REQUIRE(r.data.set(path, s, ("cat." + std::to_string(k % 70)).c_str()) == SB_OK);
+    }
+    r.data.set_meta("channel", "web_chat");
+    r.data.set_meta("id", "R7-1");
+    std::string once;
+    store::encode(r, once);
+    std::size_t pos = 0;
+    sb_record back;
+    REQUIRE(store::decode(once, pos, back));
+    CHECK(pos == once.size());
+    CHECK(back.data.json() == r.data.json());
+    for (const auto& leaf : r.data.leaves())
+        CHECK(back.data.find(leaf.path)->category == leaf.category);
+    // PreEncoded + append(id) writes exactly what encode() writes.
+    std::string two;
+    store::PreEncoded(r).append("R7-1", two);
+    CHECK(two == once);
+}
+
+TEST_CASE("codec: records written by the first format (version 1) are still read") {
+    // length, version 1, meta mask (bit of "id"), id, 1 leaf: path, category,
+    // type string, value; 0 attachments.
+    const int id_bit = sb::detail::meta_index("id");
+    std::string body;
+    body.push_back('\x01');
+    store::put_varint(body, std::uint64_t{1} << id_bit);
+    store::put_string(body, "R1-0");
+    store::put_varint(body, 1);
+    store::put_string(body, "citizen.name");
+    store::put_string(body, "identity.name");
+    body.push_back(static_cast<char>(SB_VALUE_STRING));
+    store::put_string(body, "Canary-Name-1");
+    store::put_varint(body, 0);
+    std::string buf;
+    store::put_varint(buf, body.size());
+    buf += body;
+    std::size_t pos = 0;
+    sb_record r;
+    REQUIRE(store::decode(buf, pos, r));
+    CHECK(pos == buf.size());
+    REQUIRE(r.data.find("citizen.name"));
+    CHECK(r.data.find("citizen.name")->str == "Canary-Name-1");
+    CHECK(r.data.find("citizen.name")->category == "identity.name");
+    CHECK(std::string(r.data.meta("id")) == "R1-0");
+}
+
 TEST_CASE("codec: truncated or corrupt input is refused, never read past the end") {
     std::string buf;
     store::encode(sample(1), buf);

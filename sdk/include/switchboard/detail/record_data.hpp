@@ -91,6 +91,48 @@ inline void append_sort_key(std::string& out, const std::vector<PathSegment>& se
     }
 }
 
+// parse_path() and append_sort_key() in one pass, without the segments:
+// false for what parse_path refuses; otherwise appends the sort key to `key`
+// and tells whether `path` is already canonical (no index with leading zeros).
+inline bool path_sort_key(std::string_view path, std::string& key, bool& canonical) {
+    canonical = true;
+    if (path.empty() || path.size() > kMaxPathLength) return false;
+    std::size_t i = 0, depth = 0;
+    bool expect_key = true;
+    while (i < path.size()) {
+        if (expect_key) {
+            std::size_t start = i;
+            while (i < path.size() && is_key_char(path[i])) ++i;
+            if (i == start) return false;
+            key.push_back('\x02');
+            key.append(path.data() + start, i - start);
+            key.push_back('\0');
+            expect_key = false;
+        } else if (path[i] == '.') {
+            ++i;
+            expect_key = true;
+            continue;
+        } else if (path[i] == '[') {
+            ++i;
+            std::size_t start = i;
+            while (i < path.size() && path[i] >= '0' && path[i] <= '9') ++i;
+            if (i == start || i >= path.size() || path[i] != ']' || i - start > 7) return false;
+            std::uint32_t index = 0;
+            for (std::size_t k = start; k < i; ++k) index = index * 10 + static_cast<std::uint32_t>(path[k] - '0');
+            if (index > kMaxArrayIndex) return false;
+            if (path[start] == '0' && i - start > 1) canonical = false;
+            ++i;
+            char b[5] = {'\x01', static_cast<char>(index >> 24), static_cast<char>(index >> 16),
+                         static_cast<char>(index >> 8), static_cast<char>(index)};
+            key.append(b, 5);
+        } else {
+            return false;
+        }
+        if (++depth > kMaxPathDepth) return false;
+    }
+    return !expect_key;
+}
+
 // Appends `s` to `out` as a JSON string literal. Invalid UTF-8 bytes become
 // U+FFFD so that the output is always valid JSON.
 inline void append_json_string(std::string& out, std::string_view s) {
@@ -250,36 +292,97 @@ public:
     }
 
     // Fields -------------------------------------------------------------
+    //
+    // Leaves are kept in path order. Sources set them in document order,
+    // which is rarely path order, so an out-of-order set() does not shift the
+    // vector: the leaf is appended and its place kept in order_, and the
+    // vector is put in path order once, when it is next read.
     sb_status set(std::string_view path, const sb_value& value, const char* category) {
-        if (!parse_path(path, scratch_)) return SB_ERR_INVALID;
+        key_.clear();
+        bool is_canonical = true;
+        if (!path_sort_key(path, key_, is_canonical)) return SB_ERR_INVALID;
         // A C plugin may pass any int as the type: check it as an int.
         auto type = raw_enum(value.type);
         if (type < SB_VALUE_NULL || type > SB_VALUE_BOOL) return SB_ERR_INVALID;
         if (type == SB_VALUE_STRING && value.str == nullptr && value.len != 0)
             return SB_ERR_INVALID;
-        Leaf leaf;
-        append_sort_key(leaf.key, scratch_);
-        auto pos = lower_bound(leaf.key);
-        bool exists = pos != leaves_.end() && pos->key == leaf.key;
-        if (!exists && conflicts(pos, leaf.key)) return SB_ERR_INVALID;
-        leaf.path = canonical(scratch_);
-        leaf.category = (category && *category) ? category : "unknown";
+        Leaf* target = nullptr;
+        if (leaves_.capacity() == 0) leaves_.reserve(32); // records have a few dozen leaves
+        if (order_.empty() && (leaves_.empty() || leaves_.back().key < key_)) {
+            // In order (or the first): only the previous leaf can conflict.
+            if (!leaves_.empty() && conflicts(leaves_.back().key, key_)) return SB_ERR_INVALID;
+            target = &leaves_.emplace_back();
+        } else {
+            if (order_.empty()) { // leave the sorted state: index the leaves
+                order_.resize(leaves_.size());
+                for (std::uint32_t k = 0; k < order_.size(); ++k) order_[k] = k;
+            }
+            auto pos = std::lower_bound(order_.begin(), order_.end(), key_,
+                                        [&](std::uint32_t k, const std::string& key) {
+                                            return leaves_[k].key < key;
+                                        });
+            if (pos != order_.end() && leaves_[*pos].key == key_) {
+                target = &leaves_[*pos];
+            } else {
+                if ((pos != order_.end() && conflicts(leaves_[*pos].key, key_)) ||
+                    (pos != order_.begin() && conflicts(leaves_[*(pos - 1)].key, key_)))
+                    return SB_ERR_INVALID;
+                order_.insert(pos, static_cast<std::uint32_t>(leaves_.size()));
+                target = &leaves_.emplace_back();
+            }
+        }
+        Leaf& leaf = *target;
+        leaf.key.assign(key_);
+        if (is_canonical) {
+            leaf.path.assign(path);
+        } else {
+            parse_path(path, scratch_);
+            leaf.path = canonical(scratch_);
+        }
+        leaf.category.assign((category && *category) ? category : "unknown");
         leaf.type = value.type;
+        leaf.str.clear();
+        leaf.i = 0;
+        leaf.f = 0;
         if (value.type == SB_VALUE_STRING) leaf.str.assign(value.str ? value.str : "", value.len);
         if (value.type == SB_VALUE_INT || value.type == SB_VALUE_BOOL)
             leaf.i = value.type == SB_VALUE_BOOL ? (value.i != 0) : value.i;
         if (value.type == SB_VALUE_FLOAT) leaf.f = value.f;
-        if (exists)
-            *pos = std::move(leaf);
-        else
-            leaves_.insert(pos, std::move(leaf));
         dirty();
         return SB_OK;
     }
 
+    // Appends a copy of `src`, a leaf of another record. Valid
+    // only when `src` comes after every leaf here in path order and those
+    // leaves are from the same record as `src` (a profile copying a subset of
+    // a record's leaves, in order): then no conflict is possible.
+    Leaf& append_copy(const Leaf& src) {
+        Leaf& leaf = append_path_of(src);
+        leaf.type = src.type;
+        leaf.str = src.str;
+        leaf.i = src.i;
+        leaf.f = src.f;
+        return leaf;
+    }
+
+    // The same with a null value, for the caller to set.
+    Leaf& append_path_of(const Leaf& src) {
+        sort_leaves();
+        Leaf& leaf = leaves_.emplace_back();
+        leaf.key = src.key;
+        leaf.path = src.path;
+        leaf.category = src.category;
+        dirty();
+        return leaf;
+    }
+
+    // Reserves room for `n` leaves.
+    void reserve_leaves(std::size_t n) { leaves_.reserve(n); }
+
     // Removes the leaf at `path`, or every leaf under it when it names a
     // subtree. Returns how many leaves went.
     std::size_t erase(std::string_view path) {
+        sort_leaves();
         std::vector<PathSegment> want;
         if (!parse_path(path, want)) return 0;
         std::string prefix;
@@ -294,6 +397,7 @@ public:
     }
 
     const Leaf* find(std::string_view path) const {
+        sort_leaves();
         std::vector<PathSegment> segs;
         if (!parse_path(path, segs)) return nullptr;
         std::string key;
@@ -304,7 +408,10 @@ public:
         return nullptr;
     }
 
-    const std::vector<Leaf>& leaves() const { return leaves_; }
+    const std::vector<Leaf>& leaves() const {
+        sort_leaves();
+        return leaves_;
+    }
 
     // Attachments --------------------------------------------------------
     sb_status add_attachment(const sb_attachment& in) {
@@ -346,6 +453,7 @@ public:
 
     // Mutable access to string values (ingest redaction rewrites them in place).
     std::vector<Leaf>& mutable_leaves() {
+        sort_leaves();
         dirty();
         return leaves_;
     }
@@ -353,10 +461,10 @@ public:
     // Appends a leaf known to come after every existing one in path order and
     // to be valid (storage reading back what it wrote). Computes its sort key.
     void push_sorted(Leaf leaf) {
-        std::vector<PathSegment> segs;
-        parse_path(leaf.path, segs);
+        sort_leaves();
+        parse_path(leaf.path, scratch_);
         leaf.key.clear();
-        append_sort_key(leaf.key, segs);
+        append_sort_key(leaf.key, scratch_);
         leaves_.push_back(std::move(leaf));
         dirty();
     }
@@ -429,7 +537,7 @@ public:
         std::vector<PathSegment> prev, cur;
         std::vector<Open> stack{{false, true, 0}}; // [0] is the root object
         out.push_back('{');
-        for (const Leaf& leaf : leaves_) {
+        for (const Leaf& leaf : leaves()) {
             parse_path(leaf.path, cur);
             // Containers shared with the previous leaf stay open.
             std::size_t common = 0;
@@ -502,43 +610,70 @@ private:
     }
 
     std::vector<Leaf>::iterator lower_bound(const std::string& key) {
+        sort_leaves();
         return std::lower_bound(leaves_.begin(), leaves_.end(), key,
                                 [](const Leaf& l, const std::string& k) { return l.key < k; });
     }
 
-    // A new leaf conflicts if an existing leaf is one of its ancestors, if it
-    // would be an ancestor of existing leaves, or if a container on its way is
-    // already used with the other kind (object vs array). Only the neighbours
-    // in sort order can conflict.
-    bool conflicts(std::vector<Leaf>::iterator pos, const std::string& key) const {
-        auto check = [&](const std::string& other) {
-            std::size_t n = std::min(other.size(), key.size());
-            std::size_t i = 0;
-            std::size_t seg_start = 0; // start of the segment being compared
-            while (i < n && other[i] == key[i]) {
-                // Track segment boundaries: a key ends at its 0x00, an index
-                // spans 5 bytes.
-                if (key[seg_start] == '\x01' ? i == seg_start + 4 : key[i] == '\0')
-                    seg_start = i + 1;
-                ++i;
+    // Whether the path of sort key `key` may sit beside the neighbour
+    // `other` (a different key): it conflicts if one is an ancestor of the
+    // other, or if a container on their common way is used with the other
+    // kind (object vs array). Only the neighbours in sort order can conflict.
+    static bool conflicts(const std::string& other, const std::string& key) {
+        std::size_t n = std::min(other.size(), key.size());
+        std::size_t i = 0;
+        std::size_t seg_start = 0; // start of the segment being compared
+        while (i < n && other[i] == key[i]) {
+            // Track segment boundaries: a key ends at its 0x00, an index
+            // spans 5 bytes.
+            if (key[seg_start] == '\x01' ? i == seg_start + 4 : key[i] == '\0') seg_start = i + 1;
+            ++i;
+        }
+        if (i == n) return true; // one is a prefix of the other
+        // They diverge inside the segment starting at seg_start: a
+        // conflict only if one is a key and the other an index there.
+        return i == seg_start && other[i] != key[i];
+    }
+
+    // Puts leaves_ in path order after out-of-order set() calls.
+    // In place (by the cycles of the permutation) and without allocating:
+    // readers such as the classifier promise not to allocate.
+    void sort_leaves() const {
+        if (order_.empty()) return;
+        constexpr std::uint32_t done = UINT32_MAX;
+        for (std::uint32_t i = 0; i < order_.size(); ++i) {
+            if (order_[i] == done) continue;
+            if (order_[i] == i) {
+                order_[i] = done;
+                continue;
             }
-            if (i == n) return true; // one is a prefix of the other
-            // They diverge inside the segment starting at seg_start: a
-            // conflict only if one is a key and the other an index there.
-            return i == seg_start && other[i] != key[i];
-        };
-        if (pos != leaves_.end() && check(pos->key)) return true;
-        if (pos != leaves_.begin() && check((pos - 1)->key)) return true;
-        return false;
+            Leaf held = std::move(leaves_[i]);
+            std::uint32_t j = i;
+            for (;;) { // leaves_[j] takes leaves_[order_[j]]
+                std::uint32_t from = order_[j];
+                order_[j] = done;
+                if (from == i) {
+                    leaves_[j] = std::move(held);
+                    break;
+                }
+                leaves_[j] = std::move(leaves_[from]);
+                j = from;
+            }
+        }
+        order_.clear();
     }
 
     void dirty() { json_valid_ = false; }
 
     std::string meta_[std::size(kMetaKeys)];
     std::uint32_t has_meta_ = 0;
-    std::vector<Leaf> leaves_;
+    // In path order, except while order_ is not empty: then in the order
+    // they were set, order_ holding their path order (see set()).
+    mutable std::vector<Leaf> leaves_;
+    mutable std::vector<std::uint32_t> order_;
     std::vector<AttachmentData> attachments_;
     std::vector<PathSegment> scratch_;
+    std::string key_;
     mutable std::string json_;
     mutable bool json_valid_ = false;
 };
