@@ -1,5 +1,6 @@
 #include "pipeline/classifier.hpp"
 
+#include "pipeline/leaf_text.hpp"
 #include "util/text.hpp"
 
 #include <algorithm>
@@ -54,24 +55,6 @@ std::string normalise_keyword(std::string_view s, bool case_sensitive) {
         }
     }
     return out;
-}
-
-// The text a rule tests: strings as they are, numbers and booleans in their
-// JSON spelling (written into `buf`, so nothing is allocated). Null has none.
-std::optional<std::string_view> leaf_text(const Leaf& leaf, char (&buf)[32]) {
-    switch (leaf.type) {
-    case SB_VALUE_STRING: return std::string_view(leaf.str);
-    case SB_VALUE_INT: {
-        auto r = std::to_chars(buf, buf + sizeof buf, leaf.i);
-        return std::string_view(buf, static_cast<std::size_t>(r.ptr - buf));
-    }
-    case SB_VALUE_FLOAT: {
-        auto r = std::to_chars(buf, buf + sizeof buf, leaf.f);
-        return std::string_view(buf, static_cast<std::size_t>(r.ptr - buf));
-    }
-    case SB_VALUE_BOOL: return std::string_view(leaf.i ? "true" : "false");
-    default: return std::nullopt;
-    }
 }
 
 bool equal_text(std::string_view value, std::string_view needle, bool case_sensitive) {

@@ -1,6 +1,7 @@
 #include "pipeline/profile.hpp"
 
 #include "pipeline/pii.hpp"
+#include "pipeline/leaf_text.hpp"
 #include "util/text.hpp"
 
 #include <algorithm>
@@ -49,25 +50,6 @@ std::optional<ParsedTransform> parse_transform(std::string_view t) {
         if (r.ec == std::errc() && r.ptr == t.data() + t.size()) return ParsedTransform{Transform::Mask, n};
     }
     return std::nullopt;
-}
-
-// The text a non-keep transform works on: strings as they are, numbers and
-// booleans as their JSON spelling, so that a card number sent as an integer
-// is still redacted, masked or hashed (never passed raw). Null has none.
-std::optional<std::string_view> leaf_text(const Leaf& leaf, char (&buf)[32]) {
-    switch (leaf.type) {
-    case SB_VALUE_STRING: return std::string_view(leaf.str);
-    case SB_VALUE_INT: {
-        auto r = std::to_chars(buf, buf + sizeof buf, leaf.i);
-        return std::string_view(buf, static_cast<std::size_t>(r.ptr - buf));
-    }
-    case SB_VALUE_FLOAT: {
-        auto r = std::to_chars(buf, buf + sizeof buf, leaf.f);
-        return std::string_view(buf, static_cast<std::size_t>(r.ptr - buf));
-    }
-    case SB_VALUE_BOOL: return std::string_view(leaf.i ? "true" : "false");
-    default: return std::nullopt;
-    }
 }
 
 Action action_of(Transform t) {
