@@ -11,12 +11,15 @@
 
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 using namespace std::chrono_literals;
 using sbtest::Process;
@@ -25,6 +28,30 @@ using sbtest::TempDir;
 namespace {
 
 std::string default_config() { return sbtest::source_root() + "/configs/default.toml"; }
+
+// The default config's department feeds.
+const char* const kFeeds[] = {"revenues", "waste", "housing"};
+
+// What `scripts/demo keys` makes under var/keys/, made under DIR instead
+// (when missing), and the --set arguments pointing the default config's
+// feeds at them, each on a free loopback port.
+std::vector<std::string> demo_keys(const std::filesystem::path& dir) {
+    std::filesystem::create_directories(dir);
+    for (const char* name : {"switchboard", "revenues", "waste", "housing"}) {
+        if (std::filesystem::exists(dir / (std::string(name) + ".key"))) continue;
+        auto r = sbtest::run({sbtest::switchboard_binary(), "keygen", name, "--dir", dir.string()}, 20s);
+        INFO(r.err);
+        REQUIRE(r.code == 0);
+    }
+    std::vector<std::string> args;
+    for (const char* dest : kFeeds) {
+        const std::string at = std::string("destinations.") + dest + ".config.";
+        args.insert(args.end(), {"--set", at + "endpoint=tcp://127.0.0.1:*",
+                                 "--set", at + "server_secret_key=file:" + (dir / "switchboard.key").string(),
+                                 "--set", at + "client_key_files=[\"" + (dir / dest).string() + ".pub\"]"});
+    }
+    return args;
+}
 
 struct Http {
     int status;
@@ -45,8 +72,8 @@ Http get(int port, const std::string& path) {
 
 // Starts the daemon on `config` with a private data dir and a free port. For
 // the default config, the demo is laid out in the data dir too (as `make
-// run` does under var/), and its departments write there: tests stay out of
-// the source tree.
+// run` does under var/), with its feeds' keys, the feeds on free ports and
+// the review file there: tests stay out of the source tree.
 std::unique_ptr<Process> start(const std::string& config, const TempDir& data,
                                std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {sbtest::switchboard_binary(), "run", "-c", config,
@@ -60,9 +87,10 @@ std::unique_ptr<Process> start(const std::string& config, const TempDir& data,
                                   "prepare", "--root", demo.string()});
             REQUIRE(r.code == 0);
         }
-        for (const char* dest : {"revenues", "waste", "housing", "review"})
-            argv.insert(argv.end(), {"--set", std::string("destinations.") + dest + ".config.dir=" +
-                                                  (data.path / "departments" / dest).string()});
+        argv.insert(argv.end(), {"--set", "destinations.review.config.dir=" +
+                                              (data.path / "departments" / "review").string()});
+        auto keys = demo_keys(data.path / "keys");
+        argv.insert(argv.end(), keys.begin(), keys.end());
         argv.insert(argv.end(), {"--set", "sources.calls.config.export_dir=" + (demo / "verint").string(),
                                  "--set", "sources.one-stop-shops.config.dir=" + (demo / "qgenie").string(),
                                  "--set", "sources.email.config.maildir=" + (demo / "email").string()});
@@ -89,6 +117,21 @@ TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves heal
     CHECK(ready.status == 200);
     CHECK(ready.body == "{\"status\":\"ready\"}");
     CHECK(get(port, "/no/such/route").status == 404);
+    // Each department watches its feed with switchboard-feed, as the README
+    // tells a new user to, writing to departments/<name>.
+    std::vector<std::unique_ptr<Process>> clients;
+    for (const char* dest : kFeeds) {
+        auto m = daemon->wait_for_log(std::string("\\[") + dest +
+                                          "\\]: listening on (tcp://127\\.0\\.0\\.1:[0-9]+) \\(CURVE",
+                                      20s);
+        INFO(daemon->err());
+        REQUIRE(m);
+        const auto keys = data.path / "keys";
+        clients.push_back(std::make_unique<Process>(std::vector<std::string>{
+            sbtest::env_or_fail("SB_FEED_BINARY"), "--endpoint", (*m)[1], "--server-key",
+            (keys / "switchboard.pub").string(), "--key", (keys / dest).string() + ".key", "--state",
+            (data.path / "feed-state" / dest).string(), "--out", (data.path / "departments" / dest).string()}));
+    }
     // The demo contacts flow to the demo departments within seconds, from
     // every source: a Landbot conversation once it has been quiet for 5s.
     {
@@ -134,10 +177,22 @@ TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves heal
     for (;;) {
         std::size_t n = delivered();
         if ((sources_seen.size() == 5 && n >= 18) || std::chrono::steady_clock::now() > deadline) break;
+        daemon->pump(0);
+        for (auto& c : clients) c->pump(0);
         std::this_thread::sleep_for(100ms);
     }
     CHECK(sources_seen == std::set<std::string>{"calls", "email", "one-stop-shops", "sample-import", "web-chat"});
     CHECK(delivered() >= 18);
+    // Every feed had records, and each client stops cleanly.
+    for (const char* dest : kFeeds) {
+        std::error_code ec;
+        CHECK_FALSE(std::filesystem::is_empty(data.path / "departments" / dest, ec));
+    }
+    for (auto& c : clients) {
+        c->signal(SIGTERM);
+        INFO(c->err());
+        CHECK(c->wait(20s) == 0);
+    }
     // SIGHUP says plainly what it does.
     daemon->signal(SIGHUP);
     CHECK(daemon->wait_for_log("SIGHUP: .* is valid, but live reload is not supported yet", 10s));
@@ -189,9 +244,15 @@ TEST_CASE("run refuses an invalid config, listing every error, and starts nothin
 }
 
 TEST_CASE("check: exit 0 on a valid config, 2 with every error on a bad one") {
-    auto ok = sbtest::run({sbtest::switchboard_binary(), "check", "-c", default_config(),
-                           "--plugin-dir", sbtest::plugin_dir()},
-                          60s, {"LANDBOT_HOOK_TOKEN=test-hook-token"});
+    // The default config reads its feeds' keys from var/keys/, which
+    // `make run` makes first (scripts/demo keys); here they are made under a
+    // temporary directory instead.
+    TempDir keys;
+    std::vector<std::string> argv = {sbtest::switchboard_binary(), "check", "-c", default_config(),
+                                     "--plugin-dir", sbtest::plugin_dir()};
+    auto key_args = demo_keys(keys.path);
+    argv.insert(argv.end(), key_args.begin(), key_args.end());
+    auto ok = sbtest::run(argv, 60s, {"LANDBOT_HOOK_TOKEN=test-hook-token"});
     CHECK(ok.code == 0);
     CHECK(ok.out.find("default.toml: OK") != std::string::npos);
 
