@@ -104,28 +104,41 @@ void fsync_dir(const fs::path& dir) {
 }
 } // namespace
 
-std::int64_t read_position(const fs::path& state_dir) {
+Position read_position_file(const fs::path& state_dir) {
     fs::path p = state_dir / kPositionFile;
     std::ifstream in(p);
     if (!in) {
-        if (!fs::exists(p)) return 0;
+        if (!fs::exists(p)) return {};
         throw std::runtime_error("cannot read " + p.string() + ": " + std::strerror(errno));
     }
     std::stringstream ss;
     ss << in.rdbuf();
     std::string t = trim(ss.str());
+    // "S" (before feed ids) or "S FEED".
+    std::string feed;
+    if (auto sp = t.find(' '); sp != std::string::npos) {
+        feed = trim(std::string_view(t).substr(sp + 1));
+        t.resize(sp);
+    }
     std::int64_t v = 0;
     auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-    if (t.empty() || ec != std::errc() || end != t.data() + t.size() || v < 0)
-        throw std::runtime_error(p.string() + ": not a position (expected one non-negative integer); "
-                                              "remove it only to receive every record the server still holds again");
-    return v;
+    bool feed_ok = feed.size() <= 64 && std::all_of(feed.begin(), feed.end(), [](char c) {
+                       return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                              c == '-' || c == '_';
+                   });
+    if (t.empty() || ec != std::errc() || end != t.data() + t.size() || v < 0 || !feed_ok)
+        throw std::runtime_error(p.string() + ": not a position (expected a non-negative integer, then "
+                                              "optionally the feed id); remove it only to receive every record "
+                                              "the server still holds again");
+    return {v, feed};
 }
 
-void write_position(const fs::path& state_dir, std::int64_t acked) {
+std::int64_t read_position(const fs::path& state_dir) { return read_position_file(state_dir).acked; }
+
+void write_position(const fs::path& state_dir, std::int64_t acked, const std::string& feed) {
     fs::path tmp = state_dir / (std::string(kPositionFile) + ".tmp");
     fs::path dst = state_dir / kPositionFile;
-    std::string text = std::to_string(acked) + "\n";
+    std::string text = std::to_string(acked) + (feed.empty() ? "" : " " + feed) + "\n";
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(errno));
     bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
@@ -223,6 +236,7 @@ struct FeedClient::Impl {
     mutable std::mutex stats_mutex;
     ClientStats st;
     std::int64_t acked = 0;
+    std::string feed_id; // the numbering `acked` belongs to (WELCOME "feed"); "" before the first
 
     enum class End { Stopped, Retry, Fatal };
 
@@ -278,7 +292,9 @@ FeedClient::FeedClient(ClientOptions options, std::unique_ptr<FeedSink> sink) : 
                                  " is in use by another client (lock file " + lock.string() + ")");
     }
     impl_->lock_fd = fd;
-    impl_->acked = read_position(o.state_dir);
+    Position pos = read_position_file(o.state_dir);
+    impl_->acked = pos.acked;
+    impl_->feed_id = pos.feed;
     impl_->st.acked = impl_->acked;
     if (::pipe2(impl_->wake, O_CLOEXEC | O_NONBLOCK) != 0) throw std::runtime_error("pipe failed");
     impl_->ctx = zmq_ctx_new();
@@ -373,7 +389,8 @@ FeedClient::Impl::End FeedClient::Impl::session() {
 
     // HELLO waits in the socket's queue until the connection is up.
     std::string hello = "{\"protocol\":" + std::to_string(kProtocolVersion) + ",\"acked\":" + std::to_string(acked) +
-                        ",\"credit\":" + std::to_string(opt.credit) + "}";
+                        ",\"credit\":" + std::to_string(opt.credit) +
+                        (feed_id.empty() ? std::string() : ",\"feed\":\"" + feed_id + "\"") + "}";
     if (!send_message(sock.s, "HELLO", hello)) {
         log(LogLevel::Warn, std::string("cannot send HELLO: ") + zmq_strerror(zmq_errno()));
         return End::Retry;
@@ -492,6 +509,20 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
         if (type == "RECORD") {
             auto seq = body->get_int("seq");
             auto id = body->get_string("id");
+            if (seq && *seq > last && (!id || id->empty() || !body->has_object("record"))) {
+                // A record this client can never read: refused for good, so
+                // that it is not resent for ever (the server dead-letters
+                // it). Sent at once, before any later position is persisted.
+                std::string why = !id || id->empty() ? "RECORD without a string id" : "RECORD without a record object";
+                count([](ClientStats& s) { ++s.malformed; ++s.rejected; });
+                log(LogLevel::Warn, "record seq " + std::to_string(*seq) + " cannot be read (" + why + "); rejected");
+                if (!send_message(sock, "REJECT", "{\"seq\":" + std::to_string(*seq) + ",\"reason\":\"" + why + "\"}")) {
+                    log(LogLevel::Warn, std::string("cannot send REJECT: ") + zmq_strerror(zmq_errno()));
+                    end = End::Retry;
+                    break;
+                }
+                continue;
+            }
             if (!seq || *seq < 1 || !id || id->empty() || !body->has_object("record")) {
                 malformed(std::string("RECORD without ") +
                           (!seq || *seq < 1 ? "a positive integer seq" : !id || id->empty() ? "a string id" : "a record object") +
@@ -538,6 +569,34 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
             }
             auto next = body->get_int("next");
             auto dest = body->get_string("destination").value_or("?");
+            auto feed = body->get_string("feed").value_or("");
+            bool feed_ok = !feed.empty() && feed.size() <= 64 && std::all_of(feed.begin(), feed.end(), [](char c) {
+                               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                      c == '-' || c == '_';
+                           });
+            if (!feed.empty() && !feed_ok) malformed("WELCOME with a feed id that is not 1-64 letters, digits, - or _");
+            if (feed_ok && feed != feed_id) {
+                if (!feed_id.empty()) {
+                    // The server's numbering is not the one our position is
+                    // in (its journal was started afresh): it did not take
+                    // our `acked`, and sends from its lowest record held.
+                    log(LogLevel::Warn, "the server's feed id is " + feed + ", this client's position " +
+                                            std::to_string(acked) + " was in feed " + feed_id +
+                                            ": the feed was reset; receiving it from the start");
+                    count([](ClientStats& s) { ++s.feed_resets; });
+                    acked = 0;
+                    last = 0;
+                }
+                try {
+                    write_position(opt.state_dir, acked, feed);
+                } catch (const std::exception& e) {
+                    log(LogLevel::Error, std::string("cannot persist the position: ") + e.what());
+                    end = End::Retry;
+                    break;
+                }
+                feed_id = feed;
+                count([&](ClientStats& s) { s.acked = acked; });
+            }
             welcomed = true;
             count([](ClientStats& s) { ++s.sessions; });
             std::string m = "session with destination " + one_line(dest, 64) + ": position " +
@@ -547,15 +606,25 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
                 m += "; " + std::to_string(*next - acked - 1) +
                      " sequence number(s) expired or were erased before delivery";
             log(LogLevel::Info, m);
-            if (next && *next <= acked)
+            if (next && *next <= acked && !feed_ok)
                 log(LogLevel::Warn, "the server's next sequence number " + std::to_string(*next) +
                                         " is at or below this client's position " + std::to_string(acked) +
                                         ": records up to it are taken as resends and dropped; if the council "
                                         "reset the feed, stop the client and remove the position file");
         } else if (type == "ERROR") {
             count([](ClientStats& s) { ++s.server_errors; });
-            log(LogLevel::Warn, "the server reports an error: " +
-                                    one_line(body->get_string("error").value_or("(no text)"), 300));
+            bool fatal = body->get_bool("fatal").value_or(false);
+            auto about = body->get_string("type");
+            log(fatal ? LogLevel::Error : LogLevel::Warn,
+                "the server reports an error" + (about ? " about " + printable_type(*about) : std::string()) + ": " +
+                    one_line(body->get_string("error").value_or("(no text)"), 300) +
+                    (fatal ? "; the session is over, starting a new one" : ""));
+            if (fatal) {
+                // No session on this connection (any more): a new connection
+                // and HELLO, after what was taken so far is stored.
+                end = End::Retry;
+                break;
+            }
         } else {
             malformed("unknown type " + printable_type(type));
         }
@@ -570,7 +639,7 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
             return End::Retry;
         }
         try {
-            write_position(opt.state_dir, last);
+            write_position(opt.state_dir, last, feed_id);
         } catch (const std::exception& e) {
             count([](ClientStats& s) { ++s.sink_failures; });
             log(LogLevel::Error, std::string("cannot persist the position: ") + e.what());

@@ -35,6 +35,12 @@ public:
         if (!v.isString()) return std::nullopt;
         return v.convert<std::string>();
     }
+    std::optional<bool> get_bool(const std::string& key) const {
+        if (!o_->has(key)) return std::nullopt;
+        const Poco::Dynamic::Var& v = o_->get(key);
+        if (!v.isBoolean()) return std::nullopt;
+        return v.extract<bool>();
+    }
     bool has_object(const std::string& key) const { return o_->has(key) && o_->isObject(key); }
 
 private:

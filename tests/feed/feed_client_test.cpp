@@ -310,6 +310,9 @@ TEST_CASE("malformed messages from the server are reported, counted and survived
     REQUIRE(server.wait_until([&] { return c.client->stats().malformed >= bad.size(); }, 15s));
     CHECK(server.wait_until([&] { return c.client->stats().server_errors == 1; }, 5s));
     CHECK(c.client->stats().malformed == bad.size());
+    // The two with a usable seq were answered REJECT (not resent for ever).
+    CHECK(server.wait_until([&] { return server.rejects().size() == 2; }, 5s));
+    CHECK(c.client->stats().rejected == 2);
     // Still in business: the next record arrives and is acknowledged.
     server.add_record(rid(2));
     REQUIRE(server.wait_until([&] { return server.acked() == 2; }, 15s));
@@ -319,6 +322,67 @@ TEST_CASE("malformed messages from the server are reported, counted and survived
     CHECK(logs.find("malformed message from the server: 1 frame(s)") != std::string::npos);
     CHECK(logs.find("unknown type SURPRISE") != std::string::npos);
     CHECK(logs.find("the server reports an error: unknown message type") != std::string::npos);
+}
+
+TEST_CASE("the client keeps the feed id with its position; a reset feed is received from the start", "[feed]") {
+    Setup s;
+    {
+        ServerOptions o = s.server_options();
+        o.feed_id = "feed-one";
+        TestFeedServer server(o);
+        for (int i = 1; i <= 3; ++i) server.add_record(rid(i));
+        RunningClient c(s.client_options(server), s.dir_sink());
+        REQUIRE(server.wait_until([&] { return server.acked() == 3; }, 15s));
+        c.stop();
+        REQUIRE(server.hellos().size() == 1);
+        CHECK(server.hellos()[0].feed.empty()); // a new client knows no feed yet
+    }
+    auto pos = feed::read_position_file(s.state());
+    CHECK(pos.acked == 3);
+    CHECK(pos.feed == "feed-one");
+    // The council's journal started afresh: numbers from 1 again, new id.
+    ServerOptions o = s.server_options();
+    o.feed_id = "feed-two";
+    TestFeedServer server(o);
+    for (int i = 11; i <= 12; ++i) server.add_record(rid(i));
+    RunningClient c(s.client_options(server), s.dir_sink());
+    REQUIRE(server.wait_until([&] { return server.acked() == 2; }, 15s));
+    REQUIRE(server.hellos().size() >= 1);
+    CHECK(server.hellos()[0].feed == "feed-one");
+    CHECK(server.hellos()[0].acked == 3);
+    CHECK(ids_of(out_lines(s.out())) == std::vector<std::string>{rid(1), rid(2), rid(3), rid(11), rid(12)});
+    CHECK(c.client->stats().feed_resets == 1);
+    CHECK(c.all_logs().find("the feed was reset") != std::string::npos);
+    c.stop();
+    pos = feed::read_position_file(s.state());
+    CHECK(pos.acked == 2);
+    CHECK(pos.feed == "feed-two");
+}
+
+TEST_CASE("a position file from before feed ids is read; a damaged one is refused", "[feed]") {
+    sbtest::TempDir tmp{"sb-feed-pos"};
+    std::ofstream(tmp.path / "position") << "17\n";
+    CHECK(feed::read_position(tmp.path) == 17);
+    CHECK(feed::read_position_file(tmp.path).feed.empty());
+    feed::write_position(tmp.path, 18, "0a1b2c3d4e5f6071");
+    CHECK(feed::read_position_file(tmp.path).acked == 18);
+    CHECK(feed::read_position_file(tmp.path).feed == "0a1b2c3d4e5f6071");
+    std::ofstream(tmp.path / "position") << "18 bad feed id\n";
+    CHECK_THROWS_WITH(feed::read_position(tmp.path), Catch::Contains("not a position"));
+}
+
+TEST_CASE("a fatal ERROR ends the session; the client says HELLO again on a new connection", "[feed]") {
+    Setup s;
+    TestFeedServer server(s.server_options());
+    server.add_record(rid(1));
+    RunningClient c(s.client_options(server), s.dir_sink());
+    REQUIRE(server.wait_until([&] { return server.acked() == 1; }, 15s));
+    server.send_raw({"ERROR", R"({"error":"ACK: no session on this connection; say HELLO first","type":"ACK","fatal":true})"});
+    REQUIRE(server.wait_until([&] { return server.hellos().size() == 2; }, 10s));
+    CHECK(server.hellos()[1].acked == 1);
+    CHECK(c.all_logs().find("about ACK") != std::string::npos);
+    server.add_record(rid(2));
+    REQUIRE(server.wait_until([&] { return server.acked() == 2; }, 15s));
 }
 
 TEST_CASE("a server speaking another protocol version is left, with a clear message", "[feed]") {

@@ -48,6 +48,12 @@ struct Hello {
     std::int64_t acked = -1;
     std::int64_t credit = -1;
     std::int64_t protocol = -1;
+    std::string feed; // "" when the HELLO named none
+};
+
+struct Reject {
+    std::int64_t seq = 0;
+    std::string reason;
 };
 
 struct Erased {
@@ -61,6 +67,7 @@ struct ServerOptions {
     std::string bind = "tcp://127.0.0.1:*";
     std::string destination = "housing";
     bool resend_from_start = false;        // ignore HELLO's acked when resending
+    std::string feed_id;                   // WELCOME "feed"; none when empty
 };
 
 class TestFeedServer {
@@ -149,6 +156,7 @@ public:
 
     // Observations.
     std::vector<Hello> hellos() const { std::lock_guard lock(m_); return hellos_; }
+    std::vector<Reject> rejects() const { std::lock_guard lock(m_); return rejects_; }
     std::int64_t acked() const { std::lock_guard lock(m_); return acked_; }
     std::vector<Erased> erased() const { std::lock_guard lock(m_); return erased_; }
     std::vector<std::string> denied() const { std::lock_guard lock(m_); return denied_; }
@@ -260,9 +268,11 @@ private:
             h.protocol = body->optValue<Poco::Int64>("protocol", -1);
             h.acked = body->optValue<Poco::Int64>("acked", -1);
             h.credit = body->optValue<Poco::Int64>("credit", -1);
+            h.feed = body->optValue<std::string>("feed", "");
             hellos_.push_back(h);
             peer_ = f[0];
-            acked_ = std::max(acked_, h.acked);
+            // A position in another numbering acknowledges nothing.
+            if (h.feed.empty() || h.feed == opt_.feed_id) acked_ = std::max(acked_, h.acked);
             credit_ = h.credit;
             sent_upto_ = opt_.resend_from_start ? 0 : acked_;
             std::int64_t next = next_seq_;
@@ -271,8 +281,9 @@ private:
                     next = r.seq;
                     break;
                 }
-            send({"WELCOME", "{\"protocol\":1,\"destination\":\"" + opt_.destination + "\",\"next\":" +
-                                 std::to_string(next) + "}"});
+            send({"WELCOME", "{\"protocol\":1,\"destination\":\"" + opt_.destination + "\"" +
+                                 (opt_.feed_id.empty() ? "" : ",\"feed\":\"" + opt_.feed_id + "\"") +
+                                 ",\"next\":" + std::to_string(next) + "}"});
             for (const auto& [notice, b] : erases_) send({"ERASE", b});
             erases_to_send_.clear();
             // A forgetful server resends only once; then it behaves.
@@ -288,6 +299,8 @@ private:
                      body->optValue<std::string>("receipt", "")};
             erases_.erase(e.notice);
             erased_.push_back(std::move(e));
+        } else if (type == "REJECT") {
+            rejects_.push_back({body->optValue<Poco::Int64>("seq", 0), body->optValue<std::string>("reason", "")});
         } else if (type == "BYE") {
             ++byes_;
             peer_.clear();
@@ -337,6 +350,7 @@ private:
     std::int64_t acked_ = 0, sent_upto_ = 0, credit_ = 0, max_in_flight_ = 0;
     std::size_t records_sent_ = 0, byes_ = 0;
     std::vector<Hello> hellos_;
+    std::vector<Reject> rejects_;
     std::map<std::string, std::string> erases_; // unanswered notices: notice -> body
     std::vector<std::string> erases_to_send_;
     std::vector<Erased> erased_;

@@ -137,6 +137,8 @@ struct ClientStats {
     std::uint64_t server_errors = 0;     // ERROR messages
     std::uint64_t handshake_failures = 0;
     std::uint64_t sink_failures = 0;
+    std::uint64_t rejected = 0;          // RECORDs answered REJECT (unreadable)
+    std::uint64_t feed_resets = 0;       // WELCOMEs with another feed id than the position's
     std::int64_t acked = 0;              // the persisted position
 };
 
@@ -165,9 +167,17 @@ private:
 };
 
 // The position file in a state directory: the highest sequence number
-// durably processed, 0 when there is none. Exposed for tests and tools.
+// durably processed (0 when there is none), then the feed id of the
+// server's numbering it belongs to, once a WELCOME has named one:
+// "S FEED\n" ("S\n" as written before feed ids is still read). Exposed for
+// tests and tools.
+struct Position {
+    std::int64_t acked = 0;
+    std::string feed;
+};
+Position read_position_file(const std::filesystem::path& state_dir);
 std::int64_t read_position(const std::filesystem::path& state_dir);
 // Writes it atomically: temp file, fsync, rename, fsync of the directory.
-void write_position(const std::filesystem::path& state_dir, std::int64_t acked);
+void write_position(const std::filesystem::path& state_dir, std::int64_t acked, const std::string& feed = "");
 
 } // namespace switchboard::feed

@@ -33,12 +33,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 #include <string_view>
@@ -54,6 +55,8 @@ constexpr std::size_t kMaxReceipt = 1024; // bytes of free text kept in the audi
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 constexpr const char* kZapDomain = "switchboard";
 constexpr const char* kErasedPrefix = "erased/"; // state key prefix: confirmed notices
+constexpr const char* kFeedIdKey = "feed_id";     // state key: this feed's numbering (WELCOME "feed")
+constexpr std::size_t kMaxReason = 256;           // bytes of a REJECT reason kept with the dead letter
 
 std::int64_t steady_ms() {
     using namespace std::chrono;
@@ -67,30 +70,6 @@ std::optional<std::array<std::uint8_t, 32>> decode_key(const std::string& z85) {
     std::array<std::uint8_t, 32> out{};
     if (z85.size() != 40 || !zmq_z85_decode(out.data(), z85.c_str())) return std::nullopt;
     return out;
-}
-
-// The public keys in a key file (`client_key_files`): one Z85 key a line, as
-// `switchboard keygen` writes NAME.pub; blank lines and '#' comments are
-// skipped. Throws naming the config key, the file and the line.
-std::vector<std::string> read_key_file(const std::string& path, std::size_t index) {
-    const std::string where = "config key 'client_key_files'[" + std::to_string(index) + "]: " + path;
-    if (path.size() > 4 && path.compare(path.size() - 4, 4, ".key") == 0)
-        throw sb::Error(SB_ERR_INVALID, where + " looks like a secret key file; list the department's .pub");
-    std::ifstream in(path);
-    if (!in) throw sb::Error(SB_ERR_INVALID, where + ": cannot read it: " + std::strerror(errno));
-    std::vector<std::string> keys;
-    std::string line;
-    for (int n = 1; std::getline(in, line) && n <= 1000; ++n) {
-        auto b = line.find_first_not_of(" \t\r");
-        if (b == std::string::npos || line[b] == '#') continue;
-        line = line.substr(b, line.find_last_not_of(" \t\r") + 1 - b);
-        if (!decode_key(line))
-            throw sb::Error(SB_ERR_INVALID, where + ": line " + std::to_string(n) +
-                                                " is not a Z85 CURVE public key (40 characters)");
-        keys.push_back(line);
-    }
-    if (keys.empty()) throw sb::Error(SB_ERR_INVALID, where + " holds no key");
-    return keys;
 }
 
 std::string encode_key(const std::uint8_t* key) {
@@ -177,6 +156,21 @@ std::optional<std::string> string_member(const Poco::JSON::Object::Ptr& o, const
     return v.extract<std::string>();
 }
 
+// Client-given text for a log line or a dead letter: control characters
+// replaced, at most kMaxReason bytes.
+std::string printable_text(std::string_view t) {
+    std::string out(t.substr(0, kMaxReason));
+    for (char& c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    return out;
+}
+
+// A client-given id for a log line: at most 64 printable characters.
+std::string printable_id(std::string_view t) {
+    std::string out = printable_text(t.substr(0, 64));
+    return t.size() > 64 ? out + "..." : out;
+}
+
 class ZmqFeed : public sb::Plugin {
 public:
     static sb::PluginInfo info() {
@@ -196,9 +190,6 @@ public:
                 "The server's CURVE secret key, Z85 (switchboard keygen); required unless insecure = true"),
             sb::Field::string("clients").multi().describe(
                 "The department's CURVE public keys (Z85, 40 characters); only these are admitted"),
-            sb::Field::path("client_key_files").multi().describe(
-                "Files holding more of the department's public keys, one a line (NAME.pub as switchboard "
-                "keygen writes it); relative to the config file"),
             sb::Field::boolean("insecure").fallback("false").describe(
                 "Allow a plaintext feed without CURVE (tests on loopback only)"),
             sb::Field::integer("credit_max").range(1, static_cast<double>(kMaxCredit)).fallback("1000").describe(
@@ -224,9 +215,6 @@ public:
           name_(host.instance_name()) {
         auto secret = host.string_opt("server_secret_key");
         auto clients = host.list("clients");
-        auto key_files = host.list("client_key_files");
-        for (std::size_t k = 0; k < key_files.size(); ++k)
-            for (auto& key : read_key_file(key_files[k], k)) clients.push_back(std::move(key));
         if (!insecure_) {
             if (!secret || secret->empty())
                 throw sb::Error(SB_ERR_INVALID, "config key 'server_secret_key' is not set: a plaintext "
@@ -243,8 +231,8 @@ public:
             secret_ = *secret;
             public_ = pub;
             if (clients.empty())
-                throw sb::Error(SB_ERR_INVALID, "neither 'clients' nor 'client_key_files' lists a key: no "
-                                                "department could connect");
+                throw sb::Error(SB_ERR_INVALID, "config key 'clients' lists no key: no department could "
+                                                "connect");
         }
         for (std::size_t k = 0; k < clients.size(); ++k) {
             if (!decode_key(clients[k]))
@@ -260,6 +248,21 @@ public:
     ~ZmqFeed() override { shutdown(); }
 
     void start() {
+        // The feed id names this numbering of the department's sequence
+        // numbers. It lives in the instance's state, in the journal with the
+        // outbox: a journal started afresh (numbers from 1 again) gets a new
+        // one, and a client that persisted the old one knows its position
+        // is not in this numbering.
+        if (auto id = host().state(kFeedIdKey); id && !id->empty()) {
+            feed_id_ = *id;
+        } else {
+            std::random_device rd;
+            char buf[17];
+            std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+            feed_id_ = buf;
+            if (host().set_state(kFeedIdKey, feed_id_) != SB_OK)
+                throw sb::Error(SB_ERR_INTERNAL, "cannot store the feed id in the instance state");
+        }
         ctx_ = zmq_ctx_new();
         if (!ctx_) throw sb::Error(SB_ERR_INTERNAL, "cannot create a ZeroMQ context: " + zmq_error());
         // The ZAP handler first: libzmq admits every CURVE client when no
@@ -390,8 +393,9 @@ private:
     };
     struct Done {
         std::uint64_t id;
-        std::string receipt;   // erase receipts
+        std::string receipt;   // erase receipts; the reason of a rejected record
         std::string record_id; // erase: remember the receipt under this id
+        sb_status status = SB_OK;
     };
 
     bool configure_router(std::string& why) {
@@ -501,8 +505,10 @@ private:
         zmq_send(zap_.s, "", 0, 0);
     }
 
-    // A refused handshake: counted, and logged with the key that tried (a
-    // public key is not personal data) at most once a minute per key.
+    // A refused handshake: counted, and logged and audited (event
+    // handshake_refused) with the key that tried (a public key is not
+    // personal data) and the peer's address, at most once a minute per key:
+    // an entry's `refusals` counts the refusals since that key's last entry.
     void refused(const std::string& key, const std::string& address) {
         host().count("handshakes_refused");
         std::int64_t now = steady_ms();
@@ -510,16 +516,25 @@ private:
         auto& r = refusals_[key];
         ++r.count;
         if (r.logged_at && now - r.logged_at < 60'000) return;
-        host().warn("handshake refused: client key " + key + " from " + (address.empty() ? "?" : address) +
+        const std::string from = address.empty() ? "?" : address;
+        host().warn("handshake refused: client key " + key + " from " + from +
                     " is not listed for this feed (" + std::to_string(r.count) + " refusal(s) since last report)");
+        host().audit("handshake_refused",
+                     "key=" + key + " address=" + from + " refusals=" + std::to_string(r.count));
         r.logged_at = now;
         r.count = 0;
     }
 
-    void error_to(const std::string& peer, const std::string& message) {
+    // ERROR: `type` is the message it answers ("" when the type itself is
+    // not understood); `fatal` says the connection has no session (any more)
+    // and the client must start one with HELLO (on a new connection).
+    void error_to(const std::string& peer, std::string_view type, const std::string& message,
+                  bool fatal = false) {
         host().count("client_errors");
         if (host().log_enabled(SB_LOG_DEBUG)) host().debug("answered ERROR: " + message);
-        std::string body = "{\"error\":" + sb::json_quote(message) + "}";
+        std::string body = "{\"error\":" + sb::json_quote(message) + ",\"type\":" +
+                           (type.empty() ? std::string("null") : sb::json_quote(type)) +
+                           ",\"fatal\":" + (fatal ? "true" : "false") + "}";
         send(router_.s, {peer, "ERROR", body});
     }
 
@@ -527,14 +542,14 @@ private:
         if (f.empty()) return;
         const std::string& peer = f[0];
         if (f.size() != 3) {
-            error_to(peer, "a message is two frames, a type and a JSON object; got " +
-                               std::to_string(f.size() - 1));
+            error_to(peer, f.size() >= 2 ? printable_type(f[1]) : "",
+                     "a message is two frames, a type and a JSON object; got " + std::to_string(f.size() - 1));
             return;
         }
         const std::string& type = f[1];
-        if (type != "HELLO" && type != "ACK" && type != "ERASED" && type != "BYE") {
+        if (type != "HELLO" && type != "ACK" && type != "ERASED" && type != "REJECT" && type != "BYE") {
             std::string t = printable_type(type);
-            error_to(peer, t.empty() ? "unknown message type" : "unknown message type '" + t + "'");
+            error_to(peer, "", t.empty() ? "unknown message type" : "unknown message type '" + t + "'");
             return;
         }
         Poco::JSON::Object::Ptr body;
@@ -545,12 +560,30 @@ private:
         } catch (const std::exception&) {
         }
         if (!body) {
-            error_to(peer, type + ": the body is not a JSON object");
+            error_to(peer, type, type + ": the body is not a JSON object");
             return;
         }
-        if (type == "HELLO") on_hello(peer, body, user);
-        else if (type == "ACK") on_ack(peer, body);
+        if (type == "HELLO") {
+            on_hello(peer, body, user);
+            return;
+        }
+        // Everything else belongs to a session, which only HELLO starts on
+        // this connection. A DEALER reconnects silently after a network
+        // break with a new routing id: its messages then come here, and the
+        // client learns that it must say HELLO again.
+        bool in_session;
+        {
+            std::lock_guard lock(mutex_);
+            in_session = has_peer_ && peer_ == peer;
+        }
+        if (!in_session) {
+            if (type != "BYE")
+                error_to(peer, type, type + ": no session on this connection; say HELLO first", true);
+            return;
+        }
+        if (type == "ACK") on_ack(peer, body);
         else if (type == "ERASED") on_erased(peer, body);
+        else if (type == "REJECT") on_reject(peer, body);
         else on_bye(peer);
     }
 
@@ -559,18 +592,36 @@ private:
         auto acked = int_member(b, "acked");
         auto credit = int_member(b, "credit");
         if (!protocol || *protocol != kProtocol) {
-            error_to(peer, "HELLO: protocol version " + (protocol ? std::to_string(*protocol) : "missing") +
-                               " is not spoken here; this server speaks 1");
+            error_to(peer, "HELLO", "HELLO: protocol version " + (protocol ? std::to_string(*protocol) : "missing") +
+                               " is not spoken here; this server speaks 1",
+                     true);
             return;
         }
         if (!acked || *acked < 0) {
-            error_to(peer, "HELLO: 'acked' must be an integer >= 0");
+            error_to(peer, "HELLO", "HELLO: 'acked' must be an integer >= 0", true);
             return;
         }
         if (!credit || *credit < 1 || *credit > kMaxCredit) {
-            error_to(peer, "HELLO: 'credit' must be an integer from 1 to 10000");
+            error_to(peer, "HELLO", "HELLO: 'credit' must be an integer from 1 to 10000", true);
             return;
         }
+        // A client that names another numbering (a feed id it persisted from
+        // an earlier WELCOME) holds a position that means nothing here: its
+        // `acked` acknowledges nothing, and it learns the new id in WELCOME.
+        std::optional<std::string> feed;
+        if (b->has("feed")) {
+            feed = string_member(b, "feed");
+            if (!feed) {
+                error_to(peer, "HELLO", "HELLO: 'feed' must be a string (the feed id from WELCOME)", true);
+                return;
+            }
+        }
+        const bool other_feed = feed && !feed->empty() && *feed != feed_id_;
+        if (other_feed)
+            host().warn("client " + (user.empty() ? std::string("(plaintext)") : user) + " holds position " +
+                        std::to_string(*acked) + " of feed " + printable_id(*feed) + ", not of this feed (" +
+                        feed_id_ + "): its position is not taken as acknowledgement; it starts again from the "
+                        "lowest record held");
         std::uint64_t next;
         std::size_t resend;
         {
@@ -578,14 +629,14 @@ private:
             peer_ = peer;
             has_peer_ = true;
             credit_ = static_cast<std::uint64_t>(std::min<std::int64_t>(*credit, credit_max_));
-            ack_upto(static_cast<std::uint64_t>(*acked));
+            if (!other_feed) ack_upto(static_cast<std::uint64_t>(*acked));
             resend = inflight_;
             unsend_all();
             next = out_.empty() ? std::max(acked_, highest_seen_) + 1 : out_.front().seq;
         }
         send(router_.s, {peer, "WELCOME",
                          "{\"protocol\":1,\"destination\":" + sb::json_quote(name_) +
-                             ",\"next\":" + std::to_string(next) + "}"});
+                             ",\"feed\":" + sb::json_quote(feed_id_) + ",\"next\":" + std::to_string(next) + "}"});
         host().count("sessions");
         host().info("client " + (user.empty() ? std::string("(plaintext)") : user) + " started a session: acked " +
                     std::to_string(*acked) + ", credit " + std::to_string(*credit) + ", next " +
@@ -595,7 +646,7 @@ private:
     void on_ack(const std::string& peer, const Poco::JSON::Object::Ptr& b) {
         auto upto = int_member(b, "upto");
         if (!upto || *upto < 0) {
-            error_to(peer, "ACK: 'upto' must be an integer >= 0");
+            error_to(peer, "ACK", "ACK: 'upto' must be an integer >= 0");
             return;
         }
         std::uint64_t s = static_cast<std::uint64_t>(*upto);
@@ -608,7 +659,7 @@ private:
             last_progress_ = steady_ms();
         }
         if (s > sent)
-            error_to(peer, "ACK: upto " + std::to_string(s) + " is beyond the last record sent (" +
+            error_to(peer, "ACK", "ACK: upto " + std::to_string(s) + " is beyond the last record sent (" +
                                std::to_string(sent) + "); taken as " + std::to_string(sent));
     }
 
@@ -617,11 +668,11 @@ private:
         auto record = string_member(b, "record_id");
         auto receipt = string_member(b, "receipt");
         if (!notice || !record || !receipt) {
-            error_to(peer, "ERASED: 'notice', 'record_id' and 'receipt' must be strings");
+            error_to(peer, "ERASED", "ERASED: 'notice', 'record_id' and 'receipt' must be strings");
             return;
         }
         if (receipt->empty() || receipt->size() > kMaxReceipt) {
-            error_to(peer, "ERASED: 'receipt' must be 1 to " + std::to_string(kMaxReceipt) + " bytes");
+            error_to(peer, "ERASED", "ERASED: 'receipt' must be 1 to " + std::to_string(kMaxReceipt) + " bytes");
             return;
         }
         std::string problem;
@@ -639,7 +690,7 @@ private:
                 notices_.erase(it);
             }
         }
-        if (!problem.empty()) error_to(peer, problem);
+        if (!problem.empty()) error_to(peer, "ERASED", problem);
     }
 
     void on_bye(const std::string& peer) {
@@ -648,6 +699,47 @@ private:
             has_peer_ = false;
             unsend_all();
         }
+    }
+
+    // REJECT: the client cannot take this record, ever (it cannot read it,
+    // or its own system refuses it). The delivery is completed as a
+    // permanent failure: the host dead-letters it, and an operator can
+    // retry it after a fix. Only a record sent and not yet acknowledged.
+    void on_reject(const std::string& peer, const Poco::JSON::Object::Ptr& b) {
+        auto seq = int_member(b, "seq");
+        auto reason = string_member(b, "reason");
+        if (!seq || *seq < 1 || !reason) {
+            error_to(peer, "REJECT", "REJECT: 'seq' must be an integer >= 1 and 'reason' a string");
+            return;
+        }
+        if (reason->empty() || reason->size() > kMaxReason) {
+            error_to(peer, "REJECT", "REJECT: 'reason' must be 1 to " + std::to_string(kMaxReason) + " bytes");
+            return;
+        }
+        const std::uint64_t s = static_cast<std::uint64_t>(*seq);
+        std::string record_id;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = std::lower_bound(out_.begin(), out_.end(), s,
+                                       [](const Out& a, std::uint64_t v) { return a.seq < v; });
+            if (it != out_.end() && it->seq == s && it->sent) {
+                record_id = it->record_id;
+                std::size_t at = static_cast<std::size_t>(it - out_.begin());
+                --inflight_;
+                if (at < first_unsent_) --first_unsent_;
+                done_.push_back({it->delivery_id, "rejected by the department: " + printable_text(*reason), {},
+                                 SB_ERR_PERMANENT});
+                out_.erase(it);
+                last_progress_ = steady_ms();
+            }
+        }
+        if (record_id.empty()) {
+            error_to(peer, "REJECT", "REJECT: seq " + std::to_string(s) + " is not a record in flight");
+            return;
+        }
+        host().count("records_rejected");
+        host().warn("the department rejected record " + record_id + " (seq " + std::to_string(s) +
+                    "): " + printable_text(*reason));
     }
 
     // Everything up to `s` is acknowledged (mutex_ held).
@@ -744,6 +836,10 @@ private:
                         std::to_string(receipt_deadline_ms_ / 1000) + "s)");
         std::uint64_t acked = 0;
         for (const Done& d : done) {
+            if (d.status != SB_OK) {
+                host().complete(d.id, d.status, d.receipt.c_str());
+                continue;
+            }
             if (d.record_id.empty()) {
                 ++acked;
                 host().complete(d.id, SB_OK);
@@ -786,6 +882,7 @@ private:
     const std::int64_t heartbeat_ms_;
     const std::string name_;
     std::string secret_, public_;
+    std::string feed_id_; // set in start; this numbering of the department's sequence numbers
     std::set<std::string> clients_;
 
     // Sockets: made in start, used by the I/O thread only, closed in stop.

@@ -28,19 +28,17 @@ std::string module() {
     return std::string(dir) + "/destinations/zmq-feed/zmq-feed.so";
 }
 
-// The endpoint the instance logged ("listening on tcp://127.0.0.1:N ...").
+// The endpoint the instance logged ("listening on tcp://127.0.0.1:N ..."),
+// the latest one after a restart.
 std::string endpoint_of(Harness& h) {
     std::string out;
     h.wait_until([&] {
         static const std::regex re("listening on (tcp://[0-9.]+:[0-9]+)");
         for (const auto& l : h.logs()) {
             std::smatch m;
-            if (std::regex_search(l.message, m, re)) {
-                out = m[1];
-                return true;
-            }
+            if (std::regex_search(l.message, m, re)) out = m[1];
         }
-        return false;
+        return !out.empty();
     }, 2s);
     if (out.empty()) FAIL("the instance did not log its endpoint");
     return out;
@@ -141,6 +139,55 @@ TEST_CASE("zmq-feed: a listed CURVE key is admitted; an unlisted key gets nothin
     CHECK_FALSE(stranger.receive(300ms));
     // Record content never reaches the logs.
     CHECK_FALSE(h.logged("bin missed"));
+    h.stop();
+}
+
+TEST_CASE("zmq-feed: a refused handshake is audited with the key that tried and the peer's address, "
+          "at most once a minute per key") {
+    Keys k;
+    Harness h(module());
+    configure(h, k);
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    const std::string ep = endpoint_of(h);
+    {
+        FeedClient stranger(ep, k.server.pub, &k.stranger);
+        stranger.hello(0, 10);
+        CHECK_FALSE(stranger.receive(300ms));
+    }
+    REQUIRE(h.wait_until([&] { return h.counters()["handshakes_refused"] >= 1; }, 3s));
+    auto entries = h.audits("handshake_refused");
+    REQUIRE(entries.size() == 1);
+    CHECK(entries[0].record_id.empty());
+    CHECK(entries[0].detail.find("key=" + k.stranger.pub + " ") != std::string::npos);
+    CHECK(entries[0].detail.find(" address=127.0.0.1") != std::string::npos);
+    CHECK(entries[0].detail.find(" refusals=1") != std::string::npos);
+
+    // The same key again within the minute: counted, not audited again.
+    {
+        FeedClient again(ep, k.server.pub, &k.stranger);
+        again.hello(0, 10);
+        CHECK_FALSE(again.receive(300ms));
+    }
+    REQUIRE(h.wait_until([&] { return h.counters()["handshakes_refused"] >= 2; }, 3s));
+    CHECK(h.audits("handshake_refused").size() == 1);
+
+    // Another unlisted key has its own limit: audited at once.
+    KeyPair other = KeyPair::make();
+    {
+        FeedClient third(ep, k.server.pub, &other);
+        third.hello(0, 10);
+        CHECK_FALSE(third.receive(300ms));
+    }
+    REQUIRE(h.wait_until([&] { return h.counters()["handshakes_refused"] >= 3; }, 3s));
+    entries = h.audits("handshake_refused");
+    REQUIRE(entries.size() == 2);
+    CHECK(entries[1].detail.find("key=" + other.pub + " ") != std::string::npos);
+    // The department's own key is admitted and never audited as refused.
+    FeedClient dept(ep, k.server.pub, &k.department);
+    dept.hello(0, 10);
+    CHECK(dept.expect("WELCOME"));
+    CHECK(h.audits("handshake_refused").size() == 2);
     h.stop();
 }
 
@@ -398,7 +445,15 @@ TEST_CASE("zmq-feed: malformed messages get an ERROR and the session carries on"
           std::string::npos);
     CHECK(error_for({"HELLO", "{\"protocol\":1,\"acked\":\"0\",\"credit\":5}"}).find("'acked'") !=
           std::string::npos);
+    // Valid, but only in a session: the connection has said no HELLO.
+    CHECK(error_for({"ACK", "{\"upto\":1}"}) == "ACK: no session on this connection; say HELLO first");
+    CHECK(error_for({"REJECT", "{\"seq\":1,\"reason\":\"x\"}"}).find("say HELLO first") != std::string::npos);
+    c.hello(0, 5);
+    REQUIRE(c.expect("WELCOME"));
     CHECK(error_for({"ACK", "{\"upto\":true}"}).find("'upto'") != std::string::npos);
+    CHECK(error_for({"REJECT", "{\"seq\":0,\"reason\":\"x\"}"}).find("'seq'") != std::string::npos);
+    CHECK(error_for({"REJECT", "{\"seq\":1,\"reason\":\"\"}"}).find("'reason'") != std::string::npos);
+    CHECK(error_for({"REJECT", "{\"seq\":99,\"reason\":\"x\"}"}) == "REJECT: seq 99 is not a record in flight");
     CHECK(error_for({"ERASED", "{\"notice\":\"E-1\"}"}).find("must be strings") != std::string::npos);
     CHECK(error_for({"ERASED", "{\"notice\":\"E-1\",\"record_id\":\"r\",\"receipt\":\"x\"}"})
               .find("no erase notice") != std::string::npos);
@@ -407,13 +462,161 @@ TEST_CASE("zmq-feed: malformed messages get an ERROR and the session carries on"
               .find("'receipt'") != std::string::npos);
     // Still alive, and the session works.
     REQUIRE(h.deliver(record("rec-1")) == SB_PENDING);
-    c.hello(0, 5);
-    REQUIRE(c.expect("WELCOME"));
     auto r = c.expect("RECORD");
     REQUIRE(r);
     CHECK(r->integer("seq") == 1);
     c.ack(1);
     REQUIRE(h.wait_until([&] { return h.completions().size() == 1; }, 2s));
     c.send("BYE", "{}");
+    h.stop();
+}
+
+TEST_CASE("zmq-feed: ERROR names the message type and whether the session is over") {
+    Keys k;
+    Harness h(module());
+    configure(h, k);
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    FeedClient c(endpoint_of(h), k.server.pub, &k.department);
+    c.send("ACK", "{\"upto\":3}");
+    auto e = c.expect("ERROR");
+    REQUIRE(e);
+    CHECK(e->string("type") == "ACK");
+    CHECK(e->body->getValue<bool>("fatal"));
+    c.send("GIMME", "{}");
+    e = c.expect("ERROR");
+    REQUIRE(e);
+    CHECK(e->body->isNull("type")); // the type itself was not understood
+    CHECK_FALSE(e->body->getValue<bool>("fatal"));
+    c.send("HELLO", "{\"protocol\":2,\"acked\":0,\"credit\":1}");
+    e = c.expect("ERROR");
+    REQUIRE(e);
+    CHECK(e->string("type") == "HELLO");
+    CHECK(e->body->getValue<bool>("fatal"));
+    c.hello(0, 5);
+    REQUIRE(c.expect("WELCOME"));
+    c.ack(7); // beyond what was sent: answered, not fatal
+    e = c.expect("ERROR");
+    REQUIRE(e);
+    CHECK(e->string("type") == "ACK");
+    CHECK_FALSE(e->body->getValue<bool>("fatal"));
+    h.stop();
+}
+
+TEST_CASE("zmq-feed: a connection without HELLO acknowledges nothing; WELCOME next with nothing held") {
+    Keys k;
+    Harness h(module());
+    configure(h, k);
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    const std::string ep = endpoint_of(h);
+    for (int i = 1; i <= 3; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
+    FeedClient c(ep, k.server.pub, &k.department);
+    c.hello(0, 10);
+    REQUIRE(c.expect("WELCOME"));
+    for (int s = 1; s <= 3; ++s) REQUIRE(c.expect("RECORD"));
+    // The same key on another connection (a DEALER reconnected silently
+    // gets a new one) ACKs without HELLO: refused, nothing completes.
+    FeedClient other(ep, k.server.pub, &k.department);
+    other.ack(3);
+    auto e = other.expect("ERROR");
+    REQUIRE(e);
+    CHECK(e->body->getValue<bool>("fatal"));
+    CHECK(completion_count(h) == 0);
+    c.ack(3);
+    REQUIRE(h.wait_until([&] { return h.completions().size() == 3; }, 2s));
+    // Nothing held: next is one above the highest acknowledged (the
+    // larger of the HELLO's acked and what this run has seen acknowledged).
+    FeedClient again(ep, k.server.pub, &k.department);
+    again.hello(2, 10);
+    auto w = again.expect("WELCOME");
+    REQUIRE(w);
+    CHECK(w->integer("next") == 4);
+    h.stop();
+}
+
+TEST_CASE("zmq-feed: WELCOME carries the feed id; a client of another numbering acknowledges nothing") {
+    Keys k;
+    Harness h(module());
+    configure(h, k);
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    const std::string ep = endpoint_of(h);
+    for (int i = 1; i <= 3; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
+    std::string feed;
+    {
+        FeedClient c(ep, k.server.pub, &k.department);
+        c.hello(0, 10);
+        auto w = c.expect("WELCOME");
+        REQUIRE(w);
+        feed = w->string("feed");
+        CHECK(std::regex_match(feed, std::regex("[0-9a-f]{16}")));
+        CHECK(h.state().at("feed_id") == feed); // kept with the outbox: the same after a restart
+    }
+    // A position in another numbering (the journal was started afresh):
+    // its acked=3 completes nothing; everything held comes from the start.
+    FeedClient c(ep, k.server.pub, &k.department);
+    c.send("HELLO", "{\"protocol\":1,\"acked\":3,\"credit\":10,\"feed\":\"0123456789abcdef\"}");
+    auto w = c.expect("WELCOME");
+    REQUIRE(w);
+    CHECK(w->string("feed") == feed);
+    CHECK(w->integer("next") == 1);
+    auto r = c.expect("RECORD");
+    REQUIRE(r);
+    CHECK(r->integer("seq") == 1);
+    CHECK(completion_count(h) == 0);
+    CHECK(h.logged("not of this feed"));
+    // The same numbering: acked is taken.
+    FeedClient same(ep, k.server.pub, &k.department);
+    same.send("HELLO", "{\"protocol\":1,\"acked\":2,\"credit\":10,\"feed\":" + sb::json_quote(feed) + "}");
+    REQUIRE(same.expect("WELCOME"));
+    REQUIRE(h.wait_until([&] { return h.completions().size() == 2; }, 2s));
+    same.send("HELLO", "{\"protocol\":1,\"acked\":2,\"credit\":10,\"feed\":5}");
+    auto e = same.expect("ERROR");
+    REQUIRE(e);
+    CHECK(e->string("error").find("'feed'") != std::string::npos);
+    h.stop();
+    // The id survives a restart of the instance (it is in its state).
+    h.destroy();
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    FeedClient later(endpoint_of(h), k.server.pub, &k.department);
+    later.hello(0, 1);
+    auto w2 = later.expect("WELCOME");
+    REQUIRE(w2);
+    CHECK(w2->string("feed") == feed);
+    h.stop();
+}
+
+TEST_CASE("zmq-feed: REJECT completes the delivery as a permanent failure; the rest flows on") {
+    Keys k;
+    Harness h(module());
+    configure(h, k);
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    for (int i = 1; i <= 3; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
+    FeedClient c(endpoint_of(h), k.server.pub, &k.department);
+    c.hello(0, 2);
+    REQUIRE(c.expect("WELCOME"));
+    REQUIRE(c.expect("RECORD"));
+    REQUIRE(c.expect("RECORD"));
+    c.send("REJECT", "{\"seq\":2,\"reason\":\"schema v3 expected\\nby the case system\"}");
+    REQUIRE(h.wait_until([&] { return h.completions().size() == 1; }, 2s));
+    CHECK(h.completions()[0].id == delivery_id(h, "rec-2"));
+    CHECK(h.completions()[0].status == SB_ERR_PERMANENT);
+    CHECK(h.completions()[0].receipt == "rejected by the department: schema v3 expected by the case system");
+    CHECK(h.logged("the department rejected record rec-2 (seq 2)"));
+    // Its credit is free again: seq 3 comes; the ACK covers 1 and 3.
+    auto r = c.expect("RECORD");
+    REQUIRE(r);
+    CHECK(r->integer("seq") == 3);
+    c.ack(3);
+    REQUIRE(h.wait_until([&] { return h.completions().size() == 3; }, 2s));
+    CHECK(completed(h, delivery_id(h, "rec-1")));
+    CHECK(completed(h, delivery_id(h, "rec-3")));
+    c.send("REJECT", "{\"seq\":2,\"reason\":\"again\"}"); // settled already
+    auto e = c.expect("ERROR");
+    REQUIRE(e);
+    CHECK(e->string("type") == "REJECT");
     h.stop();
 }
