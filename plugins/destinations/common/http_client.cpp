@@ -351,6 +351,19 @@ std::int64_t RetryGate::remaining(std::int64_t now_ms) const {
     return until_ms_ > now_ms ? until_ms_ - now_ms : 0;
 }
 
+std::optional<std::map<std::string, std::string>> answer_leaves(const Reply& reply,
+                                                               std::size_t max_response,
+                                                               std::string& why) {
+    if (reply.truncated) {
+        why = "answer larger than max_response (" + std::to_string(max_response) + " bytes)";
+        return std::nullopt;
+    }
+    std::string error;
+    auto leaves = json_leaves(reply.body, error);
+    if (!leaves) why = "answer is not JSON: " + error;
+    return leaves;
+}
+
 std::optional<std::map<std::string, std::string>> json_leaves(std::string_view body,
                                                              std::string& error) {
     // Leading and trailing whitespace is fine; the reader wants one object,

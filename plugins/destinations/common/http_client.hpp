@@ -137,6 +137,12 @@ private:
 std::optional<std::map<std::string, std::string>> json_leaves(std::string_view body,
                                                              std::string& error);
 
+// json_leaves() of a successful answer's body, or nullopt with `why` (the
+// answer was cut at max_response bytes, or is not JSON).
+std::optional<std::map<std::string, std::string>> answer_leaves(const Reply& reply,
+                                                               std::size_t max_response,
+                                                               std::string& why);
+
 // A record field's value as text (strings as they are, numbers and
 // booleans in their JSON spelling); nullopt for null or absent.
 std::optional<std::string> field_text(const sb::RecordView& record, const std::string& path);

@@ -241,16 +241,8 @@ private:
     }
 
     std::optional<std::string> reference(const sbhttp::Reply& reply, std::string& why) const {
-        if (reply.truncated) {
-            why = "answer larger than max_response (" + std::to_string(common_.client.max_response) + " bytes)";
-            return std::nullopt;
-        }
-        std::string error;
-        auto leaves = sbhttp::json_leaves(reply.body, error);
-        if (!leaves) {
-            why = "answer is not JSON: " + error;
-            return std::nullopt;
-        }
+        auto leaves = sbhttp::answer_leaves(reply, common_.client.max_response, why);
+        if (!leaves) return std::nullopt;
         auto it = leaves->find(reference_field_);
         if (it == leaves->end() || it->second == "null") {
             why = "answer has no '" + reference_field_ + "'";

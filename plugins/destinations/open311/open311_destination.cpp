@@ -296,16 +296,8 @@ private:
     }
 
     std::optional<std::string> read_receipt(const sbhttp::Reply& reply, std::string& why) const {
-        if (reply.truncated) {
-            why = "answer larger than max_response (" + std::to_string(common_.client.max_response) + " bytes)";
-            return std::nullopt;
-        }
-        std::string error;
-        auto leaves = sbhttp::json_leaves(reply.body, error);
-        if (!leaves) {
-            why = "answer is not JSON: " + error;
-            return std::nullopt;
-        }
+        auto leaves = sbhttp::answer_leaves(reply, common_.client.max_response, why);
+        if (!leaves) return std::nullopt;
         // GeoReport v2 answers a list with one entry; a bare object is
         // accepted too (some adapters send one).
         for (const char* prefix : {"[0].", ""}) {
