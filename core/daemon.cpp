@@ -229,7 +229,7 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
         return 1;
     }
     pipeline::RetentionService retention(journal, clock, c.node.data_dir, c.retention.sweep_interval_ms,
-                                         &metrics);
+                                         &metrics, c.retention.receipt_deadline_ms);
     journal.on_erase_completion([&retention](const std::string& instance, std::uint64_t id,
                                              sb_status status, const char* receipt) {
         retention.complete(instance, id, status, receipt);
@@ -242,6 +242,14 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
     services.sink = &journal;
     services.clock = clock;
     services.data_dir = c.node.data_dir;
+    services.audit = [&journal](plugin::AuditNote note) {
+        std::int64_t now = journal.now();
+        journal.submit({[note = std::move(note), now](store::Txn&, audit::AuditLog& log) {
+                            plugin::append_audit(log, now, note);
+                        },
+                        {}});
+        return SB_OK;
+    };
 
     std::vector<std::unique_ptr<plugin::Instance>> destinations, transforms, sources;
     std::vector<std::unique_ptr<pipeline::DeliveryWorker>> workers;

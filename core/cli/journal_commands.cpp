@@ -4,6 +4,7 @@
 #include "daemon.hpp"
 #include "pipeline/explain.hpp"
 #include "pipeline/journal.hpp"
+#include "pipeline/retention.hpp"
 #include "store/codec.hpp"
 #include "store/store.hpp"
 #include "util/text.hpp"
@@ -145,7 +146,14 @@ int cmd_retention(const Args& a) {
             std::cout << "no erase steps outstanding\n";
             return 0;
         }
-        std::cout << tasks.size() << " erase task(s) outstanding:\n";
+        const std::int64_t deadline = c->retention.receipt_deadline_ms;
+        std::size_t overdue = 0;
+        for (const auto& t : tasks) overdue += pipeline::erase_overdue(t, now, deadline) ? 1 : 0;
+        std::cout << tasks.size() << " erase task(s) outstanding";
+        if (overdue)
+            std::cout << ", " << overdue << " OVERDUE (unconfirmed for longer than retention.receipt_deadline, "
+                      << text::format_duration(deadline) << ")";
+        std::cout << ":\n";
         for (const auto& t : tasks) {
             std::vector<store::EraseItem> items;
             store::decode_items(t.items, items);
@@ -154,7 +162,8 @@ int cmd_retention(const Args& a) {
                       << " of " << items.size() << " record(s) left, since "
                       << sb::detail::format_time(t.created_at) << ", " << t.attempts
                       << " failed attempt(s)" << (t.last_error.empty() ? "" : ", last: " + t.last_error)
-                      << ", next " << when(t.next_at, now) << "\n";
+                      << ", next " << when(t.next_at, now)
+                      << (pipeline::erase_overdue(t, now, deadline) ? " [OVERDUE: no receipt]" : "") << "\n";
         }
         return 0;
     }

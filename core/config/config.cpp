@@ -214,6 +214,8 @@ Spec build_core_schema() {
                S::table()
                    .field("default", S::duration().min(1000).max(3650.0 * 86'400'000).fallback("\"28d\""))
                    .field("sweep_interval", S::duration().min(100).max(86'400'000).fallback("\"1m\""))
+                   .field("receipt_deadline",
+                          S::duration().min(1000).max(3650.0 * 86'400'000).fallback("\"7d\""))
                    .field("policy", S::array(S::table()
                                                  .field("source", S::string())
                                                  .field("category", S::string())
@@ -345,6 +347,7 @@ void extract(Config& c, Diagnostics& out) {
     const toml::table& ret = table_at(c.root, "retention");
     if (auto v = get_duration(ret, "default")) c.retention.default_ms = *v;
     if (auto v = get_duration(ret, "sweep_interval")) c.retention.sweep_interval_ms = *v;
+    if (auto v = get_duration(ret, "receipt_deadline")) c.retention.receipt_deadline_ms = *v;
 
     extract_instances(c, "sources", SB_KIND_SOURCE, c.sources);
     extract_instances(c, "destinations", SB_KIND_DESTINATION, c.destinations);

@@ -103,6 +103,8 @@ struct PluginsConfig {
 struct RetentionConfig {
     std::int64_t default_ms = 28LL * 86'400'000;
     std::int64_t sweep_interval_ms = 60'000;
+    // An erase task unconfirmed for longer is overdue (a missing receipt).
+    std::int64_t receipt_deadline_ms = 7LL * 86'400'000;
 };
 
 struct Config {

@@ -20,6 +20,17 @@ std::int64_t steady_ms() {
 
 } // namespace
 
+std::string receipt_text(std::string_view receipt) {
+    std::string out = sb::detail::audit_detail_sanitise(receipt);
+    if (out.size() > kReceiptMax) {
+        std::size_t cut = kReceiptMax - 3;
+        while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+        out.resize(cut);
+        out += "...";
+    }
+    return out;
+}
+
 DeliveryWorker::DeliveryWorker(plugin::Instance& instance, Journal& journal, Clock clock,
                                plugin::Metrics* metrics)
     : instance_(instance), journal_(journal), clock_(std::move(clock)), metrics_(metrics),
@@ -303,14 +314,17 @@ bool DeliveryWorker::deliver_some() {
             if (it == completed_.end()) continue;
             f.status = it->second.first;
             if (f.status == SB_PENDING) f.status = SB_ERR_INTERNAL; // not a completion status
-            if (f.status != SB_OK) f.error = it->second.second;
+            if (f.status != SB_OK)
+                f.error = it->second.second;
+            else
+                f.receipt = receipt_text(it->second.second);
             completed_.erase(it);
             moved = true;
         }
     }
 
     // 3. Settle the prefix that is done, in sequence order.
-    std::vector<std::pair<OutboxEntry, std::uint32_t>> delivered;
+    std::vector<Delivered> delivered;
     std::vector<store::DeadLetter> dead;
     std::size_t done = 0;
     for (; done < inflight_.size(); ++done) {
@@ -334,7 +348,7 @@ bool DeliveryWorker::deliver_some() {
             continue;
         }
         if (f.status == SB_OK) {
-            delivered.emplace_back(e, f.attempt);
+            delivered.push_back({e, f.attempt, f.receipt});
             continue;
         }
         if (f.status == SB_PENDING) {
@@ -390,7 +404,7 @@ bool DeliveryWorker::deliver_some() {
 }
 
 void DeliveryWorker::record_progress(std::uint64_t acked, std::vector<store::DeadLetter> dead,
-                                     std::vector<std::pair<OutboxEntry, std::uint32_t>> delivered) {
+                                     std::vector<Delivered> delivered) {
     acked_ = acked;
     std::int64_t now = clock_();
     std::string dest = destination();
@@ -398,11 +412,12 @@ void DeliveryWorker::record_progress(std::uint64_t acked, std::vector<store::Dea
                          store::Txn& txn, audit::AuditLog& audit) {
                          txn.set_acked(dest, acked);
                          std::string detail;
-                         for (const auto& [e, attempt] : delivered) {
+                         for (const auto& [e, attempt, receipt] : delivered) {
                              detail.clear();
                              audit::append_attr(detail, "destination", dest);
                              audit::append_attr(detail, "seq", std::to_string(e.seq));
                              audit::append_attr(detail, "attempt", std::to_string(attempt));
+                             if (!receipt.empty()) audit::append_attr(detail, "receipt", receipt);
                              audit.append(now, audit::kind::deliver, e.record_id, detail);
                          }
                          for (const auto& d : dead) {
@@ -442,12 +457,14 @@ void DeliveryWorker::retry_dead_letters() {
         std::string dest = destination();
         std::string why = std::string(sb::status_name(st)) + (error.empty() ? "" : ": " + error);
         std::int64_t id = d.id;
+        receipt = receipt_text(receipt);
         journal_.submit({[=](store::Txn& txn, audit::AuditLog& audit) {
                              std::string detail;
                              audit::append_attr(detail, "destination", dest);
                              audit::append_attr(detail, "seq", std::to_string(e.seq));
                              audit::append_attr(detail, "attempt", std::to_string(attempt));
                              audit::append_attr(detail, "retry", "dead_letter");
+                             if (st == SB_OK && !receipt.empty()) audit::append_attr(detail, "receipt", receipt);
                              if (st == SB_OK) {
                                  txn.delete_dead_letter(id);
                                  audit.append(now, audit::kind::deliver, e.record_id, detail);

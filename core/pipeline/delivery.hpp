@@ -4,7 +4,8 @@
 // each minimised record to the plugin, at least once, with the record id as
 // the idempotency key; retries with exponential backoff and jitter; dead-
 // letters after max_attempts or on a permanent error; records progress (and
-// an audit entry per delivery) through the journal.
+// an audit entry per delivery, with the receipt the plugin completed it with,
+// e.g. a case reference) through the journal.
 //
 // Up to `batch` deliveries are outstanding at once: a plugin that answers
 // SB_PENDING (a feed waiting for its client's acknowledgement) gets the next
@@ -31,6 +32,13 @@
 #include <thread>
 
 namespace switchboard::pipeline {
+
+// A receipt (delivery or erase) as it goes into the audit trail: one line
+// (control characters become spaces), at most kReceiptMax bytes. Receipts are
+// references (a case number, a file name), never personal data: see
+// sb_host_api.complete.
+inline constexpr std::size_t kReceiptMax = 128;
+std::string receipt_text(std::string_view receipt);
 
 class DeliveryWorker : public OutboxListener {
 public:
@@ -62,7 +70,14 @@ private:
         bool unflushed = false;        // deliver said SB_OK; the next flush decides
         bool expired = false;          // not handed over: its retention ended first
         std::string error;
+        std::string receipt;           // from complete(), once SB_OK
         std::int64_t since = 0;        // steady ms when handed over
+    };
+    // A delivery settled as done, for its audit entry.
+    struct Delivered {
+        OutboxEntry entry;
+        std::uint32_t attempt = 0;
+        std::string receipt; // "" when the plugin gave none
     };
 
     void run();
@@ -75,7 +90,7 @@ private:
     void retry_dead_letters();
     std::int64_t backoff_ms(std::uint32_t attempt);
     void record_progress(std::uint64_t acked, std::vector<store::DeadLetter> dead,
-                         std::vector<std::pair<OutboxEntry, std::uint32_t>> delivered);
+                         std::vector<Delivered> delivered);
 
     plugin::Instance& instance_;
     Journal& journal_;

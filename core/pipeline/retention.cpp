@@ -1,12 +1,15 @@
 #include "pipeline/retention.hpp"
 
 #include "log.hpp"
+#include "pipeline/delivery.hpp"
 #include "pipeline/outbox_codec.hpp"
 #include "store/codec.hpp"
+#include "util/text.hpp"
 
 #include <switchboard/detail/abi.hpp>
 #include <switchboard/plugin.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 
@@ -59,9 +62,10 @@ const char* target_name(store::EraseTarget t) {
 } // namespace
 
 RetentionService::RetentionService(Journal& journal, Clock clock, std::filesystem::path data_dir,
-                                   std::int64_t sweep_interval_ms, plugin::Metrics* metrics)
+                                   std::int64_t sweep_interval_ms, plugin::Metrics* metrics,
+                                   std::int64_t receipt_deadline_ms)
     : journal_(journal), clock_(std::move(clock)), data_dir_(std::move(data_dir)),
-      interval_ms_(sweep_interval_ms), metrics_(metrics) {}
+      interval_ms_(sweep_interval_ms), metrics_(metrics), receipt_deadline_ms_(receipt_deadline_ms) {}
 
 RetentionService::~RetentionService() { stop(); }
 
@@ -88,6 +92,7 @@ void RetentionService::stop() {
 void RetentionService::run() {
     using namespace std::chrono;
     auto next_sweep = steady_clock::now();
+    auto next_overdue_check = steady_clock::now();
     for (;;) {
         {
             std::lock_guard lock(mutex_);
@@ -104,6 +109,12 @@ void RetentionService::run() {
                 next_sweep = steady_clock::now() + milliseconds(interval_ms_);
             }
             run_erase_tasks(clock_());
+            if (steady_clock::now() >= next_overdue_check) {
+                check_overdue(clock_());
+                // Once a minute; sooner for a short deadline (tests).
+                next_overdue_check = steady_clock::now() +
+                                     milliseconds(std::clamp<std::int64_t>(receipt_deadline_ms_ / 4, 1000, 60'000));
+            }
         } catch (const std::exception& e) {
             log::error(kComponent, std::string("sweep failed; will retry: ") + e.what());
         }
@@ -346,7 +357,7 @@ std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
                 audit::append_attr(detail, "target", target_name(t.target));
                 audit::append_attr(detail, "reason", t.reason == SB_ERASE_REQUEST ? "request" : "retention");
                 audit::append_attr(detail, "outcome", s.outcome);
-                if (!s.receipt.empty()) audit::append_attr(detail, "receipt", s.receipt);
+                if (!s.receipt.empty()) audit::append_attr(detail, "receipt", receipt_text(s.receipt));
                 audit.append(now, audit::kind::erase, s.record_id, detail);
             }
             if (finished)
@@ -357,6 +368,31 @@ std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
         if (metrics_ && !steps.empty()) metrics_->add(t.instance, "erase_steps", steps.size());
     }
     return settled_total;
+}
+
+std::uint64_t RetentionService::check_overdue(std::int64_t now) {
+    std::map<std::string, std::uint64_t> per_instance;
+    std::uint64_t total = 0;
+    for (const auto& t : journal_.store().erase_tasks(INT64_MAX, 100000)) {
+        if (!erase_overdue(t, now, receipt_deadline_ms_)) continue;
+        ++per_instance[t.instance];
+        ++total;
+    }
+    if (metrics_) {
+        metrics_->set("retention", "erase_tasks_overdue", static_cast<double>(total));
+        for (const auto& name : overdue_at_)
+            if (!per_instance.count(name)) metrics_->set(name, "erase_tasks_overdue", 0);
+        for (const auto& [name, n] : per_instance)
+            metrics_->set(name, "erase_tasks_overdue", static_cast<double>(n));
+    }
+    overdue_at_.clear();
+    for (const auto& [name, n] : per_instance) overdue_at_.insert(name);
+    if (total > overdue_)
+        log::warn(kComponent, std::to_string(total) + " erase task(s) unconfirmed for longer than "
+                                  "retention.receipt_deadline (" + text::format_duration(receipt_deadline_ms_) +
+                                  "): missing deletion receipts; see switchboard retention --pending");
+    overdue_ = total;
+    return total;
 }
 
 void RetentionService::complete(const std::string& instance, std::uint64_t id, sb_status status,

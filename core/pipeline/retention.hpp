@@ -9,7 +9,11 @@
 // Erase tasks retry with backoff until confirmed; each step is audited. A
 // destination that confirms later (SB_PENDING: a department feed waiting for
 // its client) does not hold the pass up: its task stays outstanding, listed
-// by `switchboard retention --pending`, and is asked again every 30 s.
+// by `switchboard retention --pending`, and is asked again every 30 s. A task
+// still unconfirmed `receipt_deadline` after it was made is overdue (a
+// missing deletion receipt): marked by `--pending`, counted in the gauges
+// retention/erase_tasks_overdue and <instance>/erase_tasks_overdue, and
+// logged when the count grows.
 
 #include "pipeline/journal.hpp"
 
@@ -21,10 +25,19 @@
 
 namespace switchboard::pipeline {
 
+// Whether an erase task has waited for its confirmation longer than
+// `deadline_ms` (retention.receipt_deadline) at `now`.
+inline bool erase_overdue(const store::EraseTask& t, std::int64_t now, std::int64_t deadline_ms) {
+    return now - t.created_at > deadline_ms;
+}
+
 class RetentionService {
 public:
+    static constexpr std::int64_t kDefaultReceiptDeadlineMs = 7LL * 86'400'000;
+
     RetentionService(Journal& journal, Clock clock, std::filesystem::path data_dir,
-                     std::int64_t sweep_interval_ms, plugin::Metrics* metrics);
+                     std::int64_t sweep_interval_ms, plugin::Metrics* metrics,
+                     std::int64_t receipt_deadline_ms = kDefaultReceiptDeadlineMs);
     ~RetentionService();
 
     // Instances that erase tasks are sent to (sources and destinations).
@@ -39,6 +52,12 @@ public:
     // Runs the erase tasks due at `now`; returns how many items were settled.
     std::uint64_t run_erase_tasks(std::int64_t now);
 
+    // Counts the erase tasks overdue at `now` and sets the gauges (done by
+    // the service's thread once a minute, or every receipt_deadline / 4 if
+    // that is sooner, at least 1 s apart); returns the total. Not to be
+    // called concurrently with itself.
+    std::uint64_t check_overdue(std::int64_t now);
+
     // Completion of an SB_PENDING erase (routed from host->complete).
     void complete(const std::string& instance, std::uint64_t id, sb_status status, const char* receipt);
 
@@ -52,6 +71,9 @@ private:
     std::filesystem::path data_dir_;
     std::int64_t interval_ms_;
     plugin::Metrics* metrics_;
+    std::int64_t receipt_deadline_ms_;
+    std::uint64_t overdue_ = 0;         // as of the last check_overdue
+    std::set<std::string> overdue_at_;  // instances whose gauge is non-zero
     std::map<std::string, plugin::Instance*> instances_;
 
     std::mutex mutex_;

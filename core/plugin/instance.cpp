@@ -305,6 +305,27 @@ void h_timer_cancel(sb_host_ctx* ctx, uint64_t id) {
     if (inst && inst->services().timers) inst->services().timers->cancel(id);
 }
 
+sb_status h_audit(sb_host_ctx* ctx, const char* event, const char* record_id, const char* detail) {
+    Instance* inst = self(ctx);
+    if (!inst) return SB_ERR_INVALID;
+    if (!event || !sb::detail::audit_event_valid(event)) {
+        h_set_error(ctx, "audit: the event must be [a-z_]{1,32}; entry refused");
+        return SB_ERR_INVALID;
+    }
+    if (record_id && !sb::detail::audit_record_id_valid(record_id)) {
+        h_set_error(ctx, "audit: the record id must be [A-Za-z0-9._:-]{1,64}; entry refused");
+        return SB_ERR_INVALID;
+    }
+    if (!inst->services().audit) return SB_ERR_UNAVAILABLE;
+    AuditNote note;
+    note.instance = inst->name();
+    note.plugin = inst->descriptor().name;
+    note.event = event;
+    note.record_id = record_id ? record_id : "";
+    note.detail = sb::detail::audit_detail_sanitise(detail ? detail : "");
+    return inst->services().audit(std::move(note));
+}
+
 sb_host_api make_api() {
     sb_host_api api{};
     api.struct_size = sizeof(sb_host_api);
@@ -344,6 +365,7 @@ sb_host_api make_api() {
     api.http_set_header = &h_http_set_header;
     api.timer_start = &h_timer_start;
     api.timer_cancel = &h_timer_cancel;
+    api.audit = &h_audit;
     return api;
 }
 
@@ -352,6 +374,15 @@ const sb_host_api kApi = make_api();
 } // namespace
 
 std::unique_ptr<sb_record> new_record() { return std::make_unique<sb_record>(); }
+
+void append_audit(audit::AuditLog& log, std::int64_t ts_ms, const AuditNote& note) {
+    std::string detail;
+    audit::append_attr(detail, "instance", note.instance);
+    audit::append_attr(detail, "plugin", note.plugin);
+    audit::append_attr(detail, "event", note.event);
+    if (!note.detail.empty()) audit::append_attr(detail, "detail", note.detail);
+    log.append(ts_ms, "plugin", note.record_id, detail);
+}
 
 // --- Metrics ---------------------------------------------------------------
 

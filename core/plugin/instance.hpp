@@ -3,6 +3,7 @@
 // One running plugin instance and the host services it is handed: the
 // implementation of sb_host_api.
 
+#include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "plugin/library.hpp"
 
@@ -82,12 +83,30 @@ public:
     void complete(const std::string&, std::uint64_t, sb_status, const char*) override;
 };
 
+// An entry a plugin asked for with sb_host_api.audit, already checked and
+// sanitised by the host table (see plugin.h).
+struct AuditNote {
+    std::string instance; // the instance's name in config
+    std::string plugin;   // the plugin's name
+    std::string event;    // [a-z_]{1,32}
+    std::string record_id; // "" when none
+    std::string detail;    // one line, at most 256 bytes; "" when none
+};
+
+// Appends `note` to the trail: kind "plugin", attributes instance, plugin,
+// event and (when given) detail.
+void append_audit(audit::AuditLog& log, std::int64_t ts_ms, const AuditNote& note);
+
 struct Services {
     http::Server* http = nullptr;      // null when the listener is disabled
     TimerService* timers = nullptr;
     Metrics* metrics = nullptr;
     RecordSink* sink = nullptr;
     std::function<std::int64_t()> clock; // Unix ms
+    // Where sb_host_api.audit entries go (the journal's writer thread); null:
+    // the node has no audit trail and audit answers SB_ERR_UNAVAILABLE.
+    // Called on the plugin's thread; must not block on the disk.
+    std::function<sb_status(AuditNote note)> audit;
     std::filesystem::path data_dir;
 };
 

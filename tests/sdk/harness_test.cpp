@@ -128,6 +128,27 @@ private:
     std::uint64_t self_ = 0;
 };
 
+// Writes audit entries (ABI 1.1) from poll; keeps each answer.
+class Auditor : public sb::Plugin {
+public:
+    static sb::PluginInfo info() {
+        sb::PluginInfo i;
+        i.name = "auditor";
+        i.version = "1";
+        i.kind = SB_KIND_SOURCE;
+        return i;
+    }
+    explicit Auditor(sb::Host host) : sb::Plugin(host) {}
+    sb::Status poll() {
+        answers.push_back(host().audit("key_refused", "key=K1 from tcp://10.0.0.1:5555\r\nx=y"));
+        answers.push_back(host().audit("erase_confirmed", std::string(300, 'z'), "R4-1"));
+        answers.push_back(host().audit("Not-A-Token", "x"));
+        answers.push_back(host().audit("odd_record", "x", "R4 1"));
+        return SB_IDLE;
+    }
+    static inline std::vector<sb::Status> answers;
+};
+
 // Does what the daemon refuses: a timer without SB_CAP_TIMERS, or a route
 // registered outside start.
 class Careless : public sb::Plugin {
@@ -176,7 +197,7 @@ TEST_CASE("harness: a descriptor for another ABI major or a newer minor is refus
     d.abi_major = SB_ABI_MAJOR;
     d.abi_minor = SB_ABI_MINOR + 1;
     CHECK_THROWS_WITH(Harness(&d),
-                      Catch::Contains("refused: expected plugin ABI minor 0 or older, found 1"));
+                      Catch::Contains("refused: expected plugin ABI minor 1 or older, found 2"));
     d.abi_minor = SB_ABI_MINOR;
     const int bogus = 42; // what a C plugin may put in an enum field
     std::memcpy(&d.kind, &bogus, sizeof bogus);
@@ -257,7 +278,47 @@ TEST_CASE("harness: the host table is complete") {
         CHECK(p != nullptr);
         ++n;
     }
-    CHECK(n >= 43); // as of ABI 1.0
+    CHECK(n >= 44); // as of ABI 1.1
+}
+
+TEST_CASE("harness: audit entries (ABI 1.1) are collected as the core would store them") {
+    Harness h(sb::detail::descriptor<Auditor>());
+    Auditor::answers.clear();
+    h.create();
+    h.start();
+    h.poll();
+    REQUIRE(Auditor::answers.size() == 4);
+    CHECK(Auditor::answers[0] == SB_OK);
+    CHECK(Auditor::answers[1] == SB_OK);
+    CHECK(Auditor::answers[2] == SB_ERR_INVALID);
+    CHECK(Auditor::answers[3] == SB_ERR_INVALID);
+    REQUIRE(h.audits().size() == 2);
+    CHECK(h.audits()[0].event == "key_refused");
+    CHECK(h.audits()[0].record_id.empty());
+    CHECK(h.audits()[0].detail == "key=K1 from tcp://10.0.0.1:5555  x=y");
+    CHECK(h.audits()[1].record_id == "R4-1");
+    CHECK(h.audits()[1].detail == std::string(253, 'z') + "...");
+    CHECK(h.audits("erase_confirmed").size() == 1);
+    CHECK(h.logged("audit event is not [a-z_]{1,32}"));
+
+    // A host without an audit trail answers SB_ERR_UNAVAILABLE.
+    h.audit_available(false);
+    Auditor::answers.clear();
+    h.poll();
+    CHECK(Auditor::answers[0] == SB_ERR_UNAVAILABLE);
+    CHECK(h.audits().size() == 2);
+    h.stop();
+}
+
+TEST_CASE("sb::Host::audit checks the host table's size: an ABI 1.0 host has no audit") {
+    Harness h(sb::detail::descriptor<Auditor>());
+    sb_host_api old = h.api();
+    old.struct_size = offsetof(sb_host_api, audit); // what a 1.0 host stamps
+    sb::Host host(&old, nullptr, nullptr);
+    CHECK_FALSE(host.can_audit());
+    CHECK(host.audit("anything", "x") == SB_ERR_UNSUPPORTED);
+    sb::Host current(&h.api(), nullptr, nullptr);
+    CHECK(current.can_audit());
 }
 
 TEST_CASE("memory-source: descriptor, capabilities and schema") {

@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define SB_ABI_MAJOR 1
-#define SB_ABI_MINOR 0
+#define SB_ABI_MINOR 1
 
 /* The one symbol a plugin library exports. Returns a pointer to a descriptor
  * with static storage duration; it is called once, on the main thread, right
@@ -492,7 +492,9 @@ struct sb_host_api {
     /* Completes a delivery or erase request that returned SB_PENDING.
      * `status` is SB_OK, SB_ERR_TRANSIENT or SB_ERR_PERMANENT; `receipt`
      * (may be NULL) is a short reference to store with it (case number,
-     * deletion receipt). Any thread. */
+     * deletion receipt): it goes into the audit entry of the delivery or
+     * erase (control characters replaced, at most 128 bytes kept), so it must
+     * never carry personal data. Any thread. */
     void (*complete)(sb_host_ctx* ctx, uint64_t id, sb_status status, const char* receipt);
 
     /* --- HTTP (SB_CAP_HTTP) --------------------------------------------- */
@@ -529,6 +531,36 @@ struct sb_host_api {
      * fn is not running when it returns and will not run again; from inside
      * it, the timer just does not fire again. */
     void (*timer_cancel)(sb_host_ctx* ctx, uint64_t id);
+
+    /* --- audit (ABI 1.1) ------------------------------------------------ */
+
+    /* Writes an entry about this instance to the hash-chained audit trail
+     * (kind "plugin", with the instance and plugin named): for what the
+     * plugin alone sees and an auditor must be able to find later, such as a
+     * refused handshake. `event` is a token, [a-z_]{1,32} ("handshake_refused").
+     * `record_id` is the id of the record the entry is about, as the host
+     * handed it to the plugin ([A-Za-z0-9._:-]{1,64}), or NULL. `detail`
+     * (may be NULL) is one short line: the host replaces control characters
+     * (newlines included) with spaces and keeps at most 256 bytes. The trail
+     * outlives the records it describes, so neither `event` nor `detail` may
+     * ever carry personal data (no names, phone numbers, addresses, message
+     * text, error text that might quote input): only ids, keys, counts,
+     * network addresses of systems. Copies.
+     *
+     * SB_OK: taken; the entry is committed with the journal's next group
+     * commit, by the journal's writer thread (the call does not wait for the
+     * disk; an entry written after the journal has stopped, while the host
+     * shuts down, is not kept). SB_ERR_INVALID: `event` or `record_id` is
+     * malformed (nothing written; explained with set_error).
+     * SB_ERR_UNAVAILABLE: the host has no audit trail (a node without a
+     * journal).
+     * A plugin that may audit often (one entry per connection attempt from
+     * the network) must rate-limit itself. Any thread.
+     *
+     * Added in ABI 1.1: check SB_HAS_FIELD(host, sb_host_api, audit) before
+     * calling it (sb::Host::audit does). */
+    sb_status (*audit)(sb_host_ctx* ctx, const char* event, const char* record_id,
+                       const char* detail);
 };
 
 #ifdef __cplusplus

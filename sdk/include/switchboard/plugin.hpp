@@ -29,6 +29,7 @@
 #include <switchboard/detail/record_data.hpp>
 #include <switchboard/plugin.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -430,6 +431,46 @@ Status guard(const sb_host_api* api, sb_host_ctx* ctx, F&& body) noexcept {
     }
 }
 
+// sb_host_api.audit's rules, shared by the core and the test harness.
+constexpr std::size_t kAuditEventMax = 32;
+constexpr std::size_t kAuditRecordIdMax = 64;
+constexpr std::size_t kAuditDetailMax = 256;
+
+inline bool audit_event_valid(std::string_view event) {
+    if (event.empty() || event.size() > kAuditEventMax) return false;
+    for (char c : event)
+        if (!((c >= 'a' && c <= 'z') || c == '_')) return false;
+    return true;
+}
+
+inline bool audit_record_id_valid(std::string_view id) {
+    if (id.empty() || id.size() > kAuditRecordIdMax) return false;
+    for (char c : id)
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == ':' || c == '-'))
+            return false;
+    return true;
+}
+
+// One line of at most kAuditDetailMax bytes: control characters (newlines,
+// tabs, DEL) become spaces; a longer text is cut at a UTF-8 character
+// boundary and ends with "...".
+inline std::string audit_detail_sanitise(std::string_view detail) {
+    std::string out;
+    out.reserve(std::min(detail.size(), kAuditDetailMax));
+    for (char c : detail) {
+        auto u = static_cast<unsigned char>(c);
+        out.push_back(u < 0x20 || u == 0x7f ? ' ' : c);
+    }
+    if (out.size() > kAuditDetailMax) {
+        std::size_t cut = kAuditDetailMax - 3;
+        while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+        out.resize(cut);
+        out += "...";
+    }
+    return out;
+}
+
 } // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -536,6 +577,19 @@ public:
 
     void complete(std::uint64_t id, Status status, const char* receipt = nullptr) const {
         api_->complete(ctx_, id, status, receipt);
+    }
+
+    // Audit (ABI 1.1): whether this host has sb_host_api.audit (an older
+    // host's table ends before it).
+    bool can_audit() const { return SB_HAS_FIELD(api_, sb_host_api, audit) && api_->audit; }
+    // Writes an audit entry about this instance; see sb_host_api.audit:
+    // `event` is [a-z_]{1,32}, `detail` one short line that never carries
+    // personal data. SB_ERR_UNSUPPORTED when the host has no audit function;
+    // never throws.
+    Status audit(const char* event, const std::string& detail = {},
+                 const char* record_id = nullptr) const {
+        if (!can_audit()) return SB_ERR_UNSUPPORTED;
+        return api_->audit(ctx_, event, record_id, detail.c_str());
     }
 
     // HTTP: registers a handler (call from start). An exception in the

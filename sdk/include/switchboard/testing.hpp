@@ -499,6 +499,14 @@ struct Completion {
     std::string receipt;
 };
 
+// An entry the plugin wrote with host->audit, as the core would store it
+// (detail already sanitised; record_id empty when none was given).
+struct AuditEntry {
+    std::string event;
+    std::string record_id;
+    std::string detail;
+};
+
 struct DeliveryLog {
     std::uint64_t delivery_id;
     std::uint64_t sequence;
@@ -863,6 +871,23 @@ public:
     std::map<std::string, std::uint64_t>& counters() { return counters_; }
     std::map<std::string, double>& gauges() { return gauges_; }
     std::vector<Completion>& completions() { return completions_; }
+    // Entries written with host->audit (ABI 1.1), in order. Calls the host
+    // would refuse (malformed event or record id) are not here; they are
+    // logged as warnings.
+    std::vector<AuditEntry>& audits() { return audits_; }
+    // The entries with this event.
+    std::vector<AuditEntry> audits(std::string_view event) const {
+        std::lock_guard lock(mu_);
+        std::vector<AuditEntry> out;
+        for (const auto& a : audits_)
+            if (a.event == event) out.push_back(a);
+        return out;
+    }
+    // Makes host->audit answer SB_ERR_UNAVAILABLE (a node without a journal).
+    Harness& audit_available(bool yes) {
+        audit_available_ = yes;
+        return *this;
+    }
     std::vector<DeliveryLog>& deliveries() { return deliveries_; }
     // Durable state (state_set and emit_batch cursors). Kept across
     // destroy() + create(); a test may seed it before create().
@@ -997,6 +1022,7 @@ private:
         api_.http_set_header = &h_http_set_header;
         api_.timer_start = &h_timer_start;
         api_.timer_cancel = &h_timer_cancel;
+        api_.audit = &h_audit;
     }
 
     // --- config ------------------------------------------------------------
@@ -1469,6 +1495,24 @@ private:
         h.completions_.push_back({id, status, receipt ? receipt : ""});
     }
 
+    static sb_status h_audit(sb_host_ctx* c, const char* event, const char* record_id,
+                             const char* detail) {
+        Harness& h = of(c);
+        if (!event || !sb::detail::audit_event_valid(event)) {
+            h.note(SB_LOG_WARN, "audit event is not [a-z_]{1,32}; refused");
+            return SB_ERR_INVALID;
+        }
+        if (record_id && !sb::detail::audit_record_id_valid(record_id)) {
+            h.note(SB_LOG_WARN, "audit record id is not [A-Za-z0-9._:-]{1,64}; refused");
+            return SB_ERR_INVALID;
+        }
+        if (!h.audit_available_) return SB_ERR_UNAVAILABLE;
+        std::lock_guard lock(h.mu_);
+        h.audits_.push_back({event, record_id ? record_id : "",
+                             sb::detail::audit_detail_sanitise(detail ? detail : "")});
+        return SB_OK;
+    }
+
     static sb_status h_http_route(sb_host_ctx* c, const char* method, const char* path,
                                   sb_http_handler handler, void* user) {
         Harness& h = of(c);
@@ -1598,6 +1642,8 @@ private:
     std::map<std::string, std::uint64_t> counters_;
     std::map<std::string, double> gauges_;
     std::vector<Completion> completions_;
+    std::vector<AuditEntry> audits_;
+    std::atomic<bool> audit_available_{true};
     std::vector<DeliveryLog> deliveries_;
     std::map<std::string, std::string> state_;
     std::string last_error_;

@@ -154,7 +154,8 @@ profile = "case"
     // The profile let citizen.name through; nothing else outside it.
     CHECK(by_number[1][0].body.find("\"name\":\"Test Person 1\"") != std::string::npos);
 
-    // The audit: record 2 dead-lettered, 1 and 3 delivered.
+    // The audit: record 2 dead-lettered, 1 and 3 delivered, each with the
+    // case reference the case system gave it as the delivery's receipt.
     std::string id2 = record_id(by_number[2][0]);
     std::string id1 = record_id(by_number[1][0]);
     std::string id3 = record_id(by_number[3][0]);
@@ -162,8 +163,14 @@ profile = "case"
     for (const auto& l : audit_lines(data)) {
         if (l.find("destination=case") == std::string::npos) continue;
         if (l.find("\tdead_letter\t" + id2 + "\t") != std::string::npos) dead2 = true;
-        if (l.find("\tdeliver\t" + id1 + "\t") != std::string::npos) delivered1 = true;
-        if (l.find("\tdeliver\t" + id3 + "\t") != std::string::npos) delivered3 = true;
+        if (l.find("\tdeliver\t" + id1 + "\t") != std::string::npos) {
+            delivered1 = true;
+            CHECK(l.find(";receipt=CR-1\t") != std::string::npos);
+        }
+        if (l.find("\tdeliver\t" + id3 + "\t") != std::string::npos) {
+            delivered3 = true;
+            CHECK(l.find(";attempt=2;receipt=CR-3\t") != std::string::npos);
+        }
     }
     CHECK(dead2);
     CHECK(delivered1);

@@ -2,7 +2,9 @@
 // runs a memory-source into a zmq-feed destination, and a raw ZeroMQ client
 // in the test (feed_client.hpp) receives and acknowledges. The client is
 // killed mid-stream and comes back: nothing lost, nothing sent again at or
-// below its acknowledged position; another department's key gets nothing.
+// below its acknowledged position; another department's key gets nothing,
+// and its refused handshake is in the audit trail. Erase notices left
+// unanswered past retention.receipt_deadline are marked overdue.
 #include "feed_client.hpp"
 #include "process.hpp"
 
@@ -26,6 +28,17 @@ using sbtest::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
+
+std::vector<std::string> audit_lines(const fs::path& data) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(data / "audit", ec); !ec && it != fs::directory_iterator(); ++it) {
+        std::ifstream in(it->path());
+        for (std::string l; std::getline(in, l);)
+            if (!l.empty()) out.push_back(l);
+    }
+    return out;
+}
 
 std::string first_line(const fs::path& p) {
     std::ifstream in(p);
@@ -181,4 +194,78 @@ lawful_basis = "test"
     CHECK(daemon.wait(20s) == 0);
     // No record content in the log; the feed's own lines only name ids and counts.
     CHECK(daemon.err().find("\"fields\"") == std::string::npos);
+
+    // The refused handshake is in the (hash-chained) audit trail, with the
+    // feed named and the key that tried.
+    int refusals = 0;
+    for (const auto& l : audit_lines(dir.path / "data"))
+        if (l.find("\tplugin\t-\t") != std::string::npos && l.find("instance=housing;") != std::string::npos &&
+            l.find(";event=handshake_refused;") != std::string::npos &&
+            l.find("key=" + waste.pub + " address=127.0.0.1") != std::string::npos)
+            ++refusals;
+    CHECK(refusals == 1);
+    auto verify = sbtest::run({sbtest::switchboard_binary(), "audit", "verify", "-c", config.string()});
+    INFO(verify.out << verify.err);
+    CHECK(verify.code == 0);
+}
+
+TEST_CASE("zmq-feed end to end: erase notices unanswered past retention.receipt_deadline are overdue") {
+    TempDir dir;
+    KeyPair server = keygen(dir.path, "server");
+    KeyPair housing = keygen(dir.path, "housing");
+    auto config = dir.write("feed.toml", R"(
+[node]
+data_dir = "data"
+[retention]
+default = "2s"
+sweep_interval = "200ms"
+receipt_deadline = "1s"
+[sources.synthetic]
+plugin = "memory-source"
+poll_interval = "10ms"
+[sources.synthetic.config]
+count = 3
+interval = "0ms"
+[destinations.housing]
+plugin = "zmq-feed"
+[destinations.housing.config]
+endpoint = "tcp://127.0.0.1:*"
+server_secret_key = "file:server.key"
+clients = [")" + housing.pub + R"("]
+[[route]]
+category = ["*", "unclassified"]
+destination = "housing"
+purpose = "zmq-feed end-to-end test"
+profile = "all"
+lawful_basis = "test"
+[profiles.all.fields]
+"*" = "keep"
+)");
+    Process daemon({sbtest::switchboard_binary(), "run", "-c", config.string(), "--plugin-dir",
+                    sbtest::plugin_dir(), "--set", "http.listen=127.0.0.1:0"});
+    REQUIRE(daemon.wait_for_log("core: ready", 20s));
+    auto listening = daemon.wait_for_log("listening on (tcp://127\\.0\\.0\\.1:[0-9]+) \\(CURVE", 10s);
+    INFO(daemon.err());
+    REQUIRE(listening);
+    {
+        // The department takes the records, then ignores the erase notices.
+        FeedClient c((*listening)[1], server.pub, &housing);
+        c.hello(0, 50);
+        REQUIRE(c.expect("WELCOME", 10s));
+        for (int i = 1; i <= 3; ++i) REQUIRE(c.expect("RECORD", 10s));
+        c.ack(3);
+        REQUIRE(c.expect("ERASE", 20s));
+        CHECK(daemon.wait_for_log("erase task\\(s\\) unconfirmed for longer than retention\\.receipt_deadline "
+                                  "\\(1s\\): missing deletion receipts",
+                                  15s));
+    }
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait(20s) == 0);
+    auto pending = sbtest::run({sbtest::switchboard_binary(), "retention", "-c", config.string(), "--pending"});
+    INFO(pending.out << pending.err);
+    CHECK(pending.code == 0);
+    CHECK(pending.out.find("OVERDUE (unconfirmed for longer than retention.receipt_deadline, 1s)") !=
+          std::string::npos);
+    CHECK(pending.out.find("notice to housing: ") != std::string::npos);
+    CHECK(pending.out.find("[OVERDUE: no receipt]") != std::string::npos);
 }

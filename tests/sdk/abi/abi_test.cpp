@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -74,12 +75,12 @@ struct CaptureSink : plugin::NoJournal {
 
 } // namespace
 
-TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.0)") {
+TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.1)") {
     // Changing any of these is an ABI break: append fields (minor bump) or
     // bump the major. See docs/sdk.md.
     STATIC_REQUIRE(SB_ABI_MAJOR == SB_MESON_ABI_MAJOR);
     STATIC_REQUIRE(SB_ABI_MAJOR == 1);
-    STATIC_REQUIRE(SB_ABI_MINOR == 0);
+    STATIC_REQUIRE(SB_ABI_MINOR == 1);
     STATIC_REQUIRE(sizeof(sb_plugin_descriptor) == 160);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, struct_size) == 0);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, abi_major) == 4);
@@ -87,10 +88,11 @@ TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.0)
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, name) == 8);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, create) == 88);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, transform) == 152);
-    STATIC_REQUIRE(sizeof(sb_host_api) == 352);
+    STATIC_REQUIRE(sizeof(sb_host_api) == 360);
     STATIC_REQUIRE(offsetof(sb_host_api, set_error) == 8);
     STATIC_REQUIRE(offsetof(sb_host_api, emit) == 216);
     STATIC_REQUIRE(offsetof(sb_host_api, timer_cancel) == 344);
+    STATIC_REQUIRE(offsetof(sb_host_api, audit) == 352); // ABI 1.1
     STATIC_REQUIRE(sizeof(sb_config_field) == 64);
     STATIC_REQUIRE(sizeof(sb_delivery) == 64);
     STATIC_REQUIRE(sizeof(sb_erase_request) == 48);
@@ -98,6 +100,7 @@ TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.0)
     STATIC_REQUIRE(sizeof(sb_field) == 64);
     STATIC_REQUIRE(sizeof(sb_attachment) == 56);
     REQUIRE(sb::detail::descriptor_size_for_minor(0) == 160);
+    REQUIRE(sb::detail::descriptor_size_for_minor(1) == 160);
 }
 
 TEST_CASE("a plugin built for another ABI major is refused, naming file, expected and found") {
@@ -110,14 +113,14 @@ TEST_CASE("a plugin built for another ABI major is refused, naming file, expecte
 TEST_CASE("a plugin built for a newer minor is refused") {
     CHECK(refusal_of("newer-minor") ==
           "plugin " + plugin_file("newer-minor").string() +
-              ": refused: expected plugin ABI minor 0 or older, found 1 (the plugin needs a newer "
+              ": refused: expected plugin ABI minor 1 or older, found 2 (the plugin needs a newer "
               "Switchboard)");
 }
 
 TEST_CASE("a descriptor smaller than the one the host knows is refused") {
     CHECK(refusal_of("small-descriptor") ==
           "plugin " + plugin_file("small-descriptor").string() +
-              ": refused: expected a descriptor of at least 160 bytes for ABI 1.0, found 64 bytes");
+              ": refused: expected a descriptor of at least 160 bytes for ABI 1.1, found 64 bytes");
 }
 
 TEST_CASE("a library without the entry point is refused") {
@@ -225,4 +228,101 @@ TEST_CASE("a plain C plugin runs through the host table, and its library stays l
     instance.reset();
     // Last reference gone: now it may be unmapped.
     CHECK_FALSE(mapped(file));
+}
+
+TEST_CASE("a plugin built for ABI 1.0 still loads and runs on a 1.1 host") {
+    PluginDir dir({"old-minor"});
+    plugin::Registry registry;
+    registry.scan({dir.path}, {});
+    REQUIRE(registry.refused().empty());
+    auto p = registry.find("old-minor");
+    REQUIRE(p);
+    CHECK(p->descriptor->abi_minor == 0);
+    plugin::NoJournal sink;
+    plugin::Services services;
+    services.sink = &sink;
+    config::InstanceConfig ic;
+    ic.name = "old";
+    ic.plugin = "old-minor";
+    plugin::Instance instance(p, ic, services);
+    std::string error;
+    CHECK(instance.create(error));
+    CHECK(instance.start(error));
+    // The table it is handed is the host's, with the 1.1 function at the end.
+    CHECK(instance.api()->struct_size == sizeof(sb_host_api));
+    CHECK(instance.api()->audit != nullptr);
+}
+
+TEST_CASE("host->audit (ABI 1.1): checked, sanitised and written to the audit trail with the "
+          "instance named") {
+    PluginDir dir({"c-audit"});
+    plugin::Registry registry;
+    registry.scan({dir.path}, {});
+    REQUIRE(registry.find("c-audit"));
+    plugin::NoJournal sink;
+    plugin::Metrics metrics;
+    std::vector<plugin::AuditNote> notes;
+    plugin::Services services;
+    services.sink = &sink;
+    services.metrics = &metrics;
+    services.audit = [&](plugin::AuditNote n) {
+        notes.push_back(std::move(n));
+        return SB_OK;
+    };
+    config::InstanceConfig ic;
+    ic.name = "gate";
+    ic.plugin = "c-audit";
+    plugin::Instance instance(registry.find("c-audit"), ic, services);
+    std::string error;
+    REQUIRE(instance.create(error));
+    REQUIRE(instance.start(error));
+    CHECK(instance.poll_once(error) == SB_IDLE);
+    CHECK(metrics.value("gate", "audit_ok") == 3);
+    CHECK(metrics.value("gate", "audit_invalid") == 4);
+    CHECK(metrics.value("gate", "audit_other") == 0);
+    REQUIRE(notes.size() == 3);
+    CHECK(notes[0].instance == "gate");
+    CHECK(notes[0].plugin == "c-audit");
+    CHECK(notes[0].event == "handshake_refused");
+    CHECK(notes[0].record_id.empty());
+    // One line: control characters became spaces.
+    CHECK(notes[0].detail == "key=abc from tcp://127.0.0.1 forged=line  ");
+    CHECK(notes[1].record_id == "R17-3");
+    CHECK(notes[1].detail.size() == 256);
+    CHECK(notes[1].detail.substr(253) == "...");
+    CHECK(notes[2].detail.empty());
+
+    // What the daemon does with them: entries of kind "plugin" in the
+    // hash-chained files, which verify, each on one line.
+    char tmpl[] = "/tmp/sb-abi-audit-XXXXXX";
+    fs::path adir = mkdtemp(tmpl);
+    {
+        audit::AuditLog log(adir);
+        for (const auto& n : notes) plugin::append_audit(log, 1'736'154'000'000, n);
+        REQUIRE(log.sync().ok());
+    }
+    CHECK(audit::AuditLog::verify(adir).ok);
+    std::vector<audit::Record> read;
+    audit::AuditLog::scan(adir, [&](const audit::Record& r) {
+        read.push_back(r);
+        return true;
+    });
+    REQUIRE(read.size() == 3);
+    CHECK(read[0].kind == "plugin");
+    auto attrs = audit::parse_detail(read[0].detail);
+    std::map<std::string, std::string> m(attrs.begin(), attrs.end());
+    CHECK(m["instance"] == "gate");
+    CHECK(m["plugin"] == "c-audit");
+    CHECK(m["event"] == "handshake_refused");
+    CHECK(m["detail"] == "key=abc from tcp://127.0.0.1 forged=line  ");
+    CHECK(read[1].record_id == "R17-3");
+    CHECK(audit::parse_detail(read[2].detail).size() == 3); // no detail attribute
+    fs::remove_all(adir);
+
+    // A node without an audit trail says so.
+    services.audit = nullptr;
+    CHECK(instance.poll_once(error) == SB_IDLE);
+    CHECK(metrics.value("gate", "audit_other") == 3);
+    CHECK(metrics.value("gate", "audit_invalid") == 8);
+    instance.stop();
 }
