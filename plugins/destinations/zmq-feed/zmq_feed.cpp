@@ -36,6 +36,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -70,6 +71,30 @@ std::optional<std::array<std::uint8_t, 32>> decode_key(const std::string& z85) {
     std::array<std::uint8_t, 32> out{};
     if (z85.size() != 40 || !zmq_z85_decode(out.data(), z85.c_str())) return std::nullopt;
     return out;
+}
+
+// The public keys in a key file (`client_key_files`): one Z85 key a line, as
+// `switchboard keygen` writes NAME.pub; blank lines and '#' comments are
+// skipped. Throws naming the config key, the file and the line.
+std::vector<std::string> read_key_file(const std::string& path, std::size_t index) {
+    const std::string where = "config key 'client_key_files'[" + std::to_string(index) + "]: " + path;
+    if (path.size() > 4 && path.compare(path.size() - 4, 4, ".key") == 0)
+        throw sb::Error(SB_ERR_INVALID, where + " looks like a secret key file; list the department's .pub");
+    std::ifstream in(path);
+    if (!in) throw sb::Error(SB_ERR_INVALID, where + ": cannot read it: " + std::strerror(errno));
+    std::vector<std::string> keys;
+    std::string line;
+    for (int n = 1; std::getline(in, line) && n <= 1000; ++n) {
+        auto b = line.find_first_not_of(" \t\r");
+        if (b == std::string::npos || line[b] == '#') continue;
+        line = line.substr(b, line.find_last_not_of(" \t\r") + 1 - b);
+        if (!decode_key(line))
+            throw sb::Error(SB_ERR_INVALID, where + ": line " + std::to_string(n) +
+                                                " is not a Z85 CURVE public key (40 characters)");
+        keys.push_back(line);
+    }
+    if (keys.empty()) throw sb::Error(SB_ERR_INVALID, where + " holds no key");
+    return keys;
 }
 
 std::string encode_key(const std::uint8_t* key) {
@@ -190,6 +215,9 @@ public:
                 "The server's CURVE secret key, Z85 (switchboard keygen); required unless insecure = true"),
             sb::Field::string("clients").multi().describe(
                 "The department's CURVE public keys (Z85, 40 characters); only these are admitted"),
+            sb::Field::path("client_key_files").multi().describe(
+                "Files holding more of the department's public keys, one a line (NAME.pub as switchboard "
+                "keygen writes it); relative to the config file"),
             sb::Field::boolean("insecure").fallback("false").describe(
                 "Allow a plaintext feed without CURVE (tests on loopback only)"),
             sb::Field::integer("credit_max").range(1, static_cast<double>(kMaxCredit)).fallback("1000").describe(
@@ -215,6 +243,9 @@ public:
           name_(host.instance_name()) {
         auto secret = host.string_opt("server_secret_key");
         auto clients = host.list("clients");
+        auto key_files = host.list("client_key_files");
+        for (std::size_t k = 0; k < key_files.size(); ++k)
+            for (auto& key : read_key_file(key_files[k], k)) clients.push_back(std::move(key));
         if (!insecure_) {
             if (!secret || secret->empty())
                 throw sb::Error(SB_ERR_INVALID, "config key 'server_secret_key' is not set: a plaintext "
@@ -231,8 +262,8 @@ public:
             secret_ = *secret;
             public_ = pub;
             if (clients.empty())
-                throw sb::Error(SB_ERR_INVALID, "config key 'clients' lists no key: no department could "
-                                                "connect");
+                throw sb::Error(SB_ERR_INVALID, "neither 'clients' nor 'client_key_files' lists a key: no "
+                                                "department could connect");
         }
         for (std::size_t k = 0; k < clients.size(); ++k) {
             if (!decode_key(clients[k]))
