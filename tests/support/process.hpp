@@ -40,6 +40,32 @@ inline std::string build_root() { return env_or_fail("SB_BUILD_ROOT"); }
 inline std::string plugin_dir() { return env_or_fail("SB_PLUGIN_DIR"); }
 
 // A temporary directory removed at the end of the test.
+// Asks `pred` every 50 ms until it holds or `timeout` has passed; its last
+// answer. For conditions a test cannot be told about (files appearing, a
+// daemon's output).
+inline bool wait_until(const std::function<bool()>& pred,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return pred();
+}
+
+// The lines of the audit trail under a data directory (every audit file).
+inline std::vector<std::string> audit_lines(const std::filesystem::path& data_dir) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(data_dir / "audit", ec);
+         !ec && it != std::filesystem::directory_iterator(); ++it) {
+        std::ifstream in(it->path());
+        for (std::string l; std::getline(in, l);)
+            if (!l.empty()) out.push_back(l);
+    }
+    return out;
+}
+
 struct TempDir {
     std::filesystem::path path;
     explicit TempDir(const char* prefix = "sb-test") {

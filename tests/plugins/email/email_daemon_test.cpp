@@ -27,6 +27,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using sbtest::wait_until;
+
 std::string fixture(const std::string& name) {
     std::ifstream in(sbtest::env_or_fail("SB_FIXTURES") + "/email/" + name, std::ios::binary);
     REQUIRE(in);
@@ -85,15 +87,6 @@ std::string slurp_tree(const fs::path& dir) {
     for (const auto& e : fs::recursive_directory_iterator(dir))
         if (e.is_regular_file()) all += slurp(e.path());
     return all;
-}
-
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::sleep_for(50ms);
-    }
-    return true;
 }
 
 using Obj = Poco::JSON::Object::Ptr;

@@ -26,6 +26,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using sbtest::wait_until;
+
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -101,16 +103,6 @@ std::string audit_text(const fs::path& data) {
     for (auto it = fs::directory_iterator(data / "audit", ec); !ec && it != fs::directory_iterator(); ++it)
         out += read_file(it->path());
     return out;
-}
-
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::sleep_for(50ms);
-    }
-    return true;
 }
 
 } // namespace

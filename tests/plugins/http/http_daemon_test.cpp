@@ -29,26 +29,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<std::string> audit_lines(const fs::path& data) {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (auto it = fs::directory_iterator(data / "audit", ec); !ec && it != fs::directory_iterator(); ++it) {
-        std::ifstream in(it->path());
-        for (std::string l; std::getline(in, l);)
-            if (!l.empty()) out.push_back(l);
-    }
-    return out;
-}
-
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::sleep_for(50ms);
-    }
-    return true;
-}
+using sbtest::wait_until;
+using sbtest::audit_lines;
 
 // The memory-source record number (ref.sequence) in a delivered body.
 int record_number(const Seen& s) {

@@ -26,6 +26,8 @@ using sbtest::TempDir;
 
 namespace {
 
+using sbtest::wait_until;
+
 namespace fs = std::filesystem;
 
 std::string read_all(const fs::path& p) {
@@ -90,15 +92,6 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
     std::size_t n = 0;
     for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
     return n;
-}
-
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 20s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(50ms);
-    }
-    return pred();
 }
 
 // The fixtures are dated January 2025: the source keeps its records ten

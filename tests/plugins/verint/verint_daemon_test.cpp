@@ -27,6 +27,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using sbtest::wait_until;
+
 const std::string k01 = "202501060912000000000000000001";
 const std::string k02 = "202501060944000000000000000002";
 const std::string k03 = "202501060958000000000000000003";
@@ -84,16 +86,6 @@ std::map<std::string, Poco::JSON::Object::Ptr> delivered(const fs::path& sink) {
         out[id] = rec;
     }
     return out;
-}
-
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::sleep_for(50ms);
-    }
-    return true;
 }
 
 } // namespace

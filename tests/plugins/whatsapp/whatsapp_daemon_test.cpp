@@ -37,6 +37,8 @@ using sbtest::TempDir;
 
 namespace {
 
+using sbtest::wait_until;
+
 namespace fs = std::filesystem;
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
@@ -153,15 +155,6 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
     std::size_t n = 0;
     for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
     return n;
-}
-
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 20s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(50ms);
-    }
-    return pred();
 }
 
 const char* const kPersonal[] = {"Okonkwo", "447700900123", "447700900778", "447700900779",

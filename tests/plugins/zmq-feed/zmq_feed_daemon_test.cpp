@@ -29,16 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<std::string> audit_lines(const fs::path& data) {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (auto it = fs::directory_iterator(data / "audit", ec); !ec && it != fs::directory_iterator(); ++it) {
-        std::ifstream in(it->path());
-        for (std::string l; std::getline(in, l);)
-            if (!l.empty()) out.push_back(l);
-    }
-    return out;
-}
+using sbtest::audit_lines;
 
 std::string first_line(const fs::path& p) {
     std::ifstream in(p);
