@@ -1,6 +1,7 @@
 #include "daemon.hpp"
 
 #include "audit/audit_log.hpp"
+#include "dashboard/dashboard.hpp"
 #include "http/server.hpp"
 #include "pipeline/delivery.hpp"
 #include "pipeline/journal.hpp"
@@ -227,6 +228,14 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
     } catch (const std::exception& e) {
         log::error(kComponent, std::string("cannot start the journal: ") + e.what());
         return 1;
+    }
+    // The dashboard reads what the journal keeps; loopback clients only until admin tokens
+    // are configured (http/access.hpp).
+    std::unique_ptr<dashboard::Dashboard> dash;
+    if (server) {
+        dash = std::make_unique<dashboard::Dashboard>(c, *prepared->policy, *store, metrics, clock,
+                                                      http::AccessPolicy{});
+        dash->add_routes(*server);
     }
     pipeline::RetentionService retention(journal, clock, c.node.data_dir, c.retention.sweep_interval_ms,
                                          &metrics, c.retention.receipt_deadline_ms);
