@@ -1,5 +1,7 @@
 #include "daemon.hpp"
 
+#include "admin/admin_api.hpp"
+#include "admin/node_endpoints.hpp"
 #include "audit/audit_log.hpp"
 #include "dashboard/dashboard.hpp"
 #include "http/server.hpp"
@@ -173,6 +175,18 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
 
     std::atomic<bool> ready{false};
     std::unique_ptr<http::Server> server;
+    // The admin API and /metrics (admin/): audited through the journal once it runs.
+    pipeline::Journal* admin_journal = nullptr;
+    admin::AdminApi::AuditFn admin_audit = [&admin_journal](admin::CallNote note) {
+        if (!admin_journal) return;
+        std::int64_t now = admin_journal->now();
+        admin_journal->submit({[note = std::move(note), now](store::Txn&, audit::AuditLog& log) {
+                                   admin::append_call(log, now, note);
+                               },
+                               {}});
+    };
+    std::unique_ptr<admin::AdminApi> admin_api;
+    admin::Node admin_node;
     if (c.http.enabled) {
         http::Server::Options o;
         o.host = c.http.host;
@@ -180,7 +194,17 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
         o.max_body = static_cast<std::size_t>(c.http.max_body);
         o.threads = c.http.threads;
         o.timeout_ms = static_cast<int>(c.http.timeout_ms);
+        o.tls_cert = c.http.tls_cert.string();
+        o.tls_key = c.http.tls_key.string();
         server = std::make_unique<http::Server>(o, to_log("http"));
+        std::vector<admin::Token> tokens;
+        for (const auto& t : c.admin.tokens) tokens.push_back({t.name, c.secrets[t.secret_key], t.read_only});
+        try {
+            admin_api = std::make_unique<admin::AdminApi>(*server, std::move(tokens), admin_audit);
+        } catch (const std::exception& e) {
+            log::error(kComponent, std::string("admin: ") + e.what());
+            return 1;
+        }
         server->add_route("GET", "/healthz",
                           [](const http::Request&, http::Response& r) {
                               r.respond(200, "application/json", "{\"status\":\"ok\"}");
@@ -265,6 +289,8 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
     auto shutdown = [&] {
         ready = false;
         ShutdownWatchdog watchdog(std::chrono::seconds(30));
+        // No admin call may reach the journal once it stops.
+        if (admin_api) admin_api->stop();
         // Stop taking input, then let what was taken be committed and handed
         // over, then stop the destinations.
         for (auto it = sources.rbegin(); it != sources.rend(); ++it) (*it)->stop();
@@ -323,8 +349,35 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
     retention.start();
     for (auto& inst : sources) inst->start_polling();
 
+    if (admin_api) {
+        admin_node.name = c.node.name;
+        admin_node.ready = &ready;
+        for (const auto* list : {&sources, &transforms, &destinations})
+            for (const auto& inst : *list) admin_node.instances.push_back(inst.get());
+        admin_node.journal = &journal;
+        admin_node.audit = audit_log.get();
+        admin_node.metrics = &metrics;
+        admin_node.clock = clock;
+        admin_node.started_at = clock();
+        admin_journal = &journal;
+        bool added = admin::add_node_endpoints(*admin_api, admin_node) &&
+                     admin::add_metrics_route(*server, admin_node,
+                                              c.admin.metrics_auth ? admin_api.get() : nullptr, admin_audit);
+        try {
+            if (!added) throw std::runtime_error("an admin endpoint or /metrics is taken");
+            admin_api->start();
+        } catch (const std::exception& e) {
+            log::error(kComponent, std::string("admin: ") + e.what());
+            shutdown();
+            return 1;
+        }
+        if (!admin_api->has_tokens())
+            log::warn(kComponent, "admin API: no [[admin.token]] in the config; every /admin/v1 call "
+                                  "is refused" + std::string(c.admin.metrics_auth ? ", and /metrics too" : ""));
+    }
+
     ready = true;
-    std::string http_text = server ? "http://" + c.http.host + ":" + std::to_string(server->port())
+    std::string http_text = server ? (server->tls() ? "https://" : "http://") + c.http.host + ":" + std::to_string(server->port())
                                    : "disabled";
     log::info(kComponent, "ready: node " + c.node.name + ", " + std::to_string(sources.size()) +
                               " source(s), " + std::to_string(destinations.size()) +

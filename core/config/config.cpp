@@ -154,7 +154,20 @@ Spec build_core_schema() {
                    .field("threads", S::integer().min(1).max(64).fallback("8"))
                    .field("timeout", S::duration().min(1000).max(600'000).fallback("\"30s\""))
                    .field("allow_remote", S::boolean().fallback("false").describe(
-                                              "allow listening beyond loopback")));
+                                              "allow listening beyond loopback"))
+                   .field("tls_cert", S::path().describe("PEM certificate chain: serve HTTPS"))
+                   .field("tls_key", S::path().describe("PEM private key of tls_cert")));
+    root.field("admin",
+               S::table()
+                   .field("metrics_auth", S::boolean().fallback("true").describe(
+                                              "/metrics needs an admin token"))
+                   .field("token", S::array(S::table()
+                                                .field("name", S::string().required().describe(
+                                                                   "who calls, in the audit trail"))
+                                                .field("token", S::string().secret().required().describe(
+                                                                    "bearer token (env: or file: reference)"))
+                                                .field("read_only", S::boolean().fallback("false").describe(
+                                                                        "GET calls only")))));
     root.field("plugins",
                S::table()
                    .field("directories", S::array(S::path()).or_scalar().describe(
@@ -318,6 +331,44 @@ void extract(Config& c, Diagnostics& out) {
                 out.error(location_of(*l), "http.listen",
                           "listens beyond this machine; set http.allow_remote = true to allow it "
                           "(and put TLS in front of it)");
+            else if (!is_loopback(host) && (!http.contains("tls_cert") || !http.contains("tls_key")))
+                out.error(location_of(*l), "http.listen",
+                          "listens beyond this machine without TLS; set http.tls_cert and "
+                          "http.tls_key (PEM files) so the admin API and webhooks are served over HTTPS");
+        }
+    }
+    for (const char* key : {"tls_cert", "tls_key"})
+        if (auto* n = http.get(key); n && n->is_string())
+            (std::string_view(key) == "tls_cert" ? c.http.tls_cert : c.http.tls_key) =
+                resolve_path(*n, n->as_string()->get());
+    if (c.http.tls_cert.empty() != c.http.tls_key.empty())
+        out.error(location_of(http), c.http.tls_cert.empty() ? "http.tls_cert" : "http.tls_key",
+                  "http.tls_cert and http.tls_key go together: set both, or neither");
+
+    const toml::table& admin = table_at(c.root, "admin");
+    c.admin.metrics_auth = get_bool(admin, "metrics_auth").value_or(true);
+    if (auto* tokens = admin.get("token"); tokens && tokens->is_array()) {
+        std::size_t i = 0;
+        for (auto& n : *tokens->as_array()) {
+            const std::string key = "admin.token[" + std::to_string(i++) + "]";
+            const toml::table* t = n.as_table();
+            if (!t) continue;
+            config::AdminConfig::Token token;
+            token.name = get_string(*t, "name").value_or("");
+            token.secret_key = key + ".token";
+            token.read_only = get_bool(*t, "read_only").value_or(false);
+            token.where = location_of(n);
+            if (token.name.empty()) continue; // reported by validation
+            if (!text::is_identifier(token.name)) {
+                out.error(location_of(*t->get("name")), key + ".name",
+                          "a token name is what the audit trail shows: letters, digits, '-' and '_'");
+                continue;
+            }
+            for (const auto& other : c.admin.tokens)
+                if (other.name == token.name)
+                    out.error(token.where, key + ".name",
+                              "two admin tokens are named '" + token.name + "': the audit trail could not tell them apart");
+            c.admin.tokens.push_back(std::move(token));
         }
     }
     if (auto* m = http.get("max_body"))

@@ -91,6 +91,20 @@ struct HttpConfig {
     int threads = 8;
     std::int64_t timeout_ms = 30'000;
     bool allow_remote = false;
+    // Both set: the listener speaks HTTPS (required beyond loopback).
+    std::filesystem::path tls_cert, tls_key;
+};
+
+// The admin API (/admin/v1/) and /metrics: who may call them.
+struct AdminConfig {
+    struct Token {
+        std::string name;       // who, in the audit trail
+        std::string secret_key; // key of the resolved token in Config::secrets
+        bool read_only = false; // GET only
+        Location where;
+    };
+    std::vector<Token> tokens;
+    bool metrics_auth = true;   // /metrics needs a token too
 };
 
 struct PluginsConfig {
@@ -113,6 +127,7 @@ struct Config {
     NodeConfig node;
     LogConfig log;
     HttpConfig http;
+    AdminConfig admin;
     PluginsConfig plugins;
     RetentionConfig retention;
     std::vector<InstanceConfig> sources;

@@ -8,6 +8,8 @@
 #include <Poco/Net/HTTPServerRequest.h>
 #include <Poco/Net/HTTPServerRequestImpl.h>
 #include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/SecureServerSocket.h>
 #include <Poco/Net/ServerSocket.h>
 #include <Poco/Net/SocketAddress.h>
 #include <Poco/ThreadPool.h>
@@ -686,7 +688,27 @@ void Server::start() {
     if (impl.server)
         throw std::logic_error("http server already listening on " + host_port(o.host, impl.bound_port));
 
+    const bool tls = !o.tls_cert.empty() || !o.tls_key.empty();
     Poco::Net::ServerSocket socket;
+    if (tls) {
+        if (o.tls_cert.empty() || o.tls_key.empty())
+            throw std::runtime_error("cannot listen on " + host_port(o.host, o.port) +
+                                     ": TLS needs both a certificate and a key");
+        try {
+            // No client certificates: callers authenticate with bearer tokens.
+            Poco::Net::Context::Ptr context = new Poco::Net::Context(
+                Poco::Net::Context::TLS_SERVER_USE, o.tls_key, o.tls_cert, "",
+                Poco::Net::Context::VERIFY_NONE, 9, false,
+                "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!RC4");
+            context->disableProtocols(Poco::Net::Context::PROTO_SSLV2 | Poco::Net::Context::PROTO_SSLV3 |
+                                      Poco::Net::Context::PROTO_TLSV1 | Poco::Net::Context::PROTO_TLSV1_1);
+            socket = Poco::Net::SecureServerSocket(context);
+        } catch (const Poco::Exception& e) {
+            throw std::runtime_error("cannot listen on " + host_port(o.host, o.port) +
+                                     ": cannot load TLS certificate " + o.tls_cert + " or key " +
+                                     o.tls_key + ": " + e.displayText());
+        }
+    }
     try {
         // SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT; without
         // SO_REUSEPORT a second live listener on the same port still fails, as it should.
@@ -714,10 +736,13 @@ void Server::start() {
     impl.server = std::make_unique<Poco::Net::HTTPServer>(new Impl::Factory(impl), *impl.pool, socket, params);
     impl.stopping = false;
     impl.server->start();
-    impl.log(kInfo, "listening on " + host_port(o.host, impl.bound_port));
+    impl.log(kInfo, std::string("listening on ") + (tls ? "https://" : "http://") +
+                        host_port(o.host, impl.bound_port));
 }
 
 std::uint16_t Server::port() const { return impl_->bound_port; }
+
+bool Server::tls() const { return !impl_->opt.tls_cert.empty(); }
 
 void Server::stop() {
     auto& impl = *impl_;

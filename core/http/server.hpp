@@ -51,6 +51,9 @@ public:
         int threads = 4;           // concurrent connections served
         int timeout_ms = 30000;    // socket send/receive timeout; also bounds stop()
         int max_queued = 256;      // accepted connections waiting for a thread
+        // Both set: HTTPS with this PEM certificate (chain) and key; start() throws if they
+        // cannot be loaded.
+        std::string tls_cert, tls_key;
     };
 
     // Throws std::invalid_argument if an option is out of range.
@@ -75,6 +78,9 @@ public:
     // Binds and listens. Throws std::runtime_error("cannot listen on <host>:<port>: <reason>")
     // on failure and std::logic_error if already running.
     void start();
+
+    // True when serving HTTPS.
+    bool tls() const;
 
     // The bound port (useful when Options.port == 0); 0 before the first start().
     std::uint16_t port() const;

@@ -131,7 +131,7 @@ TEST_CASE("bad configs: each error names file:line:column, key path and what is 
         {"unknown top-level section",
          std::string(kValidBase) + "[retension]\ndefault = \"28d\"\n",
          {"<dir>/main.toml:3:2: retension: unknown key (did you mean 'retention'?); valid keys: "
-          "include, node, log, http, plugins, sources, destinations, transforms, classify, route, "
+          "include, node, log, http, admin, plugins, sources, destinations, transforms, classify, route, "
           "profiles, retention"}},
         {"wrong type",
          std::string(kValidBase) + "[http]\nthreads = \"four\"\n",
