@@ -2,6 +2,7 @@
 
 #include "cli/args.hpp"
 #include "cli/journal_commands.hpp"
+#include "cli/governance_commands.hpp"
 
 #include "build_config.hpp"
 #include "daemon.hpp"
@@ -39,6 +40,8 @@ Usage:
   switchboard audit verify -c FILE
   switchboard deadletters -c FILE [list | retry (ID... | --all)] [--destination NAME]
   switchboard keygen NAME [--dir DIR]
+  switchboard sar -c FILE (--phone P | --email E | --nino N | --name N --postcode PC | ...) [--out DIR] [--hold --by NAME]
+  switchboard hold -c FILE (add ... | list | end ID --by NAME)
   switchboard version
   switchboard help [COMMAND]
 
@@ -51,6 +54,8 @@ Commands:
   audit        verify the hash-chained audit trail
   deadletters  list dead-lettered deliveries, or have them retried
   keygen       make a CURVE key pair for a department feed (server or client)
+  sar          subject access: everything held about a person, as JSON and HTML
+  hold         legal holds: keep named records (or a person's) past their expiry
   version      print the version and the plugin ABI
 
 Every command takes --help. Exit codes: 0 success, 1 failure while running,
@@ -630,6 +635,8 @@ int main(int argc, char** argv) {
         else if (topic == "audit") std::cout << kAuditHelp;
         else if (topic == "deadletters") std::cout << kDeadLettersHelp;
         else if (topic == "keygen") std::cout << kKeygenHelp;
+        else if (topic == "sar") std::cout << sar_help();
+        else if (topic == "hold") std::cout << hold_help();
         else std::cout << kMainHelp;
         return 0;
     }
@@ -641,6 +648,9 @@ int main(int argc, char** argv) {
         std::cout << version_text() << "\n";
         return 0;
     }
+    // Many identifier options: these parse their own command lines.
+    if (command == "sar") return cmd_sar(argc, argv);
+    if (command == "hold") return cmd_hold(argc, argv);
     struct Command {
         const char* name;
         const char* help;

@@ -140,7 +140,29 @@ int cmd_retention(const Args& a) {
     auto st = open_journal(*c);
     if (!st) return 1;
     std::int64_t now = now_ms();
+    // Records kept by legal holds (switchboard hold): the sweeper skips their
+    // whole chunk while a hold is in force.
+    std::map<std::int64_t, std::vector<store::HeldRecord>> held;
+    for (auto& h : st->held_records(now)) held[h.chunk].push_back(std::move(h));
     if (a.pending) {
+        // Held chunks are skipped whole by the sweeper: every record in one
+        // is kept, and those past their expiry are kept only by the hold.
+        std::size_t kept = 0, kept_past = 0;
+        for (const auto& [chunk, records] : held) {
+            auto info = st->chunk_info(chunk);
+            if (!info) continue;
+            kept += info->count;
+            bool past = info->expires_at <= now;
+            kept_past += past ? info->count : 0;
+            std::cout << "chunk " << chunk << ": " << info->count << " record(s) kept by holds, expiry "
+                      << when(info->expires_at, now) << (past ? " [past expiry: deleted when the holds end]" : "")
+                      << "; held:";
+            for (const auto& h : records) std::cout << " " << h.record_id << " (hold " << h.hold << ")";
+            std::cout << "\n";
+        }
+        if (kept)
+            std::cout << kept << " record(s) kept by holds, " << kept_past
+                      << " of them past their expiry; see switchboard hold list\n";
         auto tasks = st->erase_tasks(INT64_MAX, 100000);
         if (tasks.empty()) {
             std::cout << "no erase steps outstanding\n";
@@ -178,7 +200,7 @@ int cmd_retention(const Args& a) {
     }
     auto chunks = st->chunks_expiring_before(until, 100000);
     std::map<std::string, std::uint64_t> per_source;
-    std::uint64_t total = 0;
+    std::uint64_t total = 0, kept = 0;
     std::cout << std::left << std::setw(16) << "RECORD" << std::setw(18) << "SOURCE" << std::setw(12)
               << "CHANNEL" << std::setw(20) << "CATEGORY" << "EXPIRES\n";
     for (const auto& ch : chunks) {
@@ -193,8 +215,16 @@ int cmd_retention(const Args& a) {
                 return std::string(v ? v : "-");
             };
             auto expires = sb::detail::parse_time(meta("expires_at")).value_or(ch.expires_at);
+            std::string hold;
+            if (auto it = held.find(ch.id); it != held.end()) {
+                ++kept;
+                for (const auto& h : it->second)
+                    hold += (hold.empty() ? " [held: " : ", ") + std::string(h.record_id == meta("id") ? "" : "chunk of ") +
+                            h.record_id + " hold " + std::to_string(h.hold);
+                hold += "; kept while held]";
+            }
             std::cout << std::setw(16) << meta("id") << std::setw(18) << meta("source") << std::setw(12)
-                      << meta("channel") << std::setw(20) << meta("category") << when(expires, now) << "\n";
+                      << meta("channel") << std::setw(20) << meta("category") << when(expires, now) << hold << "\n";
             ++per_source[meta("source")];
             ++total;
         }
@@ -209,6 +239,7 @@ int cmd_retention(const Args& a) {
         }
         std::cout << ")";
     }
+    if (kept) std::cout << "; " << kept << " of them held (not deleted while a hold is in force)";
     std::cout << "; nothing was deleted (dry run)\n";
     return 0;
 }

@@ -1,5 +1,6 @@
 #include "pipeline/retention.hpp"
 
+#include "governance/holds.hpp"
 #include "log.hpp"
 #include "pipeline/delivery.hpp"
 #include "pipeline/outbox_codec.hpp"
@@ -127,6 +128,13 @@ void RetentionService::run() {
 std::uint64_t RetentionService::sweep(std::int64_t now) {
     std::uint64_t deleted = 0;
     std::vector<std::filesystem::path> files;
+    // Holds set, ended or run out since the last sweep are audited (the CLI
+    // writes them to the store; only the node appends to the trail). Held
+    // chunks are not among the expired ones: the store's query skips them.
+    if (governance::holds_unsettled(journal_.store(), now))
+        journal_.submit_and_wait([&](store::Txn& txn, audit::AuditLog& audit) {
+            governance::settle_holds(journal_.store(), txn, audit, now);
+        });
     for (;;) {
         auto due = journal_.store().expired_chunks(now, kChunksPerPass);
         for (const auto& chunk : due) deleted += sweep_chunk(chunk, now, files);

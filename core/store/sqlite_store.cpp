@@ -71,7 +71,21 @@ CREATE TABLE IF NOT EXISTS erase_tasks(
 CREATE INDEX IF NOT EXISTS erase_tasks_due ON erase_tasks(next_at);
 CREATE TABLE IF NOT EXISTS audit_spool(
   first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lines BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS holds(
+  id INTEGER PRIMARY KEY,
+  reason TEXT NOT NULL, set_by TEXT NOT NULL, set_at INTEGER NOT NULL, until INTEGER NOT NULL,
+  sar TEXT NOT NULL, ended_at INTEGER NOT NULL DEFAULT 0, ended_by TEXT NOT NULL DEFAULT '',
+  audited INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS hold_records(
+  hold INTEGER NOT NULL, chunk INTEGER NOT NULL, record_id TEXT NOT NULL,
+  PRIMARY KEY(hold, record_id));
+CREATE INDEX IF NOT EXISTS hold_records_chunk ON hold_records(chunk);
 )";
+// Tables are created with IF NOT EXISTS: a journal made by an earlier
+// version gains the tables it lacks (holds, hold_records) when opened.
+
+// A hold is in force at ?1 when it has not ended and its end date is later.
+#define SB_HOLD_IN_FORCE "h.ended_at=0 AND (h.until=0 OR h.until>?1)"
 
 class Stmt {
 public:
@@ -164,6 +178,9 @@ public:
     void set_meta(const std::string& key, const std::string& value) override;
     std::uint64_t expire_quarantine(std::int64_t now) override;
     std::uint64_t expire_claims(std::int64_t now) override;
+    std::int64_t put_hold(const Hold& hold, const std::vector<std::int64_t>& chunks) override;
+    bool end_hold(std::int64_t id, std::int64_t at, const std::string& by) override;
+    void set_hold_audited(std::int64_t id, int audited) override;
 
 private:
     SqliteStore& s_;
@@ -253,8 +270,11 @@ public:
     }
 
     std::vector<ChunkInfo> expired_chunks(std::int64_t now, std::size_t limit) override {
+        // A held chunk is skipped whole (see docs/governance.md); the hold
+        // tables are small, so this costs what expired, as before.
         return chunk_list("SELECT id, created_at, expires_at, count FROM chunks WHERE expires_at<=?1 "
-                          "ORDER BY expires_at LIMIT ?2",
+                          "AND id NOT IN (SELECT r.chunk FROM hold_records r JOIN holds h ON h.id=r.hold "
+                          "WHERE " SB_HOLD_IN_FORCE ") ORDER BY expires_at LIMIT ?2",
                           now, limit);
     }
 
@@ -417,6 +437,43 @@ public:
         return last > acked_seq ? last - acked_seq : 0;
     }
 
+    std::vector<Hold> holds(std::optional<std::int64_t> in_force_at) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, reason, set_by, set_at, until, sar, ended_at, ended_by, audited FROM holds h "
+                     "WHERE ?2=0 OR (" SB_HOLD_IN_FORCE ") ORDER BY id");
+        Reset r{s};
+        s.bind(1, in_force_at.value_or(0)).bind(2, std::int64_t{in_force_at ? 1 : 0});
+        std::vector<Hold> out;
+        while (s.step()) out.push_back(hold_row(s));
+        s.reset();
+        for (auto& h : out) h.records = hold_record_ids(h.id);
+        return out;
+    }
+
+    std::optional<Hold> hold(std::int64_t id) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT id, reason, set_by, set_at, until, sar, ended_at, ended_by, audited FROM holds "
+                     "WHERE id=?1");
+        Reset r{s};
+        s.bind(1, id);
+        if (!s.step()) return std::nullopt;
+        Hold h = hold_row(s);
+        s.reset();
+        h.records = hold_record_ids(h.id);
+        return h;
+    }
+
+    std::vector<HeldRecord> held_records(std::int64_t now) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT r.record_id, r.chunk, h.id, h.until FROM hold_records r JOIN holds h ON h.id=r.hold "
+                     "WHERE " SB_HOLD_IN_FORCE " ORDER BY r.chunk, r.record_id, h.id");
+        Reset r{s};
+        s.bind(1, now);
+        std::vector<HeldRecord> out;
+        while (s.step()) out.push_back({s.text(0), s.i64(1), s.i64(2), s.i64(3)});
+        return out;
+    }
+
     // For SqliteTxn.
     Stmt& st(const char* sql) {
         auto it = stmts_.find(sql);
@@ -458,6 +515,29 @@ private:
         r.indexes = s.bytes(5);
         r.payloads = s.is_null(6) ? std::string() : s.bytes(6);
         return r;
+    }
+
+    static Hold hold_row(Stmt& s) {
+        Hold h;
+        h.id = s.i64(0);
+        h.reason = s.text(1);
+        h.set_by = s.text(2);
+        h.set_at = s.i64(3);
+        h.until = s.i64(4);
+        h.sar = s.text(5);
+        h.ended_at = s.i64(6);
+        h.ended_by = s.text(7);
+        h.audited = static_cast<int>(s.i64(8));
+        return h;
+    }
+
+    std::vector<std::string> hold_record_ids(std::int64_t hold) {
+        Stmt& s = st("SELECT record_id FROM hold_records WHERE hold=?1 ORDER BY chunk, record_id");
+        Reset r{s};
+        s.bind(1, hold);
+        std::vector<std::string> out;
+        while (s.step()) out.push_back(s.text(0));
+        return out;
     }
 
     static DeadLetter dead(Stmt& s) {
@@ -679,6 +759,38 @@ std::uint64_t SqliteTxn::expire_quarantine(std::int64_t now) {
 std::uint64_t SqliteTxn::expire_claims(std::int64_t now) {
     s_.st("DELETE FROM claims WHERE expires_at<=?1").bind(1, now).run();
     return static_cast<std::uint64_t>(sqlite3_changes(s_.db()));
+}
+
+std::int64_t SqliteTxn::put_hold(const Hold& h, const std::vector<std::int64_t>& chunks) {
+    if (chunks.size() != h.records.size()) throw StoreError("put_hold: one chunk per record expected");
+    s_.st("INSERT INTO holds(reason, set_by, set_at, until, sar) VALUES(?1, ?2, ?3, ?4, ?5)")
+        .bind(1, h.reason)
+        .bind(2, h.set_by)
+        .bind(3, h.set_at)
+        .bind(4, h.until)
+        .bind(5, h.sar)
+        .run();
+    std::int64_t id = sqlite3_last_insert_rowid(s_.db());
+    for (std::size_t i = 0; i < chunks.size(); ++i)
+        s_.st("INSERT OR IGNORE INTO hold_records(hold, chunk, record_id) VALUES(?1, ?2, ?3)")
+            .bind(1, id)
+            .bind(2, chunks[i])
+            .bind(3, h.records[i])
+            .run();
+    return id;
+}
+
+bool SqliteTxn::end_hold(std::int64_t id, std::int64_t at, const std::string& by) {
+    s_.st("UPDATE holds SET ended_at=?2, ended_by=?3 WHERE id=?1 AND ended_at=0")
+        .bind(1, id)
+        .bind(2, at)
+        .bind(3, by)
+        .run();
+    return sqlite3_changes(s_.db()) == 1;
+}
+
+void SqliteTxn::set_hold_audited(std::int64_t id, int audited) {
+    s_.st("UPDATE holds SET audited=?2 WHERE id=?1").bind(1, id).bind(2, std::int64_t{audited}).run();
 }
 
 } // namespace

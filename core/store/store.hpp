@@ -91,6 +91,32 @@ struct EraseItem {
 void encode_items(const std::vector<EraseItem>& items, std::string& out);
 bool decode_items(std::string_view in, std::vector<EraseItem>& items);
 
+// A legal hold: retention does not delete the records it names until it
+// ends (by `hold end`, or at `until`). Set by the CLI (or the admin API)
+// straight into the store; the node audits it at its next sweep (`audited`
+// says what of it is in the audit trail), because only the node writes the
+// hash-chained trail.
+struct Hold {
+    std::int64_t id = 0;
+    std::string reason;          // free text: kept here, never in the audit trail
+    std::string set_by;
+    std::int64_t set_at = 0;
+    std::int64_t until = 0;      // 0: until ended
+    std::string sar;             // the subject access request that placed it, if one did
+    std::int64_t ended_at = 0;   // 0: in force
+    std::string ended_by;        // a name, or "expiry"
+    int audited = 0;             // 0 nothing yet, 1 its setting, 2 its end too
+    std::vector<std::string> records; // record ids (R<chunk>-<index>)
+};
+
+// A record kept by a hold in force.
+struct HeldRecord {
+    std::string record_id;
+    std::int64_t chunk = 0;
+    std::int64_t hold = 0;
+    std::int64_t until = 0;
+};
+
 struct ChunkInfo {
     std::int64_t id = 0;
     std::int64_t created_at = 0;
@@ -134,6 +160,12 @@ public:
     // Deletes quarantine items and idempotency keys that expired; counts.
     virtual std::uint64_t expire_quarantine(std::int64_t now) = 0;
     virtual std::uint64_t expire_claims(std::int64_t now) = 0;
+    // Holds (see Hold). put_hold assigns and returns the id; `chunks` gives
+    // the chunk of each of hold.records, in the same order.
+    virtual std::int64_t put_hold(const Hold& hold, const std::vector<std::int64_t>& chunks) = 0;
+    // Ends a hold in force; false if there is none with that id.
+    virtual bool end_hold(std::int64_t id, std::int64_t at, const std::string& by) = 0;
+    virtual void set_hold_audited(std::int64_t id, int audited) = 0;
 };
 
 class Store {
@@ -154,6 +186,7 @@ public:
     virtual std::optional<std::string> meta(const std::string& key) = 0;
     virtual std::optional<std::string> chunk_body(std::int64_t id) = 0;
     virtual std::optional<ChunkInfo> chunk_info(std::int64_t id) = 0;
+    // Chunks expired at `now` that no hold in force at `now` keeps.
     virtual std::vector<ChunkInfo> expired_chunks(std::int64_t now, std::size_t limit) = 0;
     virtual std::vector<ChunkInfo> chunks_expiring_before(std::int64_t until, std::size_t limit) = 0;
     virtual std::uint64_t acked(const std::string& destination) = 0;
@@ -171,6 +204,12 @@ public:
     virtual std::vector<EraseTask> erase_tasks(std::int64_t due_before, std::size_t limit) = 0;
     virtual std::vector<std::pair<std::uint64_t, std::string>> pending_audit() = 0;
     virtual std::uint64_t count_outbox_pending(const std::string& destination) = 0;
+    // Holds with their records: all, or only those in force at `now`
+    // (not ended, `until` not reached) when `in_force_at` is given.
+    virtual std::vector<Hold> holds(std::optional<std::int64_t> in_force_at) = 0;
+    virtual std::optional<Hold> hold(std::int64_t id) = 0;
+    // Records kept by holds in force at `now`.
+    virtual std::vector<HeldRecord> held_records(std::int64_t now) = 0;
 };
 
 // The embedded default: <data_dir>/journal.db.

@@ -1,0 +1,14 @@
+#pragma once
+
+// Subject access and legal holds: `switchboard sar` and `switchboard hold`.
+// They parse their own options (many identifiers) and work on the journal
+// of a node that may be running (see governance/holds.hpp).
+
+namespace switchboard::cli {
+
+int cmd_sar(int argc, char** argv);  // argv[1] == "sar"
+int cmd_hold(int argc, char** argv); // argv[1] == "hold"
+const char* sar_help();
+const char* hold_help();
+
+} // namespace switchboard::cli
