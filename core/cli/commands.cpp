@@ -2,6 +2,7 @@
 
 #include "cli/args.hpp"
 #include "cli/journal_commands.hpp"
+#include "cli/ropa_command.hpp"
 #include "cli/governance_commands.hpp"
 
 #include "build_config.hpp"
@@ -40,6 +41,7 @@ Usage:
   switchboard audit verify -c FILE
   switchboard deadletters -c FILE [list | retry (ID... | --all)] [--destination NAME]
   switchboard keygen NAME [--dir DIR]
+  switchboard ropa -c FILE [--out DIR] [--format md|html|both] [--diff OLD.toml]
   switchboard sar -c FILE (--phone P | --email E | --nino N | --name N --postcode PC | ...) [--out DIR] [--hold --by NAME]
   switchboard hold -c FILE (add ... | list | end ID --by NAME)
   switchboard version
@@ -54,6 +56,7 @@ Commands:
   audit        verify the hash-chained audit trail
   deadletters  list dead-lettered deliveries, or have them retried
   keygen       make a CURVE key pair for a department feed (server or client)
+  ropa         write the record of processing (Art. 30); --diff: what a change alters
   sar          subject access: everything held about a person, as JSON and HTML
   hold         legal holds: keep named records (or a person's) past their expiry
   version      print the version and the plugin ABI
@@ -635,6 +638,7 @@ int main(int argc, char** argv) {
         else if (topic == "audit") std::cout << kAuditHelp;
         else if (topic == "deadletters") std::cout << kDeadLettersHelp;
         else if (topic == "keygen") std::cout << kKeygenHelp;
+        else if (topic == "ropa") std::cout << kRopaHelp;
         else if (topic == "sar") std::cout << sar_help();
         else if (topic == "hold") std::cout << hold_help();
         else std::cout << kMainHelp;
@@ -667,6 +671,15 @@ int main(int argc, char** argv) {
         {"deadletters", kDeadLettersHelp, "--config --set --destination --all ARG", cmd_deadletters},
         {"keygen", kKeygenHelp, "--dir ARG", cmd_keygen},
     };
+    // ropa has options of its own (--out, --format, --diff).
+    if (command == "ropa") {
+        try {
+            return cmd_ropa(argc, argv);
+        } catch (const std::exception& e) {
+            std::cerr << "switchboard ropa: " << e.what() << "\n";
+            return 1;
+        }
+    }
     for (const Command& c : commands) {
         if (command != c.name) continue;
         auto args = parse(argc, argv, 2, c.options, c.name);

@@ -121,7 +121,9 @@ S instance_spec(sb_plugin_kind kind) {
             .field("backoff_max", S::duration().min(10).max(86'400'000).fallback("\"10m\"")
                                       .describe("longest retry delay"))
             .field("batch", S::integer().min(1).max(10000).fallback("256")
-                                .describe("records handed to the plugin before a flush"));
+                                .describe("records handed to the plugin before a flush"))
+            .field("transfer_abroad", S::string().describe(
+                                          "a transfer outside the UK this recipient makes: country and safeguard"));
     }
     return s;
 }
