@@ -105,11 +105,7 @@ std::size_t end_sar_holds(store::Store& store, const std::string& sar, const std
 }
 
 bool holds_unsettled(store::Store& store, std::int64_t now) {
-    for (const auto& h : store.holds(std::nullopt)) {
-        bool ended = h.ended_at || (h.until && h.until <= now);
-        if (h.audited < (ended ? 2 : 1)) return true;
-    }
-    return false;
+    return store.holds_to_settle(now, now - kEndedHoldKeptMs);
 }
 
 std::size_t settle_holds(store::Store& store, store::Txn& txn, audit::AuditLog& audit, std::int64_t now) {
@@ -127,6 +123,7 @@ std::size_t settle_holds(store::Store& store, store::Txn& txn, audit::AuditLog& 
         txn.set_hold_audited(h.id, want);
         ++n;
     }
+    txn.purge_holds(now - kEndedHoldKeptMs);
     return n;
 }
 

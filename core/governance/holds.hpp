@@ -48,9 +48,14 @@ std::size_t end_sar_holds(store::Store& store, const std::string& sar, const std
 // For the node, in a journal write: marks holds whose `until` has passed as
 // expired, and appends the audit entries not yet written for any hold.
 // Returns the number of holds whose entries were written.
+// How long an ended hold stays listed (`hold list`) before it is forgotten;
+// the audit trail keeps its account (ids, who, when), not its reason.
+inline constexpr std::int64_t kEndedHoldKeptMs = 28LL * 86'400'000;
+
 // Whether settle_holds has anything to do (so a sweep commits nothing when
 // no hold changed).
 bool holds_unsettled(store::Store& store, std::int64_t now);
+// Also forgets holds ended more than kEndedHoldKeptMs before `now`.
 std::size_t settle_holds(store::Store& store, store::Txn& txn, audit::AuditLog& audit, std::int64_t now);
 
 // "until 2027-01-31": YYYY-MM-DD (the hold lasts through that day, UTC) or an

@@ -181,6 +181,7 @@ public:
     std::int64_t put_hold(const Hold& hold, const std::vector<std::int64_t>& chunks) override;
     bool end_hold(std::int64_t id, std::int64_t at, const std::string& by) override;
     void set_hold_audited(std::int64_t id, int audited) override;
+    std::uint64_t purge_holds(std::int64_t ended_before) override;
 
 private:
     SqliteStore& s_;
@@ -472,6 +473,15 @@ public:
         std::vector<HeldRecord> out;
         while (s.step()) out.push_back({s.text(0), s.i64(1), s.i64(2), s.i64(3)});
         return out;
+    }
+
+    bool holds_to_settle(std::int64_t now, std::int64_t purge_before) override {
+        std::lock_guard lock(mutex_);
+        Stmt& s = st("SELECT 1 FROM holds WHERE audited < CASE WHEN ended_at<>0 OR (until<>0 AND until<=?1) "
+                     "THEN 2 ELSE 1 END OR (ended_at<>0 AND ended_at<?2 AND audited=2) LIMIT 1");
+        Reset r{s};
+        s.bind(1, now).bind(2, purge_before);
+        return s.step();
     }
 
     // For SqliteTxn.
@@ -791,6 +801,15 @@ bool SqliteTxn::end_hold(std::int64_t id, std::int64_t at, const std::string& by
 
 void SqliteTxn::set_hold_audited(std::int64_t id, int audited) {
     s_.st("UPDATE holds SET audited=?2 WHERE id=?1").bind(1, id).bind(2, std::int64_t{audited}).run();
+}
+
+std::uint64_t SqliteTxn::purge_holds(std::int64_t ended_before) {
+    s_.st("DELETE FROM hold_records WHERE hold IN (SELECT id FROM holds WHERE ended_at<>0 AND ended_at<?1 "
+          "AND audited=2)")
+        .bind(1, ended_before)
+        .run();
+    s_.st("DELETE FROM holds WHERE ended_at<>0 AND ended_at<?1 AND audited=2").bind(1, ended_before).run();
+    return static_cast<std::uint64_t>(sqlite3_changes(s_.db()));
 }
 
 } // namespace

@@ -166,6 +166,9 @@ public:
     // Ends a hold in force; false if there is none with that id.
     virtual bool end_hold(std::int64_t id, std::int64_t at, const std::string& by) = 0;
     virtual void set_hold_audited(std::int64_t id, int audited) = 0;
+    // Forgets holds that ended before `ended_before` and are fully audited
+    // (their reason is free text: it must not outlive its use); counts.
+    virtual std::uint64_t purge_holds(std::int64_t ended_before) = 0;
 };
 
 class Store {
@@ -210,6 +213,10 @@ public:
     virtual std::optional<Hold> hold(std::int64_t id) = 0;
     // Records kept by holds in force at `now`.
     virtual std::vector<HeldRecord> held_records(std::int64_t now) = 0;
+    // Whether a hold has audit entries to write at `now` (set, ended, or run
+    // out), or ended before `purge_before` and can be forgotten: an index-free
+    // look at the small holds table, so a sweep with nothing to do commits nothing.
+    virtual bool holds_to_settle(std::int64_t now, std::int64_t purge_before) = 0;
 };
 
 // The embedded default: <data_dir>/journal.db.

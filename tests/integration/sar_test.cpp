@@ -488,6 +488,14 @@ TEST_CASE("hold: a held record survives its expiry until the hold ends, then is 
     CHECK(r.out.find("ended") != std::string::npos);
     CHECK(r.out.find("expired") != std::string::npos);
     CHECK(r.out.find("0 in force") != std::string::npos);
+
+    // Settled: a sweep has nothing to commit. 28 days after they ended, the
+    // holds (and their free-text reasons) are forgotten; the trail keeps them.
+    CHECK_FALSE(n.store->holds_to_settle(n.now, n.now - governance::kEndedHoldKeptMs));
+    n.now += 29 * kDay;
+    n.retention->sweep(n.now);
+    r = n.cli({"hold", "-c", n.config_file.string(), "list"});
+    CHECK(r.out == "no holds\n");
 }
 
 TEST_CASE("hold: a journal made before holds existed gains the tables when opened") {
