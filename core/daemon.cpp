@@ -254,11 +254,13 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
         return 1;
     }
     // The dashboard reads what the journal keeps; loopback clients only until admin tokens
-    // are configured (http/access.hpp).
+    // are configured, then any holder of one (http/access.hpp).
     std::unique_ptr<dashboard::Dashboard> dash;
     if (server) {
+        http::AccessPolicy dashboard_access;
+        for (const auto& t : c.admin.tokens) dashboard_access.tokens.push_back(c.secrets[t.secret_key]);
         dash = std::make_unique<dashboard::Dashboard>(c, *prepared->policy, *store, metrics, clock,
-                                                      http::AccessPolicy{});
+                                                      std::move(dashboard_access));
         dash->add_routes(*server);
     }
     pipeline::RetentionService retention(journal, clock, c.node.data_dir, c.retention.sweep_interval_ms,

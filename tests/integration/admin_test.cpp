@@ -248,6 +248,10 @@ TEST_CASE("admin API: tokens, audited calls, dead letters retried; /metrics pars
     REQUIRE(scrape.status == 200);
     CHECK(scrape.content_type.find("text/plain; version=0.0.4") == 0);
     auto before = parse_prometheus(scrape.body);
+    // With admin tokens configured the dashboard asks for one too.
+    CHECK(call(port, "GET", "/dashboard/data.json").status == 401);
+    CHECK(call(port, "GET", "/dashboard/data.json", "not-a-token-of-this-node").status == 401);
+    CHECK(call(port, "GET", "/dashboard/data.json", kScrapeToken).status == 200);
     const std::string in_stream = R"(switchboard_records_in_total{instance="stream",kind="source",plugin="jsonl-source"})";
     const std::string out_good = R"(switchboard_records_out_total{instance="good",kind="destination",plugin="memory-sink"})";
     const std::string dead_bad = R"(switchboard_records_dead_lettered_total{instance="bad",kind="destination",plugin="memory-sink"})";

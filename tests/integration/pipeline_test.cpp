@@ -92,7 +92,9 @@ struct Node {
                                                                  60'000, &metrics);
         journal->on_erase_completion([this](const std::string& i, std::uint64_t id, sb_status s,
                                             const char* r) { retention->complete(i, id, s, r); });
-        http = std::make_unique<http::Server>(http::Server::Options{"127.0.0.1", 0}, nullptr);
+        http::Server::Options http_options;
+        http_options.port = 0; // any free port
+        http = std::make_unique<http::Server>(http_options, nullptr);
         http->start();
         services.http = http.get();
         services.metrics = &metrics;
