@@ -2,6 +2,8 @@
 
 #include "audit/audit_log.hpp"
 
+#include <switchboard/detail/record_data.hpp>
+
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
@@ -47,26 +49,9 @@ void append_call(audit::AuditLog& log, std::int64_t ts_ms, const CallNote& note)
 }
 
 std::string json_string(const std::string& text) {
-    std::string out = "\"";
-    for (char c : text) {
-        auto u = static_cast<unsigned char>(c);
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (u < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", u);
-                out += buf;
-            } else {
-                out.push_back(c);
-            }
-        }
-    }
-    return out + "\"";
+    std::string out;
+    sb::detail::append_json_string(out, text);
+    return out;
 }
 
 void respond_error(http::Response& r, int status, const std::string& message) {

@@ -3,6 +3,7 @@
 #include "audit/audit_log.hpp"
 #include "pipeline/journal.hpp"
 #include "plugin/instance.hpp"
+#include "plugin/library.hpp"
 #include "store/store.hpp"
 #include "util/text.hpp"
 
@@ -20,14 +21,7 @@ namespace switchboard::admin {
 
 namespace {
 
-const char* kind_name(sb_plugin_kind k) {
-    switch (k) {
-    case SB_KIND_SOURCE: return "source";
-    case SB_KIND_DESTINATION: return "destination";
-    case SB_KIND_TRANSFORM: return "transform";
-    }
-    return "unknown";
-}
+using plugin::kind_name;
 
 std::string num(double v) {
     if (std::isnan(v)) return "NaN";

@@ -8,6 +8,7 @@
 #include "build_config.hpp"
 #include "daemon.hpp"
 #include "log.hpp"
+#include "plugin/library.hpp"
 #include "util/text.hpp"
 
 #include <switchboard/detail/record_data.hpp>
@@ -275,14 +276,7 @@ void print_diagnostics(const config::Diagnostics& d, const plugin::Registry& reg
     for (const auto& item : d.all()) std::cerr << item.str() << "\n";
 }
 
-const char* kind_name(sb_plugin_kind k) {
-    switch (k) {
-    case SB_KIND_SOURCE: return "source";
-    case SB_KIND_DESTINATION: return "destination";
-    case SB_KIND_TRANSFORM: return "transform";
-    }
-    return "unknown";
-}
+using plugin::kind_name;
 
 const char* type_name(sb_config_type t) {
     switch (t) {

@@ -18,6 +18,17 @@ class shared_library;
 
 namespace switchboard::plugin {
 
+// "source", "destination" or "transform", as the CLI, the admin API and the
+// descriptor listing name a plugin's kind.
+inline const char* kind_name(sb_plugin_kind k) {
+    switch (k) {
+    case SB_KIND_SOURCE: return "source";
+    case SB_KIND_DESTINATION: return "destination";
+    case SB_KIND_TRANSFORM: return "transform";
+    }
+    return "unknown";
+}
+
 // A plugin library that passed every check. Instances hold a shared_ptr to
 // it, so the library stays mapped while any instance lives.
 struct LoadedPlugin {
