@@ -12,6 +12,7 @@
 #include "pipeline/retention.hpp"
 #include "plugin/instance.hpp"
 #include "plugin/registry.hpp"
+#include "node.hpp"
 #include "process.hpp"
 #include "store/store.hpp"
 
@@ -49,104 +50,9 @@ std::string slurp_tree(const std::filesystem::path& dir) {
 }
 
 // A node assembled in-process, as the daemon assembles it.
-struct Node {
-    TempDir dir{"sb-pipeline"};
-    std::unique_ptr<config::Config> config;
-    config::Diagnostics diagnostics;
-    plugin::Registry registry;
-    std::unique_ptr<pipeline::Policy> policy;
-    std::atomic<std::int64_t> now{1'736'154'000'000}; // 2025-01-06T09:00:00Z
-    pipeline::Clock clock = [this] { return now.load(); };
-    plugin::Metrics metrics;
-    std::unique_ptr<store::Store> store;
-    std::unique_ptr<audit::AuditLog> audit;
-    std::unique_ptr<pipeline::Journal> journal;
-    std::unique_ptr<pipeline::RetentionService> retention;
-    std::unique_ptr<http::Server> http;
-    plugin::Services services;
-    std::vector<std::unique_ptr<plugin::Instance>> instances;
-    std::vector<std::unique_ptr<pipeline::DeliveryWorker>> workers;
-
-    explicit Node(const std::string& toml) {
-        auto file = dir.write("node.toml", "[node]\ndata_dir = \"data\"\n[http]\nenabled = false\n" + toml);
-        config = config::load_config(file, diagnostics);
-        registry.scan({sbtest::plugin_dir()}, {});
-        config::bind_plugins(
-            *config,
-            [&](const std::string& n) -> const sb_plugin_descriptor* {
-                auto p = registry.find(n);
-                return p ? p->descriptor : nullptr;
-            },
-            registry.names(), diagnostics);
-        config::resolve_secrets(*config, diagnostics);
-        policy = pipeline::Policy::compile(*config, diagnostics);
-        for (const auto& d : diagnostics.all()) UNSCOPED_INFO(d.str());
-        REQUIRE_FALSE(diagnostics.has_errors());
-        std::filesystem::create_directories(config->node.data_dir);
-        store = store::open_sqlite((config->node.data_dir / "journal.db").string());
-        audit = std::make_unique<audit::AuditLog>(config->node.data_dir / "audit");
-        journal = std::make_unique<pipeline::Journal>(*store, *audit, *policy, pipeline::RetentionRules(*config),
-                                                      clock, &metrics, pipeline::Journal::Options{});
-        journal->start();
-        retention = std::make_unique<pipeline::RetentionService>(*journal, clock, config->node.data_dir,
-                                                                 60'000, &metrics);
-        journal->on_erase_completion([this](const std::string& i, std::uint64_t id, sb_status s,
-                                            const char* r) { retention->complete(i, id, s, r); });
-        http::Server::Options http_options;
-        http_options.port = 0; // any free port
-        http = std::make_unique<http::Server>(http_options, nullptr);
-        http->start();
-        services.http = http.get();
-        services.metrics = &metrics;
-        services.sink = journal.get();
-        services.clock = clock;
-        services.data_dir = config->node.data_dir;
-        for (auto* list : {&config->destinations, &config->sources}) {
-            for (auto& ic : *list) {
-                auto inst = std::make_unique<plugin::Instance>(registry.find(ic.plugin), ic, services);
-                std::string error;
-                bool ok = inst->create(error) && inst->start(error);
-                INFO(ic.name << ": " << error);
-                REQUIRE(ok);
-                retention->add_instance(inst.get());
-                if (ic.kind == SB_KIND_DESTINATION) {
-                    auto w = std::make_unique<pipeline::DeliveryWorker>(*inst, *journal, clock, &metrics);
-                    journal->attach(ic.name, w.get());
-                    journal->attach_completion(ic.name, w.get());
-                    w->start();
-                    workers.push_back(std::move(w));
-                }
-                instances.push_back(std::move(inst));
-            }
-        }
-    }
-    ~Node() {
-        for (auto& w : workers) w->stop();
-        if (journal) journal->stop();
-        for (auto& i : instances) i->stop();
-        for (auto& i : instances) i->destroy();
-        if (http) http->stop();
-    }
-
-    std::filesystem::path data() const { return config->node.data_dir; }
-
-    // Emits as source `instance` would; returns the per-record statuses.
-    std::vector<sb_status> emit(const std::string& instance, std::vector<std::unique_ptr<sb_record>> records) {
-        std::vector<sb_status> results(records.size());
-        std::string error;
-        sb_status s = journal->emit(instance, records, nullptr, nullptr, results.data(), error);
-        INFO(error);
-        REQUIRE(s == SB_OK);
-        return results;
-    }
-
-    // Waits (bounded) until every destination has acknowledged `count`.
-    void wait_delivered(const std::string& destination, std::uint64_t count) {
-        auto deadline = std::chrono::steady_clock::now() + 30s;
-        while (store->acked(destination) < count && std::chrono::steady_clock::now() < deadline)
-            std::this_thread::sleep_for(10ms);
-        REQUIRE(store->acked(destination) >= count);
-    }
+// The whole node in this process, its clock starting on 2025-01-06T09:00:00Z.
+struct Node : sbtest::Node {
+    explicit Node(const std::string& toml) : sbtest::Node(toml, 1'736'154'000'000, "sb-pipeline") {}
 };
 
 std::unique_ptr<sb_record> make(const std::vector<std::tuple<std::string, std::string, std::string>>& fields,

@@ -16,6 +16,7 @@
 #include "pipeline/retention.hpp"
 #include "plugin/instance.hpp"
 #include "plugin/registry.hpp"
+#include "node.hpp"
 #include "process.hpp"
 #include "store/store.hpp"
 
@@ -112,87 +113,8 @@ default = "28d"
 // A node assembled in-process, as the daemon assembles it (as in
 // pipeline_test.cpp), its clock starting at the real time so that the CLI's
 // dates and the node's agree.
-struct Node {
-    TempDir dir{"sb-sar"};
-    std::filesystem::path config_file;
-    std::unique_ptr<config::Config> config;
-    config::Diagnostics diagnostics;
-    plugin::Registry registry;
-    std::unique_ptr<pipeline::Policy> policy;
-    std::atomic<std::int64_t> now{real_now()};
-    pipeline::Clock clock = [this] { return now.load(); };
-    plugin::Metrics metrics;
-    std::unique_ptr<store::Store> store;
-    std::unique_ptr<audit::AuditLog> audit;
-    std::unique_ptr<pipeline::Journal> journal;
-    std::unique_ptr<pipeline::RetentionService> retention;
-    std::unique_ptr<http::Server> http;
-    plugin::Services services;
-    std::vector<std::unique_ptr<plugin::Instance>> instances;
-    std::vector<std::unique_ptr<pipeline::DeliveryWorker>> workers;
-
-    Node() {
-        config_file = dir.write("node.toml", std::string("[node]\ndata_dir = \"data\"\n[http]\nenabled = false\n") + kConfig);
-        config = config::load_config(config_file, diagnostics);
-        registry.scan({sbtest::plugin_dir()}, {});
-        config::bind_plugins(
-            *config,
-            [&](const std::string& n) -> const sb_plugin_descriptor* {
-                auto p = registry.find(n);
-                return p ? p->descriptor : nullptr;
-            },
-            registry.names(), diagnostics);
-        config::resolve_secrets(*config, diagnostics);
-        policy = pipeline::Policy::compile(*config, diagnostics);
-        for (const auto& d : diagnostics.all()) UNSCOPED_INFO(d.str());
-        REQUIRE_FALSE(diagnostics.has_errors());
-        std::filesystem::create_directories(config->node.data_dir);
-        store = store::open_sqlite((config->node.data_dir / "journal.db").string());
-        audit = std::make_unique<audit::AuditLog>(config->node.data_dir / "audit");
-        journal = std::make_unique<pipeline::Journal>(*store, *audit, *policy, pipeline::RetentionRules(*config),
-                                                      clock, &metrics, pipeline::Journal::Options{});
-        journal->start();
-        retention = std::make_unique<pipeline::RetentionService>(*journal, clock, config->node.data_dir,
-                                                                 60'000, &metrics);
-        journal->on_erase_completion([this](const std::string& i, std::uint64_t id, sb_status s,
-                                            const char* r) { retention->complete(i, id, s, r); });
-        http::Server::Options http_options;
-        http_options.port = 0;
-        http = std::make_unique<http::Server>(http_options, nullptr);
-        http->start();
-        services.http = http.get();
-        services.metrics = &metrics;
-        services.sink = journal.get();
-        services.clock = clock;
-        services.data_dir = config->node.data_dir;
-        for (auto* list : {&config->destinations, &config->sources}) {
-            for (auto& ic : *list) {
-                auto inst = std::make_unique<plugin::Instance>(registry.find(ic.plugin), ic, services);
-                std::string error;
-                bool ok = inst->create(error) && inst->start(error);
-                INFO(ic.name << ": " << error);
-                REQUIRE(ok);
-                retention->add_instance(inst.get());
-                if (ic.kind == SB_KIND_DESTINATION) {
-                    auto w = std::make_unique<pipeline::DeliveryWorker>(*inst, *journal, clock, &metrics);
-                    journal->attach(ic.name, w.get());
-                    journal->attach_completion(ic.name, w.get());
-                    w->start();
-                    workers.push_back(std::move(w));
-                }
-                instances.push_back(std::move(inst));
-            }
-        }
-    }
-    ~Node() {
-        for (auto& w : workers) w->stop();
-        if (journal) journal->stop();
-        for (auto& i : instances) i->stop();
-        for (auto& i : instances) i->destroy();
-        if (http) http->stop();
-    }
-
-    std::filesystem::path data() const { return config->node.data_dir; }
+struct Node : sbtest::Node {
+    Node() : sbtest::Node(kConfig, real_now(), "sb-sar") {}
 
     // Emits one record (its own commit, so its own chunk); returns its id.
     std::string emit(const std::string& source, const std::vector<std::tuple<std::string, std::string, std::string>>& fields,
@@ -206,19 +128,12 @@ struct Node {
         REQUIRE(r->data.set_meta("external_id", external_id) == SB_OK);
         REQUIRE(r->data.set_meta("channel", "phone") == SB_OK);
         records.push_back(std::move(r));
-        std::vector<sb_status> results(1);
-        std::string error;
-        REQUIRE(journal->emit(source, records, nullptr, nullptr, results.data(), error) == SB_OK);
-        REQUIRE(results[0] == SB_OK);
+        REQUIRE(sbtest::Node::emit(source, std::move(records))[0] == SB_OK);
         // The newest chunk holds it: "R<chunk>-0".
         auto chunks = store->chunks_expiring_before(INT64_MAX, 100000);
         std::int64_t newest = 0;
         for (const auto& c : chunks) newest = std::max(newest, c.id);
         return pipeline::record_id(newest, 0);
-    }
-
-    void wait_delivered(const std::string& destination, std::uint64_t count) {
-        REQUIRE(sbtest::wait_until([&] { return store->acked(destination) >= count; }, 30s));
     }
 
     bool stored(const std::string& id) {
