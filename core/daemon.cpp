@@ -1,6 +1,7 @@
 #include "daemon.hpp"
 
 #include "admin/admin_api.hpp"
+#include "admin/governance_endpoints.hpp"
 #include "admin/node_endpoints.hpp"
 #include "audit/audit_log.hpp"
 #include "dashboard/dashboard.hpp"
@@ -363,6 +364,7 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
         admin_node.started_at = clock();
         admin_journal = &journal;
         bool added = admin::add_node_endpoints(*admin_api, admin_node) &&
+                     admin::add_governance_endpoints(*admin_api, admin_node) &&
                      admin::add_metrics_route(*server, admin_node,
                                               c.admin.metrics_auth ? admin_api.get() : nullptr, admin_audit);
         try {

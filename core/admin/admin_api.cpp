@@ -54,6 +54,18 @@ std::string json_string(const std::string& text) {
     return out;
 }
 
+std::string query_param(const std::string& query, const std::string& key) {
+    std::size_t pos = 0;
+    while (pos <= query.size()) {
+        std::size_t end = query.find('&', pos);
+        if (end == std::string::npos) end = query.size();
+        std::string_view part(query.data() + pos, end - pos);
+        if (part.substr(0, key.size() + 1) == key + "=") return std::string(part.substr(key.size() + 1));
+        pos = end + 1;
+    }
+    return "";
+}
+
 void respond_error(http::Response& r, int status, const std::string& message) {
     r.respond(status, "application/json", "{\"error\":" + json_string(message) + "}");
 }

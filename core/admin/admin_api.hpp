@@ -73,6 +73,9 @@ void append_call(audit::AuditLog& log, std::int64_t ts_ms, const CallNote& note)
 void respond_error(http::Response& r, int status, const std::string& message);
 // JSON string literal (quotes included) for `text`.
 std::string json_string(const std::string& text);
+// The value of `key` in a query string ("a=1&format=html"), as sent (not
+// percent-decoded); "" when absent.
+std::string query_param(const std::string& query, const std::string& key);
 
 class AdminApi {
 public:

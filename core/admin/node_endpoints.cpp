@@ -106,18 +106,6 @@ bool is_core_key(const std::string& key) {
                        [&](const CoreCounter& c) { return key == c.key; });
 }
 
-std::string query_param(const std::string& query, const std::string& key) {
-    std::size_t pos = 0;
-    while (pos <= query.size()) {
-        std::size_t end = query.find('&', pos);
-        if (end == std::string::npos) end = query.size();
-        std::string_view part(query.data() + pos, end - pos);
-        if (part.substr(0, key.size() + 1) == key + "=") return std::string(part.substr(key.size() + 1));
-        pos = end + 1;
-    }
-    return "";
-}
-
 const plugin::Instance* find(const Node& node, const std::string& name, sb_plugin_kind kind) {
     for (const auto* i : node.instances)
         if (i->name() == name && i->config().kind == kind) return i;

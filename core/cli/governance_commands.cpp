@@ -212,12 +212,6 @@ bool query_from(const Options& o, bool from_subject, governance::SubjectQuery& q
     return true;
 }
 
-std::string state_of(const store::Hold& h, std::int64_t now) {
-    if (h.ended_at) return h.ended_by == "expiry" ? "expired" : "ended";
-    if (h.until && h.until <= now) return "expired";
-    return "in force";
-}
-
 } // namespace
 
 int sar_main(int argc, char** argv);
@@ -272,20 +266,9 @@ int sar_main(int argc, char** argv) {
         return 0;
     }
     auto result = governance::find_subject(*st, q, data_dir / "audit", now);
-    if (o->hold && !result.records.empty()) {
-        governance::HoldRequest h;
-        for (const auto& r : result.records) h.records.push_back(r.id);
-        h.reason = "subject access request " + result.id;
-        h.by = by;
-        h.sar = result.id;
-        std::string error;
-        auto id = governance::place_hold(*st, h, now, error);
-        if (!id) {
-            std::cerr << "switchboard sar: could not place the hold: " << error << "\n";
-            return 1;
-        }
-        result.hold = *id;
-        for (auto& r : result.records) r.held_by.push_back(*id);
+    if (std::string error; o->hold && !governance::hold_found(*st, result, by, now, error)) {
+        std::cerr << "switchboard sar: could not place the hold: " << error << "\n";
+        return 1;
     }
     auto json = out / (result.id + ".json"), page = out / (result.id + ".html");
     if (!write_private(json, governance::sar_json(result)) || !write_private(page, governance::sar_html(result))) {
@@ -400,7 +383,7 @@ int hold_main(int argc, char** argv) {
     }
     std::size_t in_force = 0;
     for (const auto& h : holds) {
-        std::string state = state_of(h, now);
+        std::string state = governance::hold_state(h, now);
         in_force += state == "in force";
         std::cout << h.id << "  " << state << "  set by " << h.set_by << " " << sb::detail::format_time(h.set_at)
                   << "  until " << (h.until ? sb::detail::format_time(h.until) : std::string("ended"));

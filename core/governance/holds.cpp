@@ -127,6 +127,12 @@ std::size_t settle_holds(store::Store& store, store::Txn& txn, audit::AuditLog& 
     return n;
 }
 
+const char* hold_state(const store::Hold& h, std::int64_t now) {
+    if (h.ended_at) return h.ended_by == "expiry" ? "expired" : "ended";
+    if (h.until && h.until <= now) return "expired";
+    return "in force";
+}
+
 std::optional<std::int64_t> parse_until(std::string_view text) {
     if (text.size() == 10 && text[4] == '-' && text[7] == '-') {
         auto t = sb::detail::parse_time(std::string(text) + "T00:00:00Z");

@@ -58,6 +58,10 @@ bool holds_unsettled(store::Store& store, std::int64_t now);
 // Also forgets holds ended more than kEndedHoldKeptMs before `now`.
 std::size_t settle_holds(store::Store& store, store::Txn& txn, audit::AuditLog& audit, std::int64_t now);
 
+// "in force", "ended" or "expired" (its `until` passed, whether or not the
+// node has settled it yet): what `hold list` and GET /admin/v1/holds show.
+const char* hold_state(const store::Hold& hold, std::int64_t now);
+
 // "until 2027-01-31": YYYY-MM-DD (the hold lasts through that day, UTC) or an
 // RFC 3339 time. nullopt if malformed.
 std::optional<std::int64_t> parse_until(std::string_view text);

@@ -1,6 +1,7 @@
 #include "governance/sar.hpp"
 
 #include "audit/audit_log.hpp"
+#include "governance/holds.hpp"
 #include "governance/identifiers.hpp"
 #include "pipeline/leaf_text.hpp"
 #include "store/codec.hpp"
@@ -74,40 +75,68 @@ std::string time_text(std::int64_t t) { return t ? sb::detail::format_time(t) : 
 
 } // namespace
 
-bool SubjectQuery::normalise(std::string& error) {
-    auto norm = [&](std::string& v, std::string (*fn)(std::string_view), const char* option) {
+bool SubjectQuery::normalise(std::string& error, Naming naming, std::string_view within) {
+    const bool cli = naming == Naming::cli_options;
+    // "--landbot-id" on the command line, "subject.landbot_id" in a JSON body.
+    auto label = [&](std::string_view key) {
+        if (!cli) return std::string(within) + std::string(key);
+        std::string option = "--" + std::string(key);
+        std::replace(option.begin(), option.end(), '_', '-');
+        return option;
+    };
+    auto norm = [&](std::string& v, std::string (*fn)(std::string_view), const char* key, const char* what) {
         if (v.empty()) return true;
         std::string n = fn(v);
         if (n.empty()) {
-            error = std::string(option) + " is not a valid " + (option + 2);
+            error = cli ? label(key) + " is not a valid " + label(key).substr(2)
+                        : label(key) + ": not a valid " + what;
             return false;
         }
         v = n;
         return true;
     };
-    if (!norm(phone, normal_phone, "--phone") || !norm(email, normal_email, "--email") ||
-        !norm(nino, normal_nino, "--nino") || !norm(postcode, normal_postcode, "--postcode") ||
-        !norm(reference, normal_reference, "--reference") ||
-        !norm(landbot_id, normal_reference, "--landbot-id"))
+    if (!norm(phone, normal_phone, "phone", "phone number") || !norm(email, normal_email, "email", "e-mail address") ||
+        !norm(nino, normal_nino, "nino", "National Insurance number") ||
+        !norm(postcode, normal_postcode, "postcode", "UK postcode") ||
+        !norm(reference, normal_reference, "reference", "reference") ||
+        !norm(landbot_id, normal_reference, "landbot_id", "Landbot customer id"))
         return false;
     if (!name.empty()) {
         name = name_key(name);
         if (name.empty()) {
-            error = "--name has no letters";
+            error = label("name") + (cli ? " has no letters" : ": has no letters");
             return false;
         }
     }
     bool strong = !phone.empty() || !email.empty() || !nino.empty() || !reference.empty() || !landbot_id.empty();
     if (!name.empty() != !postcode.empty() && !strong) {
-        error = "a name or a postcode alone matches other people: give --name with --postcode, or a "
-                "phone, e-mail, NINO, Landbot id or reference";
+        const char* given = name.empty() ? "postcode" : "name";
+        error = cli ? "a name or a postcode alone matches other people: give --name with --postcode, or a "
+                      "phone, e-mail, NINO, Landbot id or reference"
+                    : label(given) + ": a name or a postcode alone matches other people: give name with "
+                      "postcode, or a phone, email, nino, landbot_id or reference";
         return false;
     }
     if (!strong && name.empty()) {
-        error = "give an identifier: --name with --postcode, --phone, --email, --nino, --landbot-id or --reference";
+        std::string where(within.substr(0, within.empty() ? 0 : within.size() - 1));
+        error = cli ? "give an identifier: --name with --postcode, --phone, --email, --nino, --landbot-id or "
+                      "--reference"
+                    : (where.empty() ? std::string("body") : where) +
+                          ": give an identifier: name with postcode, phone, email, nino, landbot_id or reference";
         return false;
     }
     return true;
+}
+
+std::string* SubjectQuery::field(std::string_view key) {
+    if (key == "name") return &name;
+    if (key == "postcode") return &postcode;
+    if (key == "phone") return &phone;
+    if (key == "email") return &email;
+    if (key == "nino") return &nino;
+    if (key == "landbot_id") return &landbot_id;
+    if (key == "reference") return &reference;
+    return nullptr;
 }
 
 std::string SubjectQuery::kinds() const {
@@ -131,6 +160,21 @@ std::string sar_id(std::int64_t now) {
     for (std::size_t i = 0; i < t.size() && i < 19; ++i)
         if (t[i] != '-' && t[i] != ':') out.push_back(t[i]);
     return out + "Z";
+}
+
+bool hold_found(store::Store& store, SarResult& result, const std::string& by, std::int64_t now,
+                std::string& error) {
+    if (result.records.empty()) return true;
+    HoldRequest h;
+    for (const auto& r : result.records) h.records.push_back(r.id);
+    h.reason = "subject access request " + result.id;
+    h.by = by;
+    h.sar = result.id;
+    auto id = place_hold(store, h, now, error);
+    if (!id) return false;
+    result.hold = *id;
+    for (auto& r : result.records) r.held_by.push_back(*id);
+    return true;
 }
 
 SarResult find_subject(store::Store& store, const SubjectQuery& q, const std::filesystem::path& audit_dir,

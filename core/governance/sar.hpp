@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace switchboard::governance {
@@ -31,11 +32,19 @@ namespace switchboard::governance {
 struct SubjectQuery {
     std::string name, postcode, phone, email, nino, landbot_id, reference;
 
+    // How normalise() names an identifier in its errors: as the command's
+    // option ("--landbot-id") or as the admin API's JSON key ("landbot_id",
+    // after `within`, e.g. "subject.landbot_id").
+    enum class Naming { cli_options, json_keys };
+
     // Puts every given identifier in normal form; false with `error` naming
-    // the option when one is not what it says (a phone number with letters,
-    // a malformed NINO), or when nothing usable was given (a name needs a
-    // postcode).
-    bool normalise(std::string& error);
+    // the option (or key) when one is not what it says (a phone number with
+    // letters, a malformed NINO), or when nothing usable was given (a name
+    // needs a postcode).
+    bool normalise(std::string& error, Naming naming = Naming::cli_options, std::string_view within = "");
+    // The identifier a JSON key names ("landbot_id": &landbot_id), or nullptr.
+    std::string* field(std::string_view json_key);
+    static constexpr const char* kJsonKeys = "name, postcode, phone, email, nino, landbot_id, reference";
     // "phone, email": the kinds of identifier given.
     std::string kinds() const;
 };
@@ -77,5 +86,13 @@ std::string sar_html(const SarResult& result);
 
 // "SAR-20261128T174012Z"
 std::string sar_id(std::int64_t now);
+
+// Holds what `result` found, as `sar --hold` and POST /admin/v1/sar with
+// "hold" do: one hold set by `by`, reason "subject access request <id>", its
+// `sar` the result's id, ended by `sar close`. Sets result.hold and each
+// record's held_by. True, placing nothing, when nothing was found; false with
+// `error` when the hold could not be placed (governance/holds.hpp).
+bool hold_found(store::Store& store, SarResult& result, const std::string& by, std::int64_t now,
+                std::string& error);
 
 } // namespace switchboard::governance
