@@ -88,6 +88,7 @@ inline constexpr Name ingest = "ingest";
 inline constexpr Name disclose = "disclose";
 inline constexpr Name deliver = "deliver";
 inline constexpr Name erase = "erase";
+inline constexpr Name erasure = "erasure";
 } // namespace kind
 
 struct Attr {

@@ -45,6 +45,8 @@ Usage:
   switchboard ropa -c FILE [--out DIR] [--format md|html|both] [--diff OLD.toml]
   switchboard sar -c FILE (--phone P | --email E | --nino N | --name N --postcode PC | ...) [--out DIR] [--hold --by NAME]
   switchboard hold -c FILE (add ... | list | end ID --by NAME)
+  switchboard erase -c FILE (IDENTIFIERS | --record ID...) --by NAME [--wait DURATION] [--dry-run]
+  switchboard erase -c FILE (status ID | list)
   switchboard version
   switchboard help [COMMAND]
 
@@ -60,6 +62,7 @@ Commands:
   ropa         write the record of processing (Art. 30); --diff: what a change alters
   sar          subject access: everything held about a person, as JSON and HTML
   hold         legal holds: keep named records (or a person's) past their expiry
+  erase        erasure on request: a person's records, everywhere they went
   version      print the version and the plugin ABI
 
 Every command takes --help. Exit codes: 0 success, 1 failure while running,
@@ -635,6 +638,7 @@ int main(int argc, char** argv) {
         else if (topic == "ropa") std::cout << kRopaHelp;
         else if (topic == "sar") std::cout << sar_help();
         else if (topic == "hold") std::cout << hold_help();
+        else if (topic == "erase") std::cout << erase_help();
         else std::cout << kMainHelp;
         return 0;
     }
@@ -649,6 +653,7 @@ int main(int argc, char** argv) {
     // Many identifier options: these parse their own command lines.
     if (command == "sar") return cmd_sar(argc, argv);
     if (command == "hold") return cmd_hold(argc, argv);
+    if (command == "erase") return cmd_erase(argc, argv);
     struct Command {
         const char* name;
         const char* help;

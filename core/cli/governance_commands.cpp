@@ -1,9 +1,11 @@
 #include "cli/governance_commands.hpp"
 
 #include "config/config.hpp"
+#include "governance/erasure.hpp"
 #include "governance/holds.hpp"
 #include "governance/sar.hpp"
 #include "store/store.hpp"
+#include "util/text.hpp"
 
 #include <switchboard/detail/abi.hpp>
 
@@ -12,8 +14,10 @@
 
 #include <chrono>
 #include <iostream>
+#include <thread>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -91,12 +95,13 @@ struct Options {
     std::vector<std::string> overrides, positional, records, subject;
     std::map<std::string, std::string> values; // --name, --phone, ... --by, --reason, --until, --out
     bool hold = false, help = false;
+    std::set<std::string> flags; // options without a value that were given
 };
 
 // Parses `switchboard CMD ...`; `valued`: options taking a value. Prints
 // the problem and returns nullopt on bad usage.
 std::optional<Options> parse(int argc, char** argv, const std::string& valued, const char* command,
-                             bool takes_hold) {
+                             bool takes_hold, const std::string& flags = "") {
     Options o;
     for (int i = 2; i < argc; ++i) {
         std::string arg = argv[i], name = arg, value;
@@ -117,6 +122,10 @@ std::optional<Options> parse(int argc, char** argv, const std::string& valued, c
         }
         if (name == "--hold" && takes_hold) {
             o.hold = true;
+            continue;
+        }
+        if (!inline_value && (" " + flags + " ").find(" " + name + " ") != std::string::npos) {
+            o.flags.insert(name);
             continue;
         }
         if ((" " + valued + " ").find(" " + name + " ") == std::string::npos) {
@@ -148,7 +157,8 @@ std::string value(const Options& o, const char* name) {
     return it == o.values.end() ? std::string() : it->second;
 }
 
-std::unique_ptr<store::Store> open_store(const Options& o, const char* command, std::filesystem::path& data_dir) {
+std::unique_ptr<store::Store> open_store(const Options& o, const char* command, std::filesystem::path& data_dir,
+                                         std::int64_t* receipt_deadline_ms = nullptr) {
     if (!o.config) {
         std::cerr << "switchboard " << command << ": -c FILE is required; see switchboard " << command << " --help\n";
         return nullptr;
@@ -160,6 +170,7 @@ std::unique_ptr<store::Store> open_store(const Options& o, const char* command, 
         return nullptr;
     }
     data_dir = c->node.data_dir;
+    if (receipt_deadline_ms) *receipt_deadline_ms = c->retention.receipt_deadline_ms;
     auto file = data_dir / "journal.db";
     if (!std::filesystem::exists(file)) {
         std::cerr << "no journal at " << file.string() << " (has a node run on this config?)\n";
@@ -396,6 +407,180 @@ int hold_main(int argc, char** argv) {
     }
     std::cout << holds.size() << " hold(s), " << in_force << " in force\n";
     return 0;
+}
+
+namespace {
+
+const char* kEraseHelp = R"(Usage: switchboard erase -c FILE IDENTIFIERS --by NAME [--wait DURATION] [--dry-run]
+       switchboard erase -c FILE --record ID... --by NAME [--wait DURATION]
+       switchboard erase -c FILE status ERASURE-ID [--json]
+       switchboard erase -c FILE list
+
+Erasure on request (UK GDPR Art. 17): erases a person's records ahead of the
+retention clock, through the same path as retention - the store (records,
+attachments, outbox, dead letters, scrubbed so no byte lingers), the vendor
+(each source's erase hook) and every department that received them (erase
+notices, confirmed by the department's deletion receipt) - and reports what
+is confirmed and what is outstanding.
+
+The records are found as `switchboard sar` finds them (the same identifiers:
+--phone, --email, --nino, --landbot-id, --reference, --name with --postcode;
+see switchboard sar --help), or named with --record ID (repeatable): the
+records held now, not ones that arrive later. A record under a legal hold is
+not erased (deleting data to avoid disclosing it is an offence, DPA 2018
+s.173): it is reported as held; erase it again when the hold has ended.
+
+The running node carries the erasure out within seconds (it alone writes the
+audit trail and talks to the plugins); a node that is stopped does it when it
+starts. The command waits up to --wait (default 30s; 0: do not wait) for the
+node and the answers, then prints the status. A department that is offline
+confirms when its client comes back: `erase status ID` shows it then, and
+`switchboard retention --pending` lists every erase step still outstanding.
+
+Options:
+  -c, --config FILE    the config file (required)
+  --set KEY=VALUE      override one key of the file (repeatable)
+  --by NAME            who asks for the erasure (required; audited)
+  --record ID          a record to erase (repeatable), instead of identifiers
+  --wait DURATION      how long to wait for the node and the confirmations
+  --dry-run            list the records that would be erased; erase nothing
+  --json               status as JSON
+  -h, --help           this text
+
+Exit codes: 0 done and every step confirmed (or the dry run listed), 1 a
+failure, 2 bad usage, 3 placed but not complete yet (not carried out, or
+steps outstanding: see `erase status`).
+)";
+
+int erase_main(int argc, char** argv) {
+    auto o = parse(argc, argv,
+                   "--config --set --name --postcode --phone --email --nino --landbot-id --reference --by --record "
+                   "--wait",
+                   "erase", false, "--dry-run --json");
+    if (!o) return 2;
+    if (o->help) {
+        std::cout << kEraseHelp;
+        return 0;
+    }
+    bool dry_run = o->flags.count("--dry-run") > 0, json = o->flags.count("--json") > 0;
+    std::string action = o->positional.empty() ? "" : o->positional[0];
+    std::int64_t status_id = 0;
+    if (action == "status") {
+        try {
+            if (o->positional.size() != 2) throw std::invalid_argument("");
+            std::size_t used = 0;
+            status_id = std::stoll(o->positional[1], &used);
+            if (used != o->positional[1].size()) throw std::invalid_argument("");
+        } catch (const std::exception&) {
+            std::cerr << "switchboard erase: usage: switchboard erase -c FILE status ERASURE-ID [--json]\n";
+            return 2;
+        }
+    } else if (action == "list") {
+        if (o->positional.size() != 1) {
+            std::cerr << "switchboard erase list takes no arguments\n";
+            return 2;
+        }
+    } else if (!action.empty()) {
+        std::cerr << "switchboard erase: unexpected argument '" << action << "'; see switchboard erase --help\n";
+        return 2;
+    }
+    std::int64_t wait_ms = 30'000;
+    if (!value(*o, "--wait").empty()) {
+        auto w = text::parse_duration(value(*o, "--wait"));
+        if (!w && value(*o, "--wait") != "0") {
+            std::cerr << "switchboard erase: --wait takes a duration such as 30s or 2m\n";
+            return 2;
+        }
+        wait_ms = w.value_or(0);
+    }
+    std::string by = value(*o, "--by");
+    governance::SubjectQuery q;
+    bool by_subject = false;
+    if (action.empty()) {
+        by_subject = o->records.empty();
+        if (!dry_run && by.empty()) {
+            std::cerr << "switchboard erase: --by NAME is required (who asks for the erasure)\n";
+            return 2;
+        }
+        if (by_subject && !query_from(*o, false, q, "erase")) return 2;
+        if (!by_subject && !q.kinds().empty()) {
+            std::cerr << "switchboard erase: give --record ID... or identifiers, not both\n";
+            return 2;
+        }
+    }
+    std::filesystem::path data_dir;
+    std::int64_t deadline = 0;
+    auto st = open_store(*o, "erase", data_dir, &deadline);
+    if (!st) return o->config ? 1 : 2;
+    std::int64_t now = now_ms();
+    if (action == "list") {
+        auto all = st->erasures(1000);
+        if (all.empty()) std::cout << "no erasures\n";
+        for (const auto& e : all)
+            std::cout << e.id << "  asked by " << e.requested_by << " " << sb::detail::format_time(e.requested_at)
+                      << "  " << (e.done_at ? "carried out " + sb::detail::format_time(e.done_at) : "not carried out yet")
+                      << "\n";
+        return 0;
+    }
+    auto report = [&](std::int64_t id) {
+        auto status = governance::erasure_status(*st, data_dir / "audit", id, now_ms(), deadline);
+        if (!status) {
+            std::cerr << "switchboard erase: no erasure " << id << "\n";
+            return 1;
+        }
+        std::cout << (json ? governance::erasure_json(*status) : governance::erasure_text(*status));
+        return status->complete() ? 0 : 3;
+    };
+    if (action == "status") return report(status_id);
+    std::vector<std::string> records = o->records;
+    if (by_subject) {
+        auto found = governance::find_subject(*st, q, data_dir / "audit", now);
+        for (const auto& r : found.records) records.push_back(r.id);
+        if (records.empty()) {
+            std::cerr << "switchboard erase: no records found for the subject (searched by " << q.kinds()
+                      << "); nothing to erase\n";
+            return 1;
+        }
+        if (dry_run) {
+            std::cout << found.records.size() << " record(s) would be erased (searched by " << q.kinds() << "):\n";
+            for (const auto& r : found.records)
+                std::cout << "  " << r.id << "  " << r.source << "  " << r.category << "  sent to "
+                          << r.disclosures.size() << " department(s)" << (r.held_by.empty() ? "" : "  [held: not erased]")
+                          << "\n";
+            return 0;
+        }
+    } else if (dry_run) {
+        for (const auto& r : records) std::cout << "  " << r << "\n";
+        return 0;
+    }
+    std::string error;
+    auto id = governance::request_erasure(*st, {records, by}, now, error);
+    if (!id) {
+        std::cerr << "switchboard erase: " << error << "\n";
+        return 1;
+    }
+    std::cout << "erasure " << *id << " placed for " << records.size() << " record(s)\n";
+    // Wait for the node to carry it out and for the answers, bounded.
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    while (std::chrono::steady_clock::now() < until) {
+        auto status = governance::erasure_status(*st, data_dir / "audit", *id, now_ms(), deadline);
+        if (status && status->complete()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return report(*id);
+}
+
+} // namespace
+
+const char* erase_help() { return kEraseHelp; }
+
+int cmd_erase(int argc, char** argv) {
+    try {
+        return erase_main(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "switchboard erase: " << e.what() << "\n";
+        return 1;
+    }
 }
 
 int cmd_sar(int argc, char** argv) {

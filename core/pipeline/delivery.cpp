@@ -238,7 +238,7 @@ bool DeliveryWorker::deliver_some() {
     // 1. Hand the next entries over, unless one outstanding has failed (the
     //    retry starts from the first unsettled one, in order).
     bool failed = std::any_of(inflight_.begin(), inflight_.end(), [](const Inflight& f) {
-        return !f.expired && f.status != SB_OK && f.status != SB_PENDING;
+        return !f.expired && !f.erased && f.status != SB_OK && f.status != SB_PENDING;
     });
     std::vector<OutboxEntry> fresh;
     if (!failed && inflight_.size() < window) {
@@ -253,6 +253,12 @@ bool DeliveryWorker::deliver_some() {
         f.since = steady_ms();
         if (e.expires_at <= now) {
             f.expired = true; // its retention period ended before it could be delivered
+            f.entry = std::move(e);
+            inflight_.push_back(std::move(f));
+            continue;
+        }
+        if (e.profile == kErasedProfile || journal_.erased(e.record_id)) {
+            f.erased = true; // erased on request before it could be delivered
             f.entry = std::move(e);
             inflight_.push_back(std::move(f));
             continue;
@@ -309,7 +315,7 @@ bool DeliveryWorker::deliver_some() {
     {
         std::lock_guard lock(pending_mutex_);
         for (Inflight& f : inflight_) {
-            if (f.expired || f.status != SB_PENDING) continue;
+            if (f.expired || f.erased || f.status != SB_PENDING) continue;
             auto it = completed_.find(f.delivery_id);
             if (it == completed_.end()) continue;
             f.status = it->second.first;
@@ -347,8 +353,20 @@ bool DeliveryWorker::deliver_some() {
             dead_letter("expired before delivery", attempts_[e.seq]);
             continue;
         }
-        if (f.status == SB_OK) {
+        if (f.status == SB_OK && !f.erased) {
             delivered.push_back({e, f.attempt, f.receipt});
+            continue;
+        }
+        if (f.erased || journal_.erased(e.record_id)) {
+            // Erased on request: not delivered, or handed over before the
+            // erasure and not settled since. Nothing of it is kept (no dead
+            // letter); a late completion is not wanted; the erasure sent
+            // the destination its erase notice.
+            if (!f.erased) {
+                std::lock_guard lock(pending_mutex_);
+                waiting_.erase(f.delivery_id);
+                completed_.erase(f.delivery_id);
+            }
             continue;
         }
         if (f.status == SB_PENDING) {
@@ -451,6 +469,7 @@ void DeliveryWorker::retry_dead_letters() {
         e.expires_at = d.expires_at;
         std::string error, receipt;
         std::uint32_t attempt = d.attempts + 1;
+        if (journal_.erased(e.record_id)) continue; // the erasure deletes the dead letter
         sb_status st = e.expires_at <= clock_() ? SB_ERR_PERMANENT : deliver_one(e, attempt, error, receipt);
         if (st == SB_OK) st = instance_.flush(error);
         std::int64_t now = clock_();

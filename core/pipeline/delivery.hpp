@@ -69,6 +69,7 @@ private:
         sb_status status = SB_PENDING; // SB_OK once flushed or completed
         bool unflushed = false;        // deliver said SB_OK; the next flush decides
         bool expired = false;          // not handed over: its retention ended first
+        bool erased = false;           // erased on request: not handed over, or no longer wanted
         std::string error;
         std::string receipt;           // from complete(), once SB_OK
         std::int64_t since = 0;        // steady ms when handed over

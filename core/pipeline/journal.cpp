@@ -191,6 +191,33 @@ void Journal::flush_audit() {
 
 std::uint64_t Journal::committed_records() const { return committed_records_.load(); }
 
+void Journal::mark_erased(const std::vector<std::string>& record_ids) {
+    if (record_ids.empty()) return;
+    std::lock_guard lock(erased_mutex_);
+    erased_.insert(record_ids.begin(), record_ids.end());
+    any_erased_ = true;
+}
+
+bool Journal::erased(const std::string& record_id) const {
+    if (!any_erased_.load(std::memory_order_relaxed)) return false;
+    std::lock_guard lock(erased_mutex_);
+    return erased_.count(record_id) > 0;
+}
+
+bool is_tombstone(const sb_record& record) {
+    const std::string* category = record.data.meta_at(sb::detail::meta_index("category"));
+    return category && *category == kErasedCategory && record.data.leaves().empty() &&
+           record.data.attachments().empty();
+}
+
+sb_record tombstone(const std::string& id, const std::string& expires_at) {
+    sb_record r;
+    r.data.set_meta_at(sb::detail::meta_index("id"), id);
+    if (!expires_at.empty()) r.data.set_meta_at(sb::detail::meta_index("expires_at"), expires_at);
+    r.data.set_meta_at(sb::detail::meta_index("category"), kErasedCategory);
+    return r;
+}
+
 void Journal::submit(Write write) {
     bool taken = false;
     {

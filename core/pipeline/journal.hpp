@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,6 +73,17 @@ struct OutboxEntry {
     std::uint32_t profile_version = 1;
     std::shared_ptr<sb_record> record;
 };
+
+// What erasure on request (RetentionService) leaves in place of an erased
+// record: record ids are positions in their chunk (and in outbox rows), so
+// the record is replaced, not removed. A tombstone in a chunk keeps the id
+// and the expiry, and the category kErasedCategory; an outbox entry keeps
+// its place with the profile kErasedProfile and an empty record. Neither
+// carries anything about the person.
+inline constexpr const char* kErasedCategory = "[erased]";
+inline constexpr const char* kErasedProfile = "[erased]";
+bool is_tombstone(const sb_record& record);
+sb_record tombstone(const std::string& id, const std::string& expires_at);
 
 // Implemented by a destination's delivery worker: new entries, straight from
 // a commit. A worker that is behind may decline (it reads the store instead),
@@ -137,6 +149,12 @@ public:
     // Commits what is queued and writes the audit file now (tests, shutdown,
     // `audit verify` on a live node).
     void flush_audit();
+
+    // Records erased on request while this node runs (RetentionService):
+    // delivery workers hand none of them over, and dead-letter none, even
+    // if they read the entry before it was erased in the store.
+    void mark_erased(const std::vector<std::string>& record_ids);
+    bool erased(const std::string& record_id) const;
 
     store::Store& store() { return store_; }
     const Policy& policy() const { return policy_; }
@@ -219,6 +237,10 @@ private:
     std::uint64_t spooled_upto_ = 0; // audit seq the store's spool covers
     std::atomic<std::uint64_t> committed_records_{0};
     std::atomic<bool> force_audit_sync_{false};
+
+    mutable std::mutex erased_mutex_;
+    std::set<std::string> erased_;
+    std::atomic<bool> any_erased_{false}; // the fast path: nothing erased yet
 };
 
 } // namespace switchboard::pipeline

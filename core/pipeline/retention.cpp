@@ -60,6 +60,36 @@ const char* target_name(store::EraseTarget t) {
     return t == store::EraseTarget::Source ? "source" : "destination";
 }
 
+using ItemsByInstance = std::map<std::string, std::vector<store::EraseItem>>;
+
+// One erase task per instance: the source's erase hook, the destinations'
+// erase notices.
+void put_erase_tasks(store::Txn& txn, const ItemsByInstance& at_source, const ItemsByInstance& at_destination,
+                     sb_erase_reason reason, std::int64_t now) {
+    auto task = [&](const std::string& instance, store::EraseTarget target,
+                    const std::vector<store::EraseItem>& items) {
+        store::EraseTask t;
+        t.instance = instance;
+        t.target = target;
+        t.reason = reason;
+        t.created_at = now;
+        t.next_at = now;
+        store::encode_items(items, t.items);
+        txn.put_erase_task(t);
+    };
+    for (const auto& [instance, items] : at_source) task(instance, store::EraseTarget::Source, items);
+    for (const auto& [instance, items] : at_destination) task(instance, store::EraseTarget::Destination, items);
+}
+
+std::string meta_of(const sb_record& r, const char* key) {
+    const char* v = r.data.meta(key);
+    return v ? v : "";
+}
+
+store::EraseItem source_item(const sb_record& r) {
+    return {meta_of(r, "id"), meta_of(r, "external_id"), meta_of(r, "subject_ref"), meta_of(r, "channel")};
+}
+
 } // namespace
 
 RetentionService::RetentionService(Journal& journal, Clock clock, std::filesystem::path data_dir,
@@ -109,6 +139,7 @@ void RetentionService::run() {
                 if (n) log::info(kComponent, "deleted " + std::to_string(n) + " expired record(s)");
                 next_sweep = steady_clock::now() + milliseconds(interval_ms_);
             }
+            carry_out_erasures(clock_());
             run_erase_tasks(clock_());
             if (steady_clock::now() >= next_overdue_check) {
                 check_overdue(clock_());
@@ -170,9 +201,9 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
         std::vector<std::string> notices;
     };
     std::vector<Expired> expired;
-    std::map<std::string, std::vector<store::EraseItem>> at_source, at_destination;
+    std::set<std::string> erased; // tombstones: erased on request, their erasure told everyone
+    ItemsByInstance at_source, at_destination;
     std::size_t pos = 0;
-    std::string prefix = std::filesystem::absolute(data_dir_).lexically_normal().string() + "/";
     while (pos < body->size()) {
         sb_record r;
         if (!store::decode(*body, pos, r)) {
@@ -180,18 +211,13 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
                                        " has an unreadable record; deleting the chunk anyway");
             break;
         }
-        auto meta = [&](const char* k) {
-            const char* v = r.data.meta(k);
-            return std::string(v ? v : "");
-        };
-        Expired e{meta("id"), meta("source"), {}};
-        at_source[e.source].push_back({e.id, meta("external_id"), meta("subject_ref"), meta("channel")});
-        for (const auto& a : r.data.attachments()) {
-            if (a.uri.rfind("file://", 0) != 0) continue;
-            std::string path = std::filesystem::path(uri_path(a.uri.substr(7))).lexically_normal().string();
-            // Only what Switchboard holds; vendors' files are their erase hooks' business.
-            if (path.rfind(prefix, 0) == 0) files.emplace_back(path);
+        if (is_tombstone(r)) {
+            erased.insert(meta_of(r, "id"));
+            continue;
         }
+        Expired e{meta_of(r, "id"), meta_of(r, "source"), {}};
+        at_source[e.source].push_back(source_item(r));
+        attachment_files(r, files);
         expired.push_back(std::move(e));
     }
     std::map<std::string, std::size_t> by_id;
@@ -204,6 +230,7 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
             std::uint64_t seq = row.first_seq + k;
             if (seq > acked || dead_set.count(seq)) continue; // never delivered
             std::string id = record_id(chunk.id, outbox_index(row.indexes, k));
+            if (erased.count(id)) continue;
             at_destination[row.destination].push_back({id, "", "", ""});
             if (auto it = by_id.find(id); it != by_id.end())
                 expired[it->second].notices.push_back(row.destination);
@@ -213,20 +240,7 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
         txn.delete_outbox_for_chunk(chunk.id);
         txn.delete_dead_letters_for_chunk(chunk.id);
         txn.delete_chunk(chunk.id);
-        auto task = [&](const std::string& instance, store::EraseTarget target,
-                        const std::vector<store::EraseItem>& items) {
-            store::EraseTask t;
-            t.instance = instance;
-            t.target = target;
-            t.reason = SB_ERASE_RETENTION;
-            t.created_at = now;
-            t.next_at = now;
-            store::encode_items(items, t.items);
-            txn.put_erase_task(t);
-        };
-        for (const auto& [instance, items] : at_source) task(instance, store::EraseTarget::Source, items);
-        for (const auto& [instance, items] : at_destination)
-            task(instance, store::EraseTarget::Destination, items);
+        put_erase_tasks(txn, at_source, at_destination, SB_ERASE_RETENTION, now);
         std::string detail;
         for (const auto& e : expired) {
             detail.clear();
@@ -242,9 +256,207 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
     return ok ? expired.size() : 0;
 }
 
+void RetentionService::attachment_files(const sb_record& r, std::vector<std::filesystem::path>& files) const {
+    std::string prefix = std::filesystem::absolute(data_dir_).lexically_normal().string() + "/";
+    for (const auto& a : r.data.attachments()) {
+        if (a.uri.rfind("file://", 0) != 0) continue;
+        std::string path = std::filesystem::path(uri_path(a.uri.substr(7))).lexically_normal().string();
+        // Only what Switchboard holds; vendors' files are their erase hooks' business.
+        if (path.rfind(prefix, 0) == 0) files.emplace_back(path);
+    }
+}
+
+std::uint64_t RetentionService::carry_out_erasures(std::int64_t now) {
+    std::uint64_t done = 0;
+    for (auto& erasure : journal_.store().pending_erasures(16)) {
+        carry_out(erasure, now);
+        ++done;
+    }
+    if (done) journal_.store().scrub(); // no byte of the erased values may linger
+    return done;
+}
+
+void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
+    auto& st = journal_.store();
+    // Holds win: a record held (a complaint, a subject access request) is
+    // not erased until its hold ends (DPA 2018 s.173).
+    std::map<std::string, std::string> held;
+    for (const auto& h : st.held_records(now)) {
+        auto& list = held[h.record_id];
+        list += (list.empty() ? "" : ",") + std::to_string(h.hold);
+    }
+    std::map<std::int64_t, std::vector<store::ErasureRecord*>> by_chunk;
+    for (auto& r : erasure.records) {
+        if (auto it = held.find(r.record_id); it != held.end()) {
+            r.outcome = "held";
+            r.detail = it->second;
+        } else {
+            by_chunk[r.chunk].push_back(&r);
+        }
+    }
+    ItemsByInstance at_source, at_destination;
+    std::vector<std::filesystem::path> files;
+    std::vector<std::pair<std::int64_t, std::string>> bodies;                      // chunk, new body
+    std::vector<std::tuple<std::string, std::uint64_t, std::string>> payloads;    // destination, row, payloads
+    std::vector<std::int64_t> dead_letters;
+    std::vector<std::string> erased_ids;
+    std::map<std::string, std::set<std::string>> asked; // record id -> instances asked to erase
+    for (auto& [chunk, wanted] : by_chunk) {
+        std::map<std::string, store::ErasureRecord*> want;
+        for (auto* r : wanted) want[r->record_id] = r;
+        auto body = st.chunk_body(chunk);
+        if (!body) {
+            for (auto* r : wanted) {
+                r->outcome = "gone";
+                r->detail = "no longer held (deleted by the retention clock)";
+            }
+            continue;
+        }
+        // The chunk rewritten: the records wanted become tombstones, the
+        // others are copied byte for byte.
+        std::string rewritten;
+        std::set<std::string> here; // wanted records erased in this chunk
+        std::size_t pos = 0;
+        bool readable = true;
+        while (pos < body->size()) {
+            std::size_t start = pos;
+            sb_record r;
+            if (!store::decode(*body, pos, r)) {
+                log::error(kComponent, "chunk " + std::to_string(chunk) + " has an unreadable record; "
+                                       "erasure " + std::to_string(erasure.id) + " leaves it as it is");
+                readable = false;
+                break;
+            }
+            std::string id = meta_of(r, "id");
+            auto it = want.find(id);
+            if (it == want.end()) {
+                rewritten.append(*body, start, pos - start);
+                continue;
+            }
+            if (is_tombstone(r)) {
+                it->second->outcome = "gone";
+                it->second->detail = "erased before";
+                rewritten.append(*body, start, pos - start);
+                continue;
+            }
+            std::string source = meta_of(r, "source");
+            at_source[source].push_back(source_item(r));
+            asked[id].insert(source);
+            attachment_files(r, files);
+            store::encode(tombstone(id, meta_of(r, "expires_at")), rewritten);
+            here.insert(id);
+        }
+        if (!readable) {
+            for (auto* r : wanted)
+                if (r->outcome.empty()) {
+                    r->outcome = "failed";
+                    r->detail = "its chunk is unreadable: see the node's log";
+                }
+            continue;
+        }
+        for (auto* r : wanted)
+            if (r->outcome.empty() && !here.count(r->record_id)) {
+                r->outcome = "gone";
+                r->detail = "not in the store";
+            }
+        if (here.empty()) continue;
+        bodies.emplace_back(chunk, std::move(rewritten));
+        // Every destination with an entry for the record is told, whether the
+        // entry was delivered or not: one handed over just before the erasure
+        // may still arrive. Entries not delivered are emptied (the worker
+        // skips them); dead letters are deleted.
+        for (const auto& row : st.outbox_for_chunk(chunk)) {
+            std::set<std::uint64_t> dead_seqs;
+            for (const auto& d : st.dead_letters(row.destination))
+                if (d.chunk == chunk && here.count(d.record_id)) {
+                    dead_letters.push_back(d.id);
+                    dead_seqs.insert(d.seq);
+                }
+            std::string out;
+            std::size_t at = 0;
+            bool changed = false, intact = !row.payloads.empty();
+            for (std::uint32_t k = 0; k < row.count; ++k) {
+                std::string id = record_id(chunk, outbox_index(row.indexes, k));
+                std::size_t start = at;
+                OutboxEntry e;
+                e.record = std::make_shared<sb_record>();
+                if (intact && !decode_entry(row.payloads, at, e)) intact = false;
+                if (!here.count(id)) {
+                    if (intact) out.append(row.payloads, start, at - start);
+                    continue;
+                }
+                if (!dead_seqs.count(row.first_seq + k)) {
+                    at_destination[row.destination].push_back({id, "", "", ""});
+                    asked[id].insert(row.destination);
+                }
+                if (intact) {
+                    OutboxEntry gone;
+                    gone.profile = kErasedProfile;
+                    gone.record = std::make_shared<sb_record>(tombstone(id, ""));
+                    encode_entry(gone, out);
+                    changed = true;
+                }
+            }
+            if (changed && intact) payloads.emplace_back(row.destination, row.first_seq, std::move(out));
+        }
+        for (auto* r : wanted)
+            if (here.count(r->record_id)) {
+                r->outcome = "erased";
+                erased_ids.push_back(r->record_id);
+                std::string list;
+                for (const auto& i : asked[r->record_id]) list += (list.empty() ? "" : ",") + i;
+                r->detail = list;
+            }
+    }
+    // Delivery workers stop handing these over before the store changes.
+    journal_.mark_erased(erased_ids);
+    bool ok = journal_.submit_and_wait([&](store::Txn& txn, audit::AuditLog& audit) {
+        for (const auto& [chunk, body] : bodies) txn.replace_chunk_body(chunk, body);
+        for (const auto& [destination, first_seq, p] : payloads) txn.replace_outbox_payloads(destination, first_seq, p);
+        for (auto id : dead_letters) txn.delete_dead_letter(id);
+        put_erase_tasks(txn, at_source, at_destination, SB_ERASE_REQUEST, now);
+        std::string detail;
+        for (const auto& r : erasure.records) {
+            detail.clear();
+            audit::append_attr(detail, "reason", "request");
+            audit::append_attr(detail, "erasure", std::to_string(erasure.id));
+            audit::append_attr(detail, "by", erasure.requested_by);
+            audit::append_attr(detail, "outcome", r.outcome);
+            if (r.outcome == "erased") {
+                audit::append_attr(detail, "store", "deleted");
+                audit::append_attr(detail, "erase_requested", r.detail);
+            } else if (r.outcome == "held") {
+                audit::append_attr(detail, "holds", r.detail);
+            }
+            audit.append(now, audit::kind::erasure, r.record_id, detail);
+        }
+        txn.finish_erasure(erasure, now);
+    });
+    if (!ok) {
+        log::error(kComponent, "erasure " + std::to_string(erasure.id) + " could not be committed; will retry");
+        return;
+    }
+    for (const auto& f : files) {
+        std::error_code ec;
+        std::filesystem::remove(f, ec);
+    }
+    if (metrics_ && !erased_ids.empty()) metrics_->add("retention", "records_erased_on_request", erased_ids.size());
+    log::info(kComponent, "erasure " + std::to_string(erasure.id) + ": " + std::to_string(erased_ids.size()) +
+                              " of " + std::to_string(erasure.records.size()) + " record(s) erased; erase requests "
+                              "sent to their sources and departments");
+}
+
 std::uint64_t RetentionService::run_erase_tasks(std::int64_t now) {
     std::uint64_t settled_total = 0;
     auto tasks = journal_.store().erase_tasks(now, 16);
+    std::set<std::string> late;
+    {
+        std::lock_guard lock(pending_mutex_);
+        late.swap(late_answers_);
+    }
+    if (!late.empty())
+        for (auto& t : journal_.store().erase_tasks(INT64_MAX, 256))
+            if (t.next_at > now && late.count(t.instance)) tasks.push_back(std::move(t));
     const auto pass_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kEraseWaitMs);
     for (auto& t : tasks) {
         std::vector<store::EraseItem> items;
@@ -407,10 +619,15 @@ void RetentionService::complete(const std::string& instance, std::uint64_t id, s
                                 const char* receipt) {
     {
         std::lock_guard lock(pending_mutex_);
-        if (!awaited_.count({instance, id})) return; // a pass that gave up on it
-        completed_[{instance, id}] = {status, receipt ? receipt : ""};
+        if (!awaited_.count({instance, id})) {
+            // A pass that gave up on it: ask again at the next pass.
+            late_answers_.insert(instance);
+        } else {
+            completed_[{instance, id}] = {status, receipt ? receipt : ""};
+        }
     }
     pending_cv_.notify_all();
+    wake_.notify_all();
 }
 
 } // namespace switchboard::pipeline

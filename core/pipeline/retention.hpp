@@ -49,6 +49,17 @@ public:
     // One sweep now (tests, `switchboard retention --sweep`): deletes what
     // expired at `now`; returns how many records were deleted.
     std::uint64_t sweep(std::int64_t now);
+    // Carries out the erasures on request placed in the store (by `switchboard
+    // erase` or the admin API; see governance/erasure.hpp), through the same
+    // path as retention: each record not held is replaced by a tombstone in
+    // its chunk, its outbox entries not yet delivered are emptied, its dead
+    // letters and the attachments Switchboard holds are deleted, the store is
+    // scrubbed, and erase tasks (reason "request") go to its source and to
+    // every destination that has an entry for it. A held record is left
+    // alone (outcome "held"). Done by the service's thread each second;
+    // returns the number of erasures carried out.
+    std::uint64_t carry_out_erasures(std::int64_t now);
+
     // Runs the erase tasks due at `now`; returns how many items were settled.
     std::uint64_t run_erase_tasks(std::int64_t now);
 
@@ -65,6 +76,9 @@ private:
     void run();
     std::uint64_t sweep_chunk(const store::ChunkInfo& chunk, std::int64_t now,
                               std::vector<std::filesystem::path>& files);
+    void carry_out(store::Erasure& erasure, std::int64_t now);
+    // The files under the data directory that `r` holds as attachments.
+    void attachment_files(const sb_record& r, std::vector<std::filesystem::path>& files) const;
 
     Journal& journal_;
     Clock clock_;
@@ -86,6 +100,10 @@ private:
     std::set<std::pair<std::string, std::uint64_t>> awaited_; // erase requests of the running pass
     std::map<std::pair<std::string, std::uint64_t>, std::pair<sb_status, std::string>> completed_;
     std::uint64_t next_request_ = 1;
+    // Instances that answered after their pass stopped waiting: their tasks
+    // are asked again at the next pass (the plugin answers at once then),
+    // not after kAwaitRecheckMs.
+    std::set<std::string> late_answers_;
 };
 
 } // namespace switchboard::pipeline

@@ -80,9 +80,17 @@ CREATE TABLE IF NOT EXISTS hold_records(
   hold INTEGER NOT NULL, chunk INTEGER NOT NULL, record_id TEXT NOT NULL,
   PRIMARY KEY(hold, record_id));
 CREATE INDEX IF NOT EXISTS hold_records_chunk ON hold_records(chunk);
+CREATE TABLE IF NOT EXISTS erasures(
+  id INTEGER PRIMARY KEY,
+  requested_by TEXT NOT NULL, requested_at INTEGER NOT NULL, done_at INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS erasures_done ON erasures(done_at);
+CREATE TABLE IF NOT EXISTS erasure_records(
+  erasure INTEGER NOT NULL, record_id TEXT NOT NULL, chunk INTEGER NOT NULL,
+  outcome TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(erasure, record_id));
 )";
 // Tables are created with IF NOT EXISTS: a journal made by an earlier
-// version gains the tables it lacks (holds, hold_records) when opened.
+// version gains the tables it lacks (holds, erasures, ...) when opened.
 
 // A hold is in force at ?1 when it has not ended and its end date is later.
 #define SB_HOLD_IN_FORCE "h.ended_at=0 AND (h.until=0 OR h.until>?1)"
@@ -182,6 +190,11 @@ public:
     bool end_hold(std::int64_t id, std::int64_t at, const std::string& by) override;
     void set_hold_audited(std::int64_t id, int audited) override;
     std::uint64_t purge_holds(std::int64_t ended_before) override;
+    void replace_outbox_payloads(const std::string& destination, std::uint64_t first_seq,
+                                 std::string_view payloads) override;
+    std::int64_t put_erasure(const Erasure& erasure) override;
+    void finish_erasure(const Erasure& erasure, std::int64_t done_at) override;
+    std::uint64_t purge_erasures(std::int64_t done_before) override;
 
 private:
     SqliteStore& s_;
@@ -484,6 +497,30 @@ public:
         return s.step();
     }
 
+    std::vector<Erasure> pending_erasures(std::size_t limit) override {
+        std::lock_guard lock(mutex_);
+        auto out = erasure_rows("SELECT id, requested_by, requested_at, done_at FROM erasures WHERE done_at=0 "
+                                "ORDER BY id LIMIT ?1",
+                                static_cast<std::int64_t>(limit));
+        for (auto& e : out) e.records = erasure_records(e.id);
+        return out;
+    }
+
+    std::vector<Erasure> erasures(std::size_t limit) override {
+        std::lock_guard lock(mutex_);
+        return erasure_rows("SELECT id, requested_by, requested_at, done_at FROM erasures ORDER BY id DESC "
+                            "LIMIT ?1",
+                            static_cast<std::int64_t>(limit));
+    }
+
+    std::optional<Erasure> erasure(std::int64_t id) override {
+        std::lock_guard lock(mutex_);
+        auto out = erasure_rows("SELECT id, requested_by, requested_at, done_at FROM erasures WHERE id=?1", id);
+        if (out.empty()) return std::nullopt;
+        out[0].records = erasure_records(id);
+        return out[0];
+    }
+
     // For SqliteTxn.
     Stmt& st(const char* sql) {
         auto it = stmts_.find(sql);
@@ -539,6 +576,32 @@ private:
         h.ended_by = s.text(7);
         h.audited = static_cast<int>(s.i64(8));
         return h;
+    }
+
+    std::vector<Erasure> erasure_rows(const char* sql, std::int64_t arg) {
+        Stmt& s = st(sql);
+        Reset r{s};
+        s.bind(1, arg);
+        std::vector<Erasure> out;
+        while (s.step()) {
+            Erasure e;
+            e.id = s.i64(0);
+            e.requested_by = s.text(1);
+            e.requested_at = s.i64(2);
+            e.done_at = s.i64(3);
+            out.push_back(std::move(e));
+        }
+        return out;
+    }
+
+    std::vector<ErasureRecord> erasure_records(std::int64_t erasure) {
+        Stmt& s = st("SELECT record_id, chunk, outcome, detail FROM erasure_records WHERE erasure=?1 "
+                     "ORDER BY chunk, record_id");
+        Reset r{s};
+        s.bind(1, erasure);
+        std::vector<ErasureRecord> out;
+        while (s.step()) out.push_back({s.text(0), s.i64(1), s.text(2), s.text(3)});
+        return out;
     }
 
     std::vector<std::string> hold_record_ids(std::int64_t hold) {
@@ -809,6 +872,52 @@ std::uint64_t SqliteTxn::purge_holds(std::int64_t ended_before) {
         .bind(1, ended_before)
         .run();
     s_.st("DELETE FROM holds WHERE ended_at<>0 AND ended_at<?1 AND audited=2").bind(1, ended_before).run();
+    return static_cast<std::uint64_t>(sqlite3_changes(s_.db()));
+}
+
+void SqliteTxn::replace_outbox_payloads(const std::string& destination, std::uint64_t first_seq,
+                                        std::string_view payloads) {
+    // A row whose payloads were dropped meanwhile (all of it acknowledged)
+    // keeps none: delivered copies must not come back.
+    s_.st("UPDATE outbox SET payloads=?3 WHERE destination=?1 AND first_seq=?2 AND payloads IS NOT NULL")
+        .bind(1, destination)
+        .bind(2, static_cast<std::int64_t>(first_seq))
+        .blob(3, payloads)
+        .run();
+}
+
+std::int64_t SqliteTxn::put_erasure(const Erasure& e) {
+    s_.st("INSERT INTO erasures(requested_by, requested_at) VALUES(?1, ?2)")
+        .bind(1, e.requested_by)
+        .bind(2, e.requested_at)
+        .run();
+    std::int64_t id = sqlite3_last_insert_rowid(s_.db());
+    for (const auto& r : e.records)
+        s_.st("INSERT OR IGNORE INTO erasure_records(erasure, record_id, chunk) VALUES(?1, ?2, ?3)")
+            .bind(1, id)
+            .bind(2, r.record_id)
+            .bind(3, r.chunk)
+            .run();
+    return id;
+}
+
+void SqliteTxn::finish_erasure(const Erasure& e, std::int64_t done_at) {
+    for (const auto& r : e.records)
+        s_.st("UPDATE erasure_records SET outcome=?3, detail=?4 WHERE erasure=?1 AND record_id=?2")
+            .bind(1, e.id)
+            .bind(2, r.record_id)
+            .bind(3, r.outcome)
+            .bind(4, r.detail)
+            .run();
+    s_.st("UPDATE erasures SET done_at=?2 WHERE id=?1").bind(1, e.id).bind(2, done_at).run();
+}
+
+std::uint64_t SqliteTxn::purge_erasures(std::int64_t done_before) {
+    s_.st("DELETE FROM erasure_records WHERE erasure IN (SELECT id FROM erasures WHERE done_at<>0 AND "
+          "done_at<?1)")
+        .bind(1, done_before)
+        .run();
+    s_.st("DELETE FROM erasures WHERE done_at<>0 AND done_at<?1").bind(1, done_before).run();
     return static_cast<std::uint64_t>(sqlite3_changes(s_.db()));
 }
 

@@ -117,6 +117,26 @@ struct HeldRecord {
     std::int64_t until = 0;
 };
 
+// An erasure on request (UK GDPR Art. 17): placed by `switchboard erase` or
+// the admin API straight into the store, like a hold, and carried out by the
+// node at its next pass (it alone writes the audit trail), through the same
+// path as retention. Record ids only: nothing about the person is kept here.
+struct ErasureRecord {
+    std::string record_id;
+    std::int64_t chunk = 0;
+    std::string outcome; // "" until carried out; then "erased", "held" or "gone"
+    std::string detail;  // erased: the instances asked to erase ("verint,revenues");
+                         // held: the holds keeping it ("3,5"); gone: why
+};
+
+struct Erasure {
+    std::int64_t id = 0;
+    std::string requested_by;
+    std::int64_t requested_at = 0;
+    std::int64_t done_at = 0; // 0: not carried out yet
+    std::vector<ErasureRecord> records;
+};
+
 struct ChunkInfo {
     std::int64_t id = 0;
     std::int64_t created_at = 0;
@@ -169,6 +189,15 @@ public:
     // Forgets holds that ended before `ended_before` and are fully audited
     // (their reason is free text: it must not outlive its use); counts.
     virtual std::uint64_t purge_holds(std::int64_t ended_before) = 0;
+    // Rewrites the payloads of one outbox row (an entry erased before delivery).
+    virtual void replace_outbox_payloads(const std::string& destination, std::uint64_t first_seq,
+                                         std::string_view payloads) = 0;
+    // Erasures (see Erasure). put_erasure assigns and returns the id.
+    virtual std::int64_t put_erasure(const Erasure& erasure) = 0;
+    // Records what became of each record (outcome, detail) and marks it done.
+    virtual void finish_erasure(const Erasure& erasure, std::int64_t done_at) = 0;
+    // Forgets erasures carried out before `done_before`; counts.
+    virtual std::uint64_t purge_erasures(std::int64_t done_before) = 0;
 };
 
 class Store {
@@ -217,6 +246,11 @@ public:
     // out), or ended before `purge_before` and can be forgotten: an index-free
     // look at the small holds table, so a sweep with nothing to do commits nothing.
     virtual bool holds_to_settle(std::int64_t now, std::int64_t purge_before) = 0;
+    // Erasures not carried out yet, oldest first, with their records.
+    virtual std::vector<Erasure> pending_erasures(std::size_t limit) = 0;
+    // All erasures kept (newest first, at most `limit`), without their records.
+    virtual std::vector<Erasure> erasures(std::size_t limit) = 0;
+    virtual std::optional<Erasure> erasure(std::int64_t id) = 0;
 };
 
 // The embedded default: <data_dir>/journal.db.

@@ -800,6 +800,14 @@ private:
         host().info("client gone; what it had in flight will be sent again after its next HELLO");
     }
 
+    // Whether the record with sequence `seq` is still to be acknowledged
+    // (out_ is in sequence order). Under mutex_.
+    bool waiting_for_ack(std::uint64_t seq) const {
+        auto it = std::lower_bound(out_.begin(), out_.end(), seq,
+                                   [](const Out& a, std::uint64_t s) { return a.seq < s; });
+        return it != out_.end() && it->seq == seq;
+    }
+
     // Sends what the credit allows, resends on ack_timeout, (re)sends erase
     // notices, then reports completions with the lock dropped.
     void pump() {
@@ -835,7 +843,11 @@ private:
             }
             std::int64_t host_now = host().now_ms();
             for (auto& [id, n] : notices_) {
-                if (has_peer_ && (n.sent_at == 0 || now - n.sent_at >= ack_timeout_ms_)) {
+                // An erasure on request can come while its record is still
+                // here, unacknowledged: the notice follows the record, so
+                // that the client has something to delete when it comes.
+                bool follows = n.seq && waiting_for_ack(n.seq);
+                if (has_peer_ && !follows && (n.sent_at == 0 || now - n.sent_at >= ack_timeout_ms_)) {
                     std::string body = "{\"notice\":" + sb::json_quote(n.notice) + ",\"record_id\":" +
                                        sb::json_quote(id) + ",\"seq\":" + std::to_string(n.seq) +
                                        ",\"reason\":\"" + n.reason + "\"}";
