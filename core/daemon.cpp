@@ -362,6 +362,7 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
         admin_node.metrics = &metrics;
         admin_node.clock = clock;
         admin_node.started_at = clock();
+        admin_node.receipt_deadline_ms = c.retention.receipt_deadline_ms;
         admin_journal = &journal;
         bool added = admin::add_node_endpoints(*admin_api, admin_node) &&
                      admin::add_governance_endpoints(*admin_api, admin_node) &&

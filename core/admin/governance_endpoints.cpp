@@ -1,6 +1,7 @@
 #include "admin/governance_endpoints.hpp"
 
 #include "audit/audit_log.hpp"
+#include "governance/erasure.hpp"
 #include "governance/holds.hpp"
 #include "governance/sar.hpp"
 #include "log.hpp"
@@ -13,7 +14,9 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <chrono>
 #include <optional>
+#include <thread>
 
 namespace switchboard::admin {
 
@@ -209,6 +212,51 @@ void list_holds(const Node& node, http::Response& r) {
               body + "],\"count\":" + std::to_string(holds.size()) + ",\"in_force\":" + std::to_string(in_force) + "}");
 }
 
+// The records a hold or an erasure is about: "records" (ids) or "subject"
+// (a person's identifiers, found as POST sar finds them), exactly one of
+// them (checked by the caller). Otherwise answers 400 or 404 and returns false.
+bool target_records(const Node& node, const Object& obj, std::int64_t now, const char* nothing,
+                    std::vector<std::string>& records, http::Response& r) {
+    if (obj->has("records")) {
+        auto arr = obj->getArray("records");
+        if (!arr) {
+            respond_error(r, 400, "records: expected an array of record ids such as [\"R12-0\"]");
+            return false;
+        }
+        if (arr->size() == 0) {
+            respond_error(r, 400, "records: empty; give at least one record id");
+            return false;
+        }
+        for (std::size_t i = 0; i < arr->size(); ++i) {
+            auto e = arr->get(static_cast<unsigned>(i));
+            if (!e.isString()) {
+                respond_error(r, 400, "records[" + std::to_string(i) + "]: expected a record id such as \"R12-0\"");
+                return false;
+            }
+            records.push_back(e.convert<std::string>());
+        }
+        return true;
+    }
+    auto subject = obj->getObject("subject");
+    if (!subject) {
+        respond_error(r, 400, std::string("subject: expected an object of identifiers such as ") + kIdentifierExample);
+        return false;
+    }
+    governance::SubjectQuery q;
+    std::string error;
+    if (!read_subject(subject, "subject.", {}, q, error)) {
+        respond_error(r, 400, error);
+        return false;
+    }
+    auto found = governance::find_subject(node.journal->store(), q, node.audit->dir(), now);
+    for (const auto& f : found.records) records.push_back(f.id);
+    if (records.empty()) {
+        respond_error(r, 404, "subject: no records found (searched by " + q.kinds() + "); " + nothing);
+        return false;
+    }
+    return true;
+}
+
 // POST holds: {"records": [ID, ...]} or {"subject": {identifiers}}, with
 // "reason" and optionally "until"; as `switchboard hold add`.
 void add_hold(const Node& node, const Call& call, http::Response& r) {
@@ -235,29 +283,7 @@ void add_hold(const Node& node, const Call& call, http::Response& r) {
         h.until = *t;
     }
     auto& st = node.journal->store();
-    if (obj->has("records")) {
-        auto arr = obj->getArray("records");
-        if (!arr) return respond_error(r, 400, "records: expected an array of record ids such as [\"R12-0\"]");
-        if (arr->size() == 0) return respond_error(r, 400, "records: empty; give at least one record id");
-        for (std::size_t i = 0; i < arr->size(); ++i) {
-            auto e = arr->get(static_cast<unsigned>(i));
-            if (!e.isString())
-                return respond_error(r, 400,
-                                     "records[" + std::to_string(i) + "]: expected a record id such as \"R12-0\"");
-            h.records.push_back(e.convert<std::string>());
-        }
-    } else {
-        auto subject = obj->getObject("subject");
-        if (!subject)
-            return respond_error(r, 400, std::string("subject: expected an object of identifiers such as ") +
-                                             kIdentifierExample);
-        governance::SubjectQuery q;
-        if (!read_subject(subject, "subject.", {}, q, error)) return respond_error(r, 400, error);
-        auto found = governance::find_subject(st, q, node.audit->dir(), now);
-        for (const auto& f : found.records) h.records.push_back(f.id);
-        if (h.records.empty())
-            return respond_error(r, 404, "subject: no records found (searched by " + q.kinds() + "); nothing held");
-    }
+    if (!target_records(node, obj, now, "nothing held", h.records, r)) return;
     std::optional<std::int64_t> id;
     if (!writing(r, "hold", [&] { id = governance::place_hold(st, h, now, error); })) return;
     // What is left to refuse once the body checked out: record ids that are
@@ -291,6 +317,77 @@ void end_hold(const Node& node, const Call& call, http::Response& r) {
                   ",\"ended_at\":" + time_or_null(h ? h->ended_at : 0) + "}");
 }
 
+// POST erasures: {"records": [ID, ...]} or {"subject": {identifiers}},
+// optionally "wait": seconds (0-30) for the node to carry it out and the
+// answers to come; as `switchboard erase`. 202 with the status while steps
+// are outstanding, 200 once complete; 404 for records not in the store.
+void add_erasure(const Node& node, const Call& call, http::Response& r) {
+    auto obj = parse_body(call, r, R"({"subject": {"phone": "07700 900123"}, "wait": 10})");
+    if (!obj) return;
+    std::string error;
+    if (!known_keys(obj, {"records", "subject", "wait"}, "", error)) return respond_error(r, 400, error);
+    if (obj->has("records") == obj->has("subject"))
+        return respond_error(r, 400, "give either records (an array of record ids) or subject (a person's "
+                                     "identifiers, as for POST sar), not both");
+    std::int64_t wait_s = 0;
+    if (obj->has("wait")) {
+        auto w = obj->get("wait");
+        if (!w.isInteger() || w.convert<std::int64_t>() < 0 || w.convert<std::int64_t>() > kMaxEraseWaitSeconds)
+            return respond_error(r, 400, "wait: expected whole seconds from 0 to " + std::to_string(kMaxEraseWaitSeconds));
+        wait_s = w.convert<std::int64_t>();
+    }
+    std::int64_t now = node.clock();
+    governance::ErasureRequest request;
+    request.by = call.caller;
+    if (!target_records(node, obj, now, "nothing to erase", request.records, r)) return;
+    auto& st = node.journal->store();
+    std::optional<std::int64_t> id;
+    if (!writing(r, "erasure", [&] { id = governance::request_erasure(st, request, now, error); })) return;
+    if (!id) return respond_error(r, 404, "records: " + error);
+    log::info(kComponent, "erasure " + std::to_string(*id) + " placed for " + std::to_string(request.records.size()) +
+                              " record(s)");
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+    std::optional<governance::ErasureStatus> status;
+    for (;;) {
+        node.journal->flush_audit(); // the answers' entries, into the files read below
+        status = governance::erasure_status(st, node.audit->dir(), *id, node.clock(), node.receipt_deadline_ms);
+        if (!status || status->complete() || std::chrono::steady_clock::now() >= deadline) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    no_store(r);
+    if (!status) return respond_error(r, 500, "erasure " + std::to_string(*id) + " vanished; see the node's log");
+    r.respond(status->complete() ? 200 : 202, "application/json", governance::erasure_json(*status));
+}
+
+// GET erasures: the erasures kept (newest first).
+void list_erasures(const Node& node, http::Response& r) {
+    std::string o = "{\"erasures\":[";
+    bool first = true;
+    for (const auto& e : node.journal->store().erasures(1000)) {
+        o += first ? "" : ",";
+        first = false;
+        o += "{\"erasure\":" + std::to_string(e.id) + ",\"requested_by\":" + json_string(e.requested_by) +
+             ",\"requested_at\":" + time_or_null(e.requested_at) + ",\"carried_out_at\":" + time_or_null(e.done_at) +
+             "}";
+    }
+    o += "]}";
+    no_store(r);
+    r.respond(200, "application/json", o);
+}
+
+// GET erasures/{id}: what is confirmed and what is outstanding.
+void erasure(const Node& node, const Call& call, http::Response& r) {
+    const std::string& id_text = call.rest;
+    bool digits = !id_text.empty() && id_text.size() <= 18 &&
+                  std::all_of(id_text.begin(), id_text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) return respond_error(r, 404, "no such admin endpoint: GET erasures/ID shows erasure ID");
+    auto status = governance::erasure_status(node.journal->store(), node.audit->dir(), std::stoll(id_text),
+                                             node.clock(), node.receipt_deadline_ms);
+    if (!status) return respond_error(r, 404, "no erasure " + id_text);
+    no_store(r);
+    r.respond(200, "application/json", governance::erasure_json(*status));
+}
+
 } // namespace
 
 bool add_governance_endpoints(AdminApi& api, const Node& node) {
@@ -300,6 +397,9 @@ bool add_governance_endpoints(AdminApi& api, const Node& node) {
     ok &= api.add("GET", "holds", [&node](const Call&, http::Response& r) { list_holds(node, r); });
     ok &= api.add("POST", "holds", [&node](const Call& c, http::Response& r) { add_hold(node, c, r); });
     ok &= api.add("POST", "holds/*", [&node](const Call& c, http::Response& r) { end_hold(node, c, r); });
+    ok &= api.add("POST", "erasures", [&node](const Call& c, http::Response& r) { add_erasure(node, c, r); });
+    ok &= api.add("GET", "erasures", [&node](const Call&, http::Response& r) { list_erasures(node, r); });
+    ok &= api.add("GET", "erasures/*", [&node](const Call& c, http::Response& r) { erasure(node, c, r); });
     return ok;
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 
-// Subject access and legal holds on the admin API: what `switchboard sar`
-// and `switchboard hold` do, for the DPO's tools, on a running node, through
+// Subject access, legal holds and erasure on the admin API: what
+// `switchboard sar`, `hold` and `erase` do, for the DPO's tools, on a running node, through
 // the same functions (governance/sar.hpp, governance/holds.hpp) on the
 // journal's store. Holds placed here take effect at once and are audited by
 // the node at its next sweep, as the commands' are.
@@ -11,6 +11,9 @@
 //   GET  holds             every hold, in force or not
 //   POST holds             hold records, by id or for a person
 //   POST holds/{id}/end    end a hold
+//   POST erasures          erase a person's records (or named ones) everywhere
+//   GET  erasures          the erasures kept
+//   GET  erasures/{id}     what is confirmed and what is outstanding
 //
 // Identifiers and reasons arrive in bodies (never in paths or queries, which
 // proxies and shell histories keep) and are never logged; the AdminApi's
@@ -20,12 +23,15 @@
 #include "admin/node_endpoints.hpp"
 
 #include <cstddef>
+#include <cstdint>
 
 namespace switchboard::admin {
 
 // Larger bodies are refused with 413: identifiers, a reason and a few
 // thousand record ids fit.
 inline constexpr std::size_t kMaxGovernanceBody = 64 * 1024;
+// POST erasures may wait this long at most for the node and the answers.
+inline constexpr std::int64_t kMaxEraseWaitSeconds = 30;
 
 // False if an endpoint could not be added (a name taken).
 bool add_governance_endpoints(AdminApi& api, const Node& node);

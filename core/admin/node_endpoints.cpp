@@ -355,6 +355,9 @@ std::string render_metrics(const Node& node) {
     e.sample({}, value("retention", "sweep_seconds"));
     e.family("switchboard_records_expired_total", "counter", "Records deleted by retention when they expired.");
     e.sample({}, value("retention", "records_expired"));
+    e.family("switchboard_records_erased_on_request_total", "counter",
+             "Records erased ahead of their expiry on request (switchboard erase, POST erasures).");
+    e.sample({}, value("retention", "records_erased_on_request"));
 
     e.family("switchboard_audit_entries_total", "counter", "Entries appended to the audit trail (its head seq).");
     e.sample({}, static_cast<double>(node.audit->last_seq()));

@@ -37,6 +37,7 @@ struct Node {
     const plugin::Metrics* metrics = nullptr;
     std::function<std::int64_t()> clock; // Unix ms
     std::int64_t started_at = 0;         // Unix ms
+    std::int64_t receipt_deadline_ms = 7LL * 86'400'000; // retention.receipt_deadline
 };
 
 // GET health, GET deadletters, POST deadletters/retry, GET audit/verify,

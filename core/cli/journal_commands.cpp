@@ -180,7 +180,8 @@ int cmd_retention(const Args& a) {
             std::vector<store::EraseItem> items;
             store::decode_items(t.items, items);
             std::cout << "  " << (t.target == store::EraseTarget::Source ? "vendor copy at " : "notice to ")
-                      << t.instance << ": " << (items.size() - std::min<std::size_t>(t.done, items.size()))
+                      << t.instance << (t.reason == SB_ERASE_REQUEST ? " (erasure on request)" : "") << ": "
+                      << (items.size() - std::min<std::size_t>(t.done, items.size()))
                       << " of " << items.size() << " record(s) left, since "
                       << sb::detail::format_time(t.created_at) << ", " << t.attempts
                       << " failed attempt(s)" << (t.last_error.empty() ? "" : ", last: " + t.last_error)

@@ -524,3 +524,82 @@ TEST_CASE("admin API: bad governance requests are refused with the field named; 
     CHECK(trail.find("07700") == std::string::npos);
     CHECK(d.process->err().find("07700") == std::string::npos);
 }
+
+TEST_CASE("admin API: POST erasures erases a person's records through the node, held ones kept; status and list; "
+          "bad bodies refused; read-only tokens cannot erase") {
+    Daemon d;
+    // Bob's record is held (a complaint); then Jane and Bob are erased by phone.
+    std::string bob_bundle = d.call("POST", "/admin/v1/sar", kDpoToken, R"({"phone": "07700900999"})").body;
+    auto bob = record_ids(bob_bundle);
+    REQUIRE(bob.size() == 1);
+    REQUIRE(d.call("POST", "/admin/v1/holds", kDpoToken,
+                   R"({"records": [")" + *bob.begin() + R"("], "reason": "complaint C-18"})")
+                .status == 201);
+    auto jane = record_ids(d.call("POST", "/admin/v1/sar", kDpoToken, R"({"phone": "07700 900123"})").body);
+    REQUIRE(jane.size() == 2);
+
+    // Refusals first: nothing is placed by them.
+    struct Bad {
+        const char* body;
+        int status;
+        const char* message;
+    };
+    for (const Bad& b : {Bad{"[1]", 400, "body: expected a JSON object"},
+                         Bad{R"({"phone": "07700900123"})", 400, "unknown key 'phone'"},
+                         Bad{R"({"subject": {"phone": "07700900123"}, "records": ["R1-0"]})", 400, "give either records"},
+                         Bad{R"({"records": []})", 400, "records: empty"},
+                         Bad{R"({"records": [7]})", 400, "records[0]: expected a record id"},
+                         Bad{R"({"records": ["R999-0"]})", 404, "records: no record R999-0 in the journal"},
+                         Bad{R"({"subject": {"name": "Jane Smith"}})", 400, "subject."},
+                         Bad{R"({"subject": {"email": "nobody@example.org"}})", 404, "subject: no records found"},
+                         Bad{R"({"subject": {"phone": "07700900123"}, "wait": 31})", 400, "wait: expected whole seconds"},
+                         Bad{R"({"subject": {"phone": "07700900123"}, "wait": "5"})", 400, "wait: expected whole seconds"}}) {
+        Http r = d.call("POST", "/admin/v1/erasures", kDpoToken, b.body);
+        INFO(b.body << " -> " << r.status << " " << r.body);
+        CHECK(r.status == b.status);
+        CHECK(r.body.find(b.message) != std::string::npos);
+    }
+    CHECK(d.call("POST", "/admin/v1/erasures", kReaderToken, R"({"subject": {"phone": "07700900123"}})").status == 403);
+    CHECK(d.call("GET", "/admin/v1/erasures", kDpoToken).body == "{\"erasures\":[]}");
+
+    Http erase = d.call("POST", "/admin/v1/erasures", kDpoToken,
+                        R"({"records": [")" + *jane.begin() + R"(", ")" + *jane.rbegin() + R"(", ")" + *bob.begin() +
+                            R"("], "wait": 20})");
+    INFO(erase.body);
+    INFO(d.process->err());
+    REQUIRE(erase.status == 200); // complete: the memory sink and the jsonl source answer at once
+    CHECK(erase.cache_control == "no-store");
+    CHECK(erase.body.find("\"requested_by\": \"dpo\"") != std::string::npos);
+    CHECK(erase.body.find("\"complete\": true") != std::string::npos);
+    for (const auto& id : jane)
+        CHECK(erase.body.find("\"id\": \"" + id + "\", \"outcome\": \"erased\", \"steps\": [{\"instance\": \"dept\", "
+                              "\"state\": \"confirmed\"") != std::string::npos);
+    CHECK(erase.body.find("\"id\": \"" + *bob.begin() + "\", \"outcome\": \"held\", \"holds\": [1]") != std::string::npos);
+    // The department's copies: Jane's gone, Bob's (held) and the others' kept.
+    std::ifstream in(d.dir.path / "dept.jsonl");
+    std::string dept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(count_lines(d.dir.path / "dept.jsonl") == std::size(kLines) - 2);
+    CHECK(dept.find("Canary-Bob") != std::string::npos);
+
+    // Status and list, by any token (GETs).
+    Http status = d.call("GET", "/admin/v1/erasures/1", kReaderToken);
+    CHECK(status.status == 200);
+    CHECK(status.body == erase.body);
+    CHECK(d.call("GET", "/admin/v1/erasures/2", kDpoToken).status == 404);
+    CHECK(d.call("GET", "/admin/v1/erasures/x", kDpoToken).status == 404);
+    Http list = d.call("GET", "/admin/v1/erasures", kReaderToken);
+    CHECK(std::regex_search(list.body, std::regex(R"re(^\{"erasures":\[\{"erasure":1,"requested_by":"dpo",)re")));
+    // The same erasure through the CLI.
+    auto cli = d.cli({"erase", "status", "1"});
+    CHECK(cli.code == 0);
+    CHECK(cli.out.find("erasure 1, asked by dpo") != std::string::npos);
+
+    d.stop();
+    std::string trail = d.trail();
+    CHECK(std::regex_search(trail, std::regex("\tadmin\t-\tactor=dpo;method=POST;endpoint=/admin/v1/erasures;status=200")));
+    CHECK(std::regex_search(trail, std::regex("\tadmin\t-\tactor=reader;method=POST;endpoint=/admin/v1/erasures;status=403")));
+    CHECK(count_of(trail, "\terasure\t") == 3);
+    CHECK(trail.find("reason=request;erasure=1;by=dpo;outcome=erased;store=deleted") != std::string::npos);
+    for (const char* personal : {"07700", "Jane", "nobody@"}) CHECK(trail.find(personal) == std::string::npos);
+    for (const char* personal : {"07700", "Jane", "Canary"}) CHECK(d.process->err().find(personal) == std::string::npos);
+}
