@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -84,8 +86,11 @@ int drain(Harness& h, int limit = 10000) {
     return n;
 }
 
+// Polling semantics (SB_IDLE when there is nothing new): the tests of what
+// is read. The watch has its own test.
 Harness& configure(Harness& h, const std::string& path) {
     h.config("path", toml_string(path));
+    h.config("watch", "false");
     return h;
 }
 
@@ -101,7 +106,7 @@ TEST_CASE("jsonl-source: descriptor and config", "[jsonl-source]") {
     for (const auto& f : h.schema()) keys.insert(f.key);
     CHECK(keys == std::set<std::string>{"path", "pattern", "format", "categories", "channel",
                                         "external_id_field", "occurred_at_field", "batch",
-                                        "max_line"});
+                                        "max_line", "watch"});
     CHECK_THROWS_WITH(h.create(), Catch::Contains("'path'") && Catch::Contains("required"));
 
     TempDir dir;
@@ -592,6 +597,50 @@ TEST_CASE("jsonl-source: BOM, CRLF, a missing file and erase", "[jsonl-source]")
     CHECK(h.erase(h.emitted()[0], SB_ERASE_REQUEST) == SB_OK);
     CHECK(fs::exists(in));
     CHECK(h.counter("erase_requests") == 1);
+}
+
+TEST_CASE("jsonl-source: with watch, a poll with nothing new waits for the file to change and wakes when it does",
+          "[jsonl-source]") {
+    using namespace std::chrono;
+    TempDir dir;
+    const std::string file = dir / "in.jsonl";
+    write_file(file, line(1));
+    Harness h(module());
+    h.config("path", toml_string(file));
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    CHECK(h.poll() == SB_OK);
+    CHECK(numbers(h) == range(1, 1));
+    // Nothing new: the poll waits (bounded, so the host can stop it), then
+    // asks to be called again at once.
+    auto t0 = steady_clock::now();
+    CHECK(h.poll() == SB_OK);
+    auto waited = steady_clock::now() - t0;
+    CHECK(waited >= 150ms);
+    CHECK(waited < 5s);
+    CHECK(numbers(h) == range(1, 1));
+    // A line written 100 ms into the wait ends it at once (the wait would
+    // otherwise run to its 200 ms bound): in most rounds within 50 ms, also
+    // on a busy machine.
+    int fast = 0;
+    for (int n = 2; n <= 4; ++n) {
+        std::atomic<std::int64_t> written_at{0};
+        std::thread writer([&] {
+            std::this_thread::sleep_for(100ms);
+            write_file(file, line(n), true);
+            written_at = duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
+        });
+        sb_status s = h.poll();
+        std::int64_t returned = duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
+        writer.join();
+        std::int64_t latency = returned - written_at.load();
+        INFO("round " << n << ": poll returned " << latency << " µs after the write");
+        CHECK(s == SB_OK);
+        if (latency >= 0 && latency < 50'000) ++fast;
+        CHECK(h.poll() == SB_OK); // reads it
+        CHECK(numbers(h) == range(1, n));
+    }
+    CHECK(fast >= 2);
 }
 
 TEST_CASE("jsonl-source: throughput", "[.bench]") {

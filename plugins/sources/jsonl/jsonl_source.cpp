@@ -10,6 +10,12 @@
 // is parsed straight from the buffer into a host record by the SDK's JSON
 // record reader. Lines that cannot be used go to the quarantine with a reason
 // naming their line number; their content is never logged.
+//
+// With `watch` (the default) new lines are read as soon as they are written:
+// a poll that finds nothing waits for the input to change (inotify on the
+// directory, or on the file's directory; poll() on standard input) for at
+// most kWatchWaitMs, then asks to be called again at once. Without it, or
+// where inotify is not available, the host calls every poll_interval.
 #include <switchboard/detail/json_record.hpp>
 #include <switchboard/plugin.hpp>
 
@@ -17,6 +23,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <poll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -204,6 +211,9 @@ public:
                 "Lines read per poll and committed together"),
             sb::Field::size("max_line").range(64, 256.0 * 1024 * 1024).fallback("\"1MiB\"").describe(
                 "Longest line accepted; longer ones are skipped and quarantined (truncated)"),
+            sb::Field::boolean("watch").fallback("true").describe(
+                "Read new lines as soon as they are written (inotify; poll() on standard input), "
+                "not a poll_interval later"),
         };
         return i;
     }
@@ -217,7 +227,8 @@ public:
           external_id_field_(host.string_opt("external_id_field").value_or("")),
           occurred_at_field_(host.string_opt("occurred_at_field").value_or("")),
           batch_(static_cast<std::size_t>(host.integer("batch"))),
-          max_line_(static_cast<std::size_t>(host.integer("max_line"))) {
+          max_line_(static_cast<std::size_t>(host.integer("max_line"))),
+          watch_(host.boolean("watch")) {
         std::string why;
         auto cats = sb::detail::CategoryMap::from_list(host.list("categories"), why);
         if (!cats) throw sb::Error(SB_ERR_INVALID, "config key 'categories': " + why);
@@ -252,7 +263,10 @@ public:
         record_options_.fallback = categories_.empty() ? nullptr : &categories_;
     }
 
-    ~JsonlSource() override { close_input(); }
+    ~JsonlSource() override {
+        close_input();
+        close_watch();
+    }
 
     void start() {
         const char* mode = mode_ == Mode::Stdin ? "standard input" : mode_ == Mode::Directory
@@ -270,9 +284,19 @@ public:
             host().warn("external_id_field and occurred_at_field apply to the flat format only");
     }
 
+    // Reads one batch; when there was nothing new and `watch` is on, waits
+    // (bounded) for the input to change and asks to be called again at once.
+    sb::Status poll() {
+        // Changes so far are seen by the read below: only later ones wake the wait.
+        if (inotify_ >= 0) drain_events();
+        sb::Status s = read_batch();
+        if (s != SB_IDLE || !watch_) return s;
+        return wait_for_change() ? SB_OK : SB_IDLE;
+    }
+
     // Reads one batch. SB_OK when it made progress (records committed, or
     // lines quarantined or skipped), SB_IDLE when there was nothing new.
-    sb::Status poll() {
+    sb::Status read_batch() {
         logs_this_poll_ = 0;
         if (!ensure_input()) return SB_IDLE;
         struct CountLines { // also when poll leaves by an exception
@@ -553,6 +577,75 @@ private:
         fd_ = -1;
     }
 
+    // --- watching -----------------------------------------------------------------
+
+    // Waits up to kWatchWaitMs for the input to change. True: call again at
+    // once (changed, or the wait ran out: the host must get the thread back
+    // now and then to stop us); false: no watch, wait poll_interval.
+    bool wait_for_change() {
+        int fd = -1;
+        if (mode_ == Mode::Stdin) {
+            if (stdin_eof_ || fd_ < 0) return false;
+            fd = fd_;
+        } else {
+            if (!ensure_watch()) return false;
+            fd = inotify_;
+        }
+        pollfd p{fd, POLLIN, 0};
+        ::poll(&p, 1, kWatchWaitMs);
+        return true;
+    }
+
+    // Reads the pending inotify events (they only say "look again").
+    void drain_events() {
+        alignas(inotify_event) char events[4096];
+        bool gone = false;
+        ssize_t n;
+        while ((n = ::read(inotify_, events, sizeof events)) > 0)
+            for (ssize_t at = 0; at < n;) {
+                const auto* e = reinterpret_cast<const inotify_event*>(events + at);
+                if (e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) gone = true;
+                at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+            }
+        if (gone) close_watch(); // the directory went: watch it again once it is back
+    }
+
+    // The directory holding the input, watched for new, grown, renamed files.
+    bool ensure_watch() {
+        if (inotify_ >= 0 && watched_mode_ == mode_) return true;
+        close_watch();
+        if (watch_failed_) return false;
+        inotify_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (inotify_ < 0) {
+            watch_failed_ = true;
+            host().warn("cannot watch the input (" + os_error() + "); reading it every poll_interval instead");
+            return false;
+        }
+        std::string dir = path_;
+        if (mode_ == Mode::File) {
+            auto slash = path_.rfind('/');
+            dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
+        }
+        if (::inotify_add_watch(inotify_, dir.c_str(),
+                                IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF |
+                                    IN_MOVE_SELF) < 0) {
+            // Not there yet (or not ours to watch): poll_interval until it is.
+            if (errno != ENOENT && !watch_failed_) {
+                watch_failed_ = true;
+                host().warn("cannot watch " + dir + " (" + os_error() + "); reading it every poll_interval instead");
+            }
+            close_watch();
+            return false;
+        }
+        watched_mode_ = mode_;
+        return true;
+    }
+
+    void close_watch() {
+        if (inotify_ >= 0) ::close(inotify_);
+        inotify_ = -1;
+    }
+
     // --- buffer -------------------------------------------------------------------
 
     void reset_buffer(std::uint64_t offset, std::uint64_t line) {
@@ -763,6 +856,14 @@ private:
     std::optional<SortingSink> sorting_;
     sb::detail::RecordReadOptions record_options_;
     Mode mode_ = Mode::File;
+
+    // How long a poll waits for the input to change (see wait_for_change):
+    // also how late, at most, the host can stop the instance.
+    static constexpr int kWatchWaitMs = 200;
+    const bool watch_;
+    int inotify_ = -1;
+    Mode watched_mode_ = Mode::File;
+    bool watch_failed_ = false;
 
     // Input. poll() runs on one thread per instance, so none of this is locked.
     Cursor committed_;
