@@ -75,11 +75,16 @@ public:
         : thread_([this, limit] {
               std::unique_lock lock(mutex_);
               if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
-                  log::error(kComponent, "shutdown took longer than " +
-                                             std::to_string(limit.count()) + "s; exiting now");
+                  log::error(kComponent, "shutdown took longer than " + std::to_string(limit.count()) +
+                                             "s (stuck stopping " + stage_ + "); exiting now");
                   std::_Exit(3);
               }
           }) {}
+    // What shutdown is stopping now, for the message if it gets stuck.
+    void stage(std::string what) {
+        std::lock_guard lock(mutex_);
+        stage_ = std::move(what);
+    }
     ~ShutdownWatchdog() {
         {
             std::lock_guard lock(mutex_);
@@ -93,6 +98,7 @@ private:
     std::mutex mutex_;
     std::condition_variable cv_;
     bool done_ = false;
+    std::string stage_ = "the node";
     std::thread thread_;
 };
 
@@ -293,17 +299,32 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
         ready = false;
         ShutdownWatchdog watchdog(std::chrono::seconds(30));
         // No admin call may reach the journal once it stops.
+        watchdog.stage("the admin API");
         if (admin_api) admin_api->stop();
         // Stop taking input, then let what was taken be committed and handed
         // over, then stop the destinations.
-        for (auto it = sources.rbegin(); it != sources.rend(); ++it) (*it)->stop();
+        for (auto it = sources.rbegin(); it != sources.rend(); ++it) {
+            watchdog.stage("source " + (*it)->name());
+            (*it)->stop();
+        }
+        watchdog.stage("retention");
         retention.stop();
-        for (auto& w : workers) w->stop();
+        for (auto& w : workers) {
+            watchdog.stage("the delivery worker of " + w->destination());
+            w->stop();
+        }
+        watchdog.stage("the journal");
         journal.stop();
         for (auto* list : {&transforms, &destinations})
-            for (auto it = list->rbegin(); it != list->rend(); ++it) (*it)->stop();
+            for (auto it = list->rbegin(); it != list->rend(); ++it) {
+                watchdog.stage("instance " + (*it)->name());
+                (*it)->stop();
+            }
+        watchdog.stage("the HTTP listener");
         if (server) server->stop();
+        watchdog.stage("the timers");
         timers.stop();
+        watchdog.stage("the plugins (destroy)");
         workers.clear();
         for (auto* list : {&sources, &transforms, &destinations}) {
             for (auto it = list->rbegin(); it != list->rend(); ++it) (*it)->destroy();

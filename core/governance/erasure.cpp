@@ -1,6 +1,7 @@
 #include "governance/erasure.hpp"
 
 #include "audit/audit_log.hpp"
+#include "governance/holds.hpp"
 #include "pipeline/journal.hpp"
 
 #include <switchboard/detail/abi.hpp>
@@ -47,24 +48,10 @@ std::optional<std::int64_t> request_erasure(store::Store& store, const ErasureRe
     store::Erasure e;
     e.requested_by = request.by;
     e.requested_at = now;
-    std::set<std::string> seen;
-    std::string missing;
-    for (const auto& id : request.records) {
-        if (!seen.insert(id).second) continue;
-        std::int64_t chunk = 0;
-        std::uint32_t index = 0;
-        std::optional<store::ChunkInfo> info;
-        if (pipeline::parse_record_id(id, chunk, index)) info = store.chunk_info(chunk);
-        if (!info || index >= info->count) {
-            missing += (missing.empty() ? "" : ", ") + id;
-            continue;
-        }
-        e.records.push_back({id, chunk, "", ""});
-    }
-    if (!missing.empty()) {
-        error = "no record " + missing + " in the journal (malformed, or already deleted)";
-        return std::nullopt;
-    }
+    std::vector<std::string> ids;
+    std::vector<std::int64_t> chunks;
+    if (!resolve_records(store, request.records, ids, chunks, error)) return std::nullopt;
+    for (std::size_t i = 0; i < ids.size(); ++i) e.records.push_back({ids[i], chunks[i], "", ""});
     std::int64_t id = 0;
     store.write([&](store::Txn& txn) { id = txn.put_erasure(e); });
     return id;

@@ -31,6 +31,28 @@ void audit_hold(audit::AuditLog& audit, std::int64_t now, const store::Hold& h, 
 
 } // namespace
 
+bool resolve_records(store::Store& store, const std::vector<std::string>& ids, std::vector<std::string>& records,
+                     std::vector<std::int64_t>& chunks, std::string& error) {
+    std::set<std::string> seen;
+    std::string missing;
+    for (const auto& id : ids) {
+        if (!seen.insert(id).second) continue;
+        std::int64_t chunk = 0;
+        std::uint32_t index = 0;
+        std::optional<store::ChunkInfo> info;
+        if (pipeline::parse_record_id(id, chunk, index)) info = store.chunk_info(chunk);
+        if (!info || index >= info->count) {
+            missing += (missing.empty() ? "" : ", ") + id;
+            continue;
+        }
+        records.push_back(id);
+        chunks.push_back(chunk);
+    }
+    if (missing.empty()) return true;
+    error = "no record " + missing + " in the journal (malformed, or already deleted)";
+    return false;
+}
+
 std::optional<std::int64_t> place_hold(store::Store& store, const HoldRequest& request, std::int64_t now,
                                        std::string& error) {
     if (request.records.empty()) {
@@ -51,25 +73,7 @@ std::optional<std::int64_t> place_hold(store::Store& store, const HoldRequest& r
     }
     store::Hold h;
     std::vector<std::int64_t> chunks;
-    std::set<std::string> seen;
-    std::string missing;
-    for (const auto& id : request.records) {
-        if (!seen.insert(id).second) continue;
-        std::int64_t chunk = 0;
-        std::uint32_t index = 0;
-        std::optional<store::ChunkInfo> info;
-        if (pipeline::parse_record_id(id, chunk, index)) info = store.chunk_info(chunk);
-        if (!info || index >= info->count) {
-            missing += (missing.empty() ? "" : ", ") + id;
-            continue;
-        }
-        h.records.push_back(id);
-        chunks.push_back(chunk);
-    }
-    if (!missing.empty()) {
-        error = "no record " + missing + " in the journal (malformed, or already deleted)";
-        return std::nullopt;
-    }
+    if (!resolve_records(store, request.records, h.records, chunks, error)) return std::nullopt;
     h.reason = request.reason;
     h.set_by = request.by;
     h.set_at = now;

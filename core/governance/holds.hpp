@@ -31,6 +31,12 @@ struct HoldRequest {
     std::string sar;                  // the subject access request placing it, if any
 };
 
+// The chunk of each record id, in order, duplicates dropped; false with
+// `error` naming the ids that are malformed or not in the store. Shared by
+// holds and erasures.
+bool resolve_records(store::Store& store, const std::vector<std::string>& ids, std::vector<std::string>& records,
+                     std::vector<std::int64_t>& chunks, std::string& error);
+
 // Places a hold; returns its id, or nullopt with `error` saying what is wrong
 // (no records, a record id that is malformed or not in the store, no reason
 // or name, an end date in the past).

@@ -79,18 +79,7 @@ std::string one_line(std::string s) {
     return out;
 }
 
-std::size_t count_lines(const std::filesystem::path& file) {
-    std::ifstream in(file);
-    std::size_t n = 0;
-    for (std::string l; std::getline(in, l);) n += !l.empty();
-    return n;
-}
 
-std::size_t count_of(const std::string& text, const std::string& needle) {
-    std::size_t n = 0;
-    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-}
 
 std::string first_match(const std::string& text, const std::string& pattern) {
     std::smatch m;
@@ -166,7 +155,7 @@ read_only = true
         INFO(process->err());
         REQUIRE(sbtest::wait_until([&] {
             process->pump(0);
-            return count_lines(dir.path / "dept.jsonl") == std::size(kLines);
+            return sbtest::count_lines(dir.path / "dept.jsonl") == std::size(kLines);
         }));
     }
 
@@ -204,7 +193,11 @@ read_only = true
     // Stops the node (its audit trail written out), exit code 0.
     void stop() {
         process->signal(SIGTERM);
-        REQUIRE(process->wait(20s) == 0);
+        // Beyond the node's own 30 s shutdown watchdog, which says what it
+        // was stuck on.
+        auto code = process->wait(40s);
+        INFO(process->err());
+        REQUIRE(code == 0);
     }
 };
 
@@ -281,7 +274,7 @@ TEST_CASE("admin API: holds placed by SAR, by record and by subject; listed by t
     REQUIRE(!sar_hold.empty());
     auto jane = record_ids(sar.body);
     REQUIRE(jane.size() == 2); // by phone: the call and the chat
-    CHECK(count_of(sar.body, "\"held\": true") == 2);
+    CHECK(sbtest::count_of(sar.body, "\"held\": true") == 2);
 
     // Bob's record (found by his phone), held by id until a date.
     std::string bob_bundle = d.call("POST", "/admin/v1/sar", kDpoToken, R"({"phone": "07700900999"})").body;
@@ -578,7 +571,7 @@ TEST_CASE("admin API: POST erasures erases a person's records through the node, 
     // The department's copies: Jane's gone, Bob's (held) and the others' kept.
     std::ifstream in(d.dir.path / "dept.jsonl");
     std::string dept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    CHECK(count_lines(d.dir.path / "dept.jsonl") == std::size(kLines) - 2);
+    CHECK(sbtest::count_lines(d.dir.path / "dept.jsonl") == std::size(kLines) - 2);
     CHECK(dept.find("Canary-Bob") != std::string::npos);
 
     // Status and list, by any token (GETs).
@@ -598,7 +591,7 @@ TEST_CASE("admin API: POST erasures erases a person's records through the node, 
     std::string trail = d.trail();
     CHECK(std::regex_search(trail, std::regex("\tadmin\t-\tactor=dpo;method=POST;endpoint=/admin/v1/erasures;status=200")));
     CHECK(std::regex_search(trail, std::regex("\tadmin\t-\tactor=reader;method=POST;endpoint=/admin/v1/erasures;status=403")));
-    CHECK(count_of(trail, "\terasure\t") == 3);
+    CHECK(sbtest::count_of(trail, "\terasure\t") == 3);
     CHECK(trail.find("reason=request;erasure=1;by=dpo;outcome=erased;store=deleted") != std::string::npos);
     for (const char* personal : {"07700", "Jane", "nobody@"}) CHECK(trail.find(personal) == std::string::npos);
     for (const char* personal : {"07700", "Jane", "Canary"}) CHECK(d.process->err().find(personal) == std::string::npos);

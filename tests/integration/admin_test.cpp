@@ -220,18 +220,7 @@ int ready_port(Process& p) {
     return std::stoi((*m)[1]);
 }
 
-std::size_t count_lines(const std::filesystem::path& file) {
-    std::ifstream in(file);
-    std::size_t n = 0;
-    for (std::string l; std::getline(in, l);) n += !l.empty();
-    return n;
-}
 
-std::size_t count_of(const std::string& text, const std::string& needle) {
-    std::size_t n = 0;
-    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-}
 
 } // namespace
 
@@ -273,7 +262,7 @@ TEST_CASE("admin API: tokens, audited calls, dead letters retried; /metrics pars
     auto dead_letters = [&] { return call(port, "GET", "/admin/v1/deadletters?destination=bad", kDpoToken); };
     REQUIRE(sbtest::wait_until([&] {
         daemon->pump(0);
-        return count_lines(dir.path / "good.jsonl") == 5 && count_of(dead_letters().body, "\"id\":") == 5;
+        return sbtest::count_lines(dir.path / "good.jsonl") == 5 && sbtest::count_of(dead_letters().body, "\"id\":") == 5;
     }));
     auto after = parse_prometheus(call(port, "GET", "/metrics", kScrapeToken).body);
     CHECK(after[in_stream] == 5);
@@ -295,7 +284,7 @@ TEST_CASE("admin API: tokens, audited calls, dead letters retried; /metrics pars
     REQUIRE(health.status == 200);
     CHECK(health.body.find("\"status\":\"ready\"") != std::string::npos);
     CHECK(health.body.find(R"({"name":"bad","plugin":"memory-sink","kind":"destination")") != std::string::npos);
-    CHECK(count_of(health.body, "\"running\":true") == 3);
+    CHECK(sbtest::count_of(health.body, "\"running\":true") == 3);
 
     Http outbox = call(port, "GET", "/admin/v1/outbox", kScrapeToken);
     REQUIRE(outbox.status == 200);
@@ -328,7 +317,7 @@ TEST_CASE("admin API: tokens, audited calls, dead letters retried; /metrics pars
     }));
     Http all = call(port, "POST", "/admin/v1/deadletters/retry", kDpoToken, "{\"all\":true,\"destination\":\"bad\"}");
     CHECK(all.status == 200);
-    CHECK(count_of(all.body, ",") >= 5);
+    CHECK(sbtest::count_of(all.body, ",") >= 5);
 
     Http verify = call(port, "GET", "/admin/v1/audit/verify", kDpoToken);
     INFO(verify.body);

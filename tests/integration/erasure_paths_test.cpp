@@ -77,15 +77,9 @@ profile = "dept"
 default = "28d"
 )";
 
-std::string slurp(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::string raw_store(const std::filesystem::path& data) {
-    return slurp(data / "journal.db") + slurp(data / "journal.db-wal");
+    return sbtest::read_file(data / "journal.db") + sbtest::read_file(data / "journal.db-wal");
 }
 
 std::int64_t real_now() {
@@ -187,7 +181,7 @@ TEST_CASE("erasure: an entry waiting for a failing destination is never delivere
 
     // "flaky" recovers: it gets Bob and Ann, never Jane.
     n.wait_delivered("flaky", 3);
-    std::string flaky = slurp(n.dir.path / "flaky.jsonl");
+    std::string flaky = sbtest::read_file(n.dir.path / "flaky.jsonl");
     CHECK(flaky.find("Canary-Keep-Bob") != std::string::npos);
     CHECK(flaky.find("Canary-Keep-Ann") != std::string::npos);
     CHECK(flaky.find("Canary-Erase-Jane") == std::string::npos);
@@ -203,8 +197,8 @@ TEST_CASE("erasure: an entry waiting for a failing destination is never delivere
     REQUIRE(status);
     CHECK(status->settled == 3);
     // "up" had it: the memory sink erased it from its file.
-    CHECK(slurp(n.dir.path / "up.jsonl").find("Canary-Erase-Jane") == std::string::npos);
-    CHECK(slurp(n.dir.path / "up.jsonl").find("Canary-Keep-Bob") != std::string::npos);
+    CHECK(sbtest::read_file(n.dir.path / "up.jsonl").find("Canary-Erase-Jane") == std::string::npos);
+    CHECK(sbtest::read_file(n.dir.path / "up.jsonl").find("Canary-Keep-Bob") != std::string::npos);
 
     // No byte of her name is left in the store files; Bob's and Ann's are.
     n.store->scrub();

@@ -35,17 +35,11 @@ using sbtest::TempDir;
 
 namespace {
 
-std::string slurp(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::string slurp_tree(const std::filesystem::path& dir) {
     std::string all;
     for (auto& e : std::filesystem::recursive_directory_iterator(dir))
-        if (e.is_regular_file()) all += slurp(e.path());
+        if (e.is_regular_file()) all += sbtest::read_file(e.path());
     return all;
 }
 

@@ -30,12 +30,6 @@ namespace {
 
 std::string default_config() { return sbtest::source_root() + "/configs/default.toml"; }
 
-std::string slurp(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 // The default config's feed keys, made with `switchboard keygen` under
 // `dir`, and the --set arguments pointing the feeds (and the data and review
@@ -105,8 +99,8 @@ TEST_CASE("ropa of the default config lists every route with its purpose, lawful
     INFO(r.err);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("wrote " + (dir.path / "out" / "ropa.md").string()) != std::string::npos);
-    const std::string md = slurp(dir.path / "out" / "ropa.md");
-    const std::string html = slurp(dir.path / "out" / "ropa.html");
+    const std::string md = sbtest::read_file(dir.path / "out" / "ropa.md");
+    const std::string html = sbtest::read_file(dir.path / "out" / "ropa.html");
     INFO(md);
 
     auto config = toml::parse_file(default_config());
@@ -165,7 +159,7 @@ TEST_CASE("ropa of the default config lists every route with its purpose, lawful
     CHECK_FALSE(row(security, "payment card data").empty());
     CHECK_FALSE(row(security, "audit trail").empty());
     // No secret value: the key files' contents never appear.
-    CHECK(md.find(slurp(dir.path / "keys" / "switchboard.key").substr(0, 40)) == std::string::npos);
+    CHECK(md.find(sbtest::read_file(dir.path / "keys" / "switchboard.key").substr(0, 40)) == std::string::npos);
 
     // The HTML says the same and is well-formed, with no external asset.
     CHECK(count_elements(html, "table") >= 7);
@@ -189,8 +183,8 @@ TEST_CASE("ropa escapes hostile names and descriptions; transfers abroad are lis
     auto r = ropa({"-c", config.string(), "--plugin-dir", sbtest::plugin_dir(), "--out", (dir.path / "out").string()});
     INFO(r.err);
     REQUIRE(r.code == 0);
-    const std::string html = slurp(dir.path / "out" / "ropa.html");
-    const std::string md = slurp(dir.path / "out" / "ropa.md");
+    const std::string html = sbtest::read_file(dir.path / "out" / "ropa.html");
+    const std::string md = sbtest::read_file(dir.path / "out" / "ropa.md");
     CHECK(count_elements(html, "script") == 0);
     CHECK(count_elements(html, "b") == 0);
     CHECK(count_elements(html, "table") >= 7);
@@ -216,7 +210,7 @@ TEST_CASE("ropa escapes hostile names and descriptions; transfers abroad are lis
 
 TEST_CASE("ropa --diff names exactly the route added and the field removed") {
     TempDir dir;
-    std::string text = slurp(default_config());
+    std::string text = sbtest::read_file(default_config());
     const std::string phone = "\"contact.phone\" = \"keep\"\n";
     const auto revenues = text.find("[profiles.revenues.fields]");
     REQUIRE(revenues != std::string::npos);
@@ -235,12 +229,12 @@ TEST_CASE("ropa --diff names exactly the route added and the field removed") {
     CHECK(r.out.find("changes from " + default_config() +
                      ": 2 changes: 1 route added (repairs-review), 1 field removed (revenues: contact.phone)\n") !=
           std::string::npos);
-    const std::string md = slurp(dir.path / "out" / "ropa-diff.md");
+    const std::string md = sbtest::read_file(dir.path / "out" / "ropa-diff.md");
     INFO(md);
     CHECK(row(md, "route added").find("| repairs-review | - | housing_repairs to review for \"check repairs by hand\"") !=
           std::string::npos);
     CHECK(row(md, "field removed").find("| revenues: contact.phone | keep | - |") != std::string::npos);
-    CHECK(count_elements(slurp(dir.path / "out" / "ropa-diff.html"), "tr") == 3);
+    CHECK(count_elements(sbtest::read_file(dir.path / "out" / "ropa-diff.html"), "tr") == 3);
 
     // The same config against itself: nothing to review.
     auto same = default_overrides(dir.path / "same");

@@ -45,12 +45,6 @@ std::int64_t real_now() {
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-std::string slurp(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 const char* kConfig = R"(
 [sources.verint]
@@ -293,7 +287,7 @@ TEST_CASE("sar: every record of the person by any identifier in any format, and 
     }
     REQUIRE(!json.empty());
     REQUIRE(!html.empty());
-    std::string bundle = slurp(json), page = slurp(html);
+    std::string bundle = sbtest::read_file(json), page = sbtest::read_file(html);
     for (const auto& id : {p.jane_call, p.jane_chat, p.jane_visit, p.jane_email}) {
         CHECK(bundle.find("\"" + id + "\"") != std::string::npos);
         CHECK(page.find(id) != std::string::npos);

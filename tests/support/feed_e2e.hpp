@@ -25,15 +25,11 @@ namespace sbtest::feeds {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using sbtest::audit_text;
+using sbtest::read_file;
 
 inline std::string feed_binary() { return sbtest::env_or_fail("SB_FEED_BINARY"); }
 
-inline std::string read_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 // `switchboard keygen NAME --dir DIR`; the public key it wrote.
 inline std::string keygen(const fs::path& dir, const std::string& name) {
@@ -124,13 +120,6 @@ inline std::size_t line_count(const fs::path& dir) {
     return n;
 }
 
-inline std::string audit_text(const fs::path& data) {
-    std::string out;
-    std::error_code ec;
-    for (auto it = fs::directory_iterator(data / "audit", ec); !ec && it != fs::directory_iterator(); ++it)
-        out += read_file(it->path());
-    return out;
-}
 
 // The endpoint instance `name` logged ("INFO  ...[name]: listening on tcp://...").
 inline std::string endpoint_of(Process& daemon, const std::string& name) {

@@ -18,6 +18,7 @@
 #include <functional>
 #include <optional>
 #include <regex>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -51,6 +52,39 @@ inline bool wait_until(const std::function<bool()>& pred,
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return pred();
+}
+
+// The whole of a file ("" if it cannot be read).
+inline std::string read_file(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// Every audit file under a data directory, concatenated ("" when none yet).
+inline std::string audit_text(const std::filesystem::path& data_dir) {
+    std::string all;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(data_dir / "audit", ec);
+         !ec && it != std::filesystem::directory_iterator(); ++it)
+        all += read_file(it->path());
+    return all;
+}
+
+// How many times `needle` occurs in `text`.
+inline std::size_t count_of(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+}
+
+// The non-empty lines of a file.
+inline std::size_t count_lines(const std::filesystem::path& file) {
+    std::ifstream in(file);
+    std::size_t n = 0;
+    for (std::string l; std::getline(in, l);) n += !l.empty();
+    return n;
 }
 
 // The lines of the audit trail under a data directory (every audit file).

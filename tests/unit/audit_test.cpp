@@ -54,12 +54,6 @@ void write_lines(const fs::path& p, const std::vector<std::string>& lines) {
     for (const auto& l : lines) out << l << '\n';
 }
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::vector<std::string> split_tabs(const std::string& line) {
     std::vector<std::string> f;
@@ -326,7 +320,7 @@ TEST_CASE("a torn last line is cut off on open and the chain continues") {
     TempDir tmp("sb-audit");
     const auto head = write_sample(tmp.path);
     const auto last = tmp.path / file(2);
-    const auto intact = slurp(last);
+    const auto intact = sbtest::read_file(last);
 
     std::string torn;
     SECTION("half a line") { torn = "37\t2025-01-08T12:00:00.000Z\tingest\trec-x\tsour"; }
@@ -342,8 +336,8 @@ TEST_CASE("a torn last line is cut off on open and the chain continues") {
         REQUIRE(warnings.size() == 1);
         CHECK_THAT(warnings[0], Catch::Contains(file(2)) && Catch::Contains("after seq 36") &&
                                     Catch::Contains(".torn"));
-        CHECK(slurp(last) == intact);
-        CHECK(slurp(tmp.path / (file(2) + ".torn")) == torn); // kept, not destroyed
+        CHECK(sbtest::read_file(last) == intact);
+        CHECK(sbtest::read_file(tmp.path / (file(2) + ".torn")) == torn); // kept, not destroyed
         CHECK(log.head() == head);
         log.append(at(2, 13), Entry{kind::erase, "rec-0-0", {{"receipt", "del-1"}}});
         const auto r = log.sync();

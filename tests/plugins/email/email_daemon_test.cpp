@@ -37,12 +37,6 @@ std::string fixture(const std::string& name) {
     return s.str();
 }
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::vector<std::string> lines(const fs::path& p) {
     std::vector<std::string> out;
@@ -85,7 +79,7 @@ std::set<std::string> names(const fs::path& dir) {
 std::string slurp_tree(const fs::path& dir) {
     std::string all;
     for (const auto& e : fs::recursive_directory_iterator(dir))
-        if (e.is_regular_file()) all += slurp(e.path());
+        if (e.is_regular_file()) all += sbtest::read_file(e.path());
     return all;
 }
 
@@ -245,7 +239,7 @@ lawful_basis = "test"
         std::string prefix = "file://" + fs::absolute(data / "plugins" / "mail" / "attachments").lexically_normal().string() + "/";
         CHECK(uri.rfind(prefix, 0) == 0);
         CHECK(uri.substr(uri.size() - 24) == "/1-tenancy-agreement.txt");
-        std::string bytes = slurp(uri.substr(7));
+        std::string bytes = sbtest::read_file(uri.substr(7));
         CHECK(bytes.rfind("TENANCY AGREEMENT (FICTIONAL TEST DOCUMENT)", 0) == 0);
         CHECK(a->getValue<std::string>("sha256") == sha256_hex(bytes));
         CHECK(a->getValue<std::int64_t>("size") == 173);

@@ -97,13 +97,6 @@ Table rows(const fs::path& dir) {
     return out;
 }
 
-std::string audit_text(const fs::path& data) {
-    std::string out;
-    std::error_code ec;
-    for (auto it = fs::directory_iterator(data / "audit", ec); !ec && it != fs::directory_iterator(); ++it)
-        out += read_file(it->path());
-    return out;
-}
 
 } // namespace
 
@@ -196,14 +189,14 @@ profile = "revs"
     CHECK(gone);
     CHECK(wait_until(
         [&] {
-            std::string a = audit_text(data);
+            std::string a = sbtest::audit_text(data);
             return a.find("receipt=removed from " + name) != std::string::npos &&
                    a.find("file deleted") != std::string::npos;
         },
         10s));
     daemon.signal(SIGTERM);
     CHECK(daemon.wait(20s) == 0);
-    std::string audit = audit_text(data);
+    std::string audit = sbtest::audit_text(data);
     INFO(audit);
     CHECK(audit.find(id1) != std::string::npos);
     CHECK(audit.find(id2) != std::string::npos);

@@ -35,15 +35,9 @@ namespace {
 const char* const kToken = "fixture-landbot-hook-token-NOT-REAL";
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
-std::string read_file(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::string fixture(const std::string& name) {
-    return read_file(std::filesystem::path(sbtest::env_or_fail("SB_FIXTURES")) / "landbot" / name);
+    return sbtest::read_file(std::filesystem::path(sbtest::env_or_fail("SB_FIXTURES")) / "landbot" / name);
 }
 
 std::vector<std::string> fixture_lines(const std::string& name) {
@@ -199,7 +193,7 @@ lawful_basis = "test"
         std::vector<Poco::Dynamic::Var> out;
         for (;;) {
             out.clear();
-            std::istringstream in(read_file(dir_.path / "out.jsonl"));
+            std::istringstream in(sbtest::read_file(dir_.path / "out.jsonl"));
             for (std::string l; std::getline(in, l);)
                 if (!l.empty()) out.push_back(at(Poco::JSON::Parser().parse(l), "record"));
             if (out.size() >= n || std::chrono::steady_clock::now() >= deadline) return out;
@@ -220,18 +214,18 @@ lawful_basis = "test"
     std::string data_bytes() const {
         std::string raw;
         for (auto& e : std::filesystem::recursive_directory_iterator(dir_.path / "data"))
-            if (e.is_regular_file()) raw += read_file(e.path());
+            if (e.is_regular_file()) raw += sbtest::read_file(e.path());
         return raw;
     }
     std::string audit() const {
         std::string raw;
         auto d = dir_.path / "data" / "audit";
         if (std::filesystem::exists(d))
-            for (auto& e : std::filesystem::directory_iterator(d)) raw += read_file(e.path());
+            for (auto& e : std::filesystem::directory_iterator(d)) raw += sbtest::read_file(e.path());
         return raw;
     }
     std::string log() const { return log_ + (proc_ ? proc_->err() : std::string()); }
-    std::string output() const { return read_file(dir_.path / "out.jsonl"); }
+    std::string output() const { return sbtest::read_file(dir_.path / "out.jsonl"); }
 
 private:
     TempDir dir_{"sb-landbot"};

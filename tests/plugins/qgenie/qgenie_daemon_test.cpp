@@ -3,6 +3,7 @@
 // read back from a memory-sink destination's output file, bad files found
 // in the quarantine (the audit trail), and no value in the daemon's log.
 #include "process.hpp"
+#include "sink_records.hpp"
 
 #include <switchboard/detail/json_record.hpp>
 
@@ -30,48 +31,13 @@ using sbtest::wait_until;
 
 namespace fs = std::filesystem;
 
-std::string read_all(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::string fixture(const std::string& name) {
-    return read_all(fs::path(sbtest::env_or_fail("SB_FIXTURES")) / "queue" / name);
+    return sbtest::read_file(fs::path(sbtest::env_or_fail("SB_FIXTURES")) / "queue" / name);
 }
 
-// One delivered record: its leaves by path ("fields.citizen.name",
-// "attachments[0].uri", "meta.channel"), values as text.
-using Leaves = std::map<std::string, std::string>;
-
-std::vector<Leaves> sink_records(const fs::path& file) {
-    std::vector<Leaves> out;
-    std::ifstream in(file);
-    for (std::string line; std::getline(in, line);) {
-        if (line.empty()) continue;
-        Leaves leaves;
-        sb::detail::JsonError err;
-        bool ok = sb::detail::json_leaves(
-            line,
-            [&](std::string_view path, const sb_value& v) {
-                if (path.substr(0, 7) != "record.") return true;
-                std::string text;
-                if (v.type == SB_VALUE_STRING)
-                    text.assign(v.str, v.len);
-                else if (v.type == SB_VALUE_BOOL)
-                    text = v.i ? "true" : "false";
-                else if (v.type == SB_VALUE_INT)
-                    text = std::to_string(v.i);
-                leaves.emplace(std::string(path.substr(7)), text);
-                return true;
-            },
-            err);
-        REQUIRE(ok);
-        out.push_back(std::move(leaves));
-    }
-    return out;
-}
+using sbtest::Leaves;
+using sbtest::sink_records;
 
 const Leaves* by_visit(const std::vector<Leaves>& records, const std::string& visit_id) {
     for (const auto& r : records) {
@@ -81,18 +47,7 @@ const Leaves* by_visit(const std::vector<Leaves>& records, const std::string& vi
     return nullptr;
 }
 
-std::string audit_text(const fs::path& data) {
-    std::string all;
-    if (!fs::exists(data / "audit")) return all;
-    for (const auto& f : fs::directory_iterator(data / "audit")) all += read_all(f.path());
-    return all;
-}
 
-std::size_t count_of(const std::string& text, const std::string& needle) {
-    std::size_t n = 0;
-    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-}
 
 // The fixtures are dated January 2025: the source keeps its records ten
 // years so that the core does not refuse them as already expired.
@@ -170,7 +125,7 @@ TEST_CASE("qgenie e2e: every fixture dropped into the directory arrives as the e
     fs::path sink = dir.path / "sink.jsonl";
     fs::path data = dir.path / "data";
     REQUIRE(wait_until([&] { return sink_records(sink).size() >= 4; }));
-    REQUIRE(wait_until([&] { return count_of(audit_text(data), "\tquarantine\t") >= 2; }));
+    REQUIRE(wait_until([&] { return sbtest::count_of(sbtest::audit_text(data), "\tquarantine\t") >= 2; }));
     stop_daemon(*daemon);
 
     auto records = sink_records(sink);
@@ -221,11 +176,11 @@ TEST_CASE("qgenie e2e: every fixture dropped into the directory arrives as the e
     CHECK(noshow->count("fields.contact.email") == 0);
 
     // The two bad files are in the quarantine (one audit entry each, ids only).
-    std::string audit = audit_text(data);
-    CHECK(count_of(audit, "\tquarantine\t") == 2);
-    CHECK(count_of(audit, "instance=oss;ref=truncated.json") == 1);
-    CHECK(count_of(audit, "instance=oss;ref=badrow.csv") == 1);
-    CHECK(count_of(audit, "\tingest\t") == 4);
+    std::string audit = sbtest::audit_text(data);
+    CHECK(sbtest::count_of(audit, "\tquarantine\t") == 2);
+    CHECK(sbtest::count_of(audit, "instance=oss;ref=truncated.json") == 1);
+    CHECK(sbtest::count_of(audit, "instance=oss;ref=badrow.csv") == 1);
+    CHECK(sbtest::count_of(audit, "\tingest\t") == 4);
     for (const char* v : kPersonal) {
         INFO(v);
         CHECK(daemon->err().find(v) == std::string::npos);

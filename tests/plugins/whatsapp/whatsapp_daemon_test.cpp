@@ -4,6 +4,7 @@
 // read back from a memory-sink destination's output file, the quarantine
 // found in the audit trail, and no value in the daemon's log.
 #include "process.hpp"
+#include "sink_records.hpp"
 
 #include <switchboard/detail/json_record.hpp>
 
@@ -46,15 +47,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 constexpr const char* kAppSecret = "fixture-meta-app-secret-NOT-REAL";
 constexpr const char* kVerifyToken = "e2e-verify-token";
 
-std::string read_all(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::string fixture(const std::string& name) {
-    return read_all(fs::path(sbtest::env_or_fail("SB_FIXTURES")) / "whatsapp" / name);
+    return sbtest::read_file(fs::path(sbtest::env_or_fail("SB_FIXTURES")) / "whatsapp" / name);
 }
 
 Headers fixture_headers(const std::string& name) {
@@ -108,33 +103,8 @@ Http request(int port, const std::string& method, const std::string& target,
     return {static_cast<int>(resp.getStatus()), out.str(), resp.getContentType()};
 }
 
-using Leaves = std::map<std::string, std::string>;
-
-std::vector<Leaves> sink_records(const fs::path& file) {
-    std::vector<Leaves> out;
-    std::ifstream in(file);
-    for (std::string line; std::getline(in, line);) {
-        if (line.empty()) continue;
-        Leaves leaves;
-        sb::detail::JsonError err;
-        bool ok = sb::detail::json_leaves(
-            line,
-            [&](std::string_view path, const sb_value& v) {
-                if (path.substr(0, 7) != "record.") return true;
-                std::string text;
-                if (v.type == SB_VALUE_STRING)
-                    text.assign(v.str, v.len);
-                else if (v.type == SB_VALUE_INT)
-                    text = std::to_string(v.i);
-                leaves.emplace(std::string(path.substr(7)), text);
-                return true;
-            },
-            err);
-        REQUIRE(ok);
-        out.push_back(std::move(leaves));
-    }
-    return out;
-}
+using sbtest::Leaves;
+using sbtest::sink_records;
 
 const Leaves* with_text(const std::vector<Leaves>& records, const std::string& needle) {
     for (const auto& r : records) {
@@ -144,18 +114,7 @@ const Leaves* with_text(const std::vector<Leaves>& records, const std::string& n
     return nullptr;
 }
 
-std::string audit_text(const fs::path& data) {
-    std::string all;
-    if (!fs::exists(data / "audit")) return all;
-    for (const auto& f : fs::directory_iterator(data / "audit")) all += read_all(f.path());
-    return all;
-}
 
-std::size_t count_of(const std::string& text, const std::string& needle) {
-    std::size_t n = 0;
-    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-}
 
 const char* const kPersonal[] = {"Okonkwo", "447700900123", "447700900778", "447700900779",
                                  "Green bin", "Pretend Lane", "QQ123456C", "Wiśniewska",
@@ -243,7 +202,7 @@ lawful_basis = "test"
     CHECK(request(port, "POST", hook, huge, signed_headers(huge)).status == 413);
 
     REQUIRE(wait_until([&] { return sink_records(sink).size() >= 4; }));
-    REQUIRE(wait_until([&] { return count_of(audit_text(data), "\tquarantine\t") >= 1; }));
+    REQUIRE(wait_until([&] { return sbtest::count_of(sbtest::audit_text(data), "\tquarantine\t") >= 1; }));
     std::this_thread::sleep_for(300ms); // time enough for a wrong extra record to show
     daemon.signal(SIGTERM);
     CHECK(daemon.wait(20s) == 0);
@@ -281,10 +240,10 @@ lawful_basis = "test"
     CHECK(img->at("attachments[0].sha256") == std::string(64, '0'));
 
     // One quarantine entry: the malformed body (ids and sizes only).
-    std::string audit = audit_text(data);
-    CHECK(count_of(audit, "\tquarantine\t") == 1);
-    CHECK(count_of(audit, "instance=wa;") == 1);
-    CHECK(count_of(audit, "\tingest\t") == 4);
+    std::string audit = sbtest::audit_text(data);
+    CHECK(sbtest::count_of(audit, "\tquarantine\t") == 1);
+    CHECK(sbtest::count_of(audit, "instance=wa;") == 1);
+    CHECK(sbtest::count_of(audit, "\tingest\t") == 4);
     for (const char* v : kPersonal) {
         INFO(v);
         CHECK(daemon.err().find(v) == std::string::npos);
