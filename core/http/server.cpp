@@ -722,7 +722,12 @@ void Server::start() {
     Poco::Net::HTTPServerParams::Ptr params = new Poco::Net::HTTPServerParams;
     params->setMaxThreads(o.threads);
     params->setMaxQueued(o.max_queued);
-    params->setThreadIdleTime(Poco::Timespan(60, 0));
+    // Short: Poco's dispatcher notices stop() only between connections, so a
+    // thread busy with one (a keep-alive wait) when stop() comes then waits
+    // out its whole idle time before it ends, and stop() waits for it (with
+    // 60 s, longer than the daemon's shutdown watchdog). An idle thread
+    // leaving after 1 s costs a thread start on the next burst.
+    params->setThreadIdleTime(Poco::Timespan(1, 0));
     params->setTimeout(Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(o.timeout_ms) * 1000));
     // Keep-alive helps webhook senders, but each idle connection holds one of few threads:
     // keep the idle wait short.
