@@ -295,15 +295,21 @@ void add_hold(const Node& node, const Call& call, http::Response& r) {
     r.respond(201, "application/json", "{\"hold\":" + std::to_string(*id) + ",\"records\":" + std::to_string(n) + "}");
 }
 
+// A hold or erasure id in a path: 1 to 18 digits.
+std::optional<std::int64_t> path_id(const std::string& text) {
+    bool digits = !text.empty() && text.size() <= 18 &&
+                  std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) return std::nullopt;
+    return std::stoll(text);
+}
+
 // POST holds/{id}/end; as `switchboard hold end`.
 void end_hold(const Node& node, const Call& call, http::Response& r) {
     auto slash = call.rest.find('/');
-    std::string id_text = call.rest.substr(0, slash);
-    bool digits = !id_text.empty() && id_text.size() <= 18 &&
-                  std::all_of(id_text.begin(), id_text.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (slash == std::string::npos || call.rest.substr(slash + 1) != "end" || !digits)
+    auto parsed = path_id(call.rest.substr(0, slash));
+    if (slash == std::string::npos || call.rest.substr(slash + 1) != "end" || !parsed)
         return respond_error(r, 404, "no such admin endpoint: POST holds/ID/end ends hold ID");
-    std::int64_t id = std::stoll(id_text);
+    std::int64_t id = *parsed;
     auto& st = node.journal->store();
     bool ended = false;
     std::string error;
@@ -347,13 +353,10 @@ void add_erasure(const Node& node, const Call& call, http::Response& r) {
     log::info(kComponent, "erasure " + std::to_string(*id) + " placed for " + std::to_string(request.records.size()) +
                               " record(s)");
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
-    std::optional<governance::ErasureStatus> status;
-    for (;;) {
-        node.journal->flush_audit(); // the answers' entries, into the files read below
-        status = governance::erasure_status(st, node.audit->dir(), *id, node.clock(), node.receipt_deadline_ms);
-        if (!status || status->complete() || std::chrono::steady_clock::now() >= deadline) break;
+    while (!governance::erasure_settled(st, *id) && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
+    node.journal->flush_audit(); // the answers' entries, into the files read below
+    auto status = governance::erasure_status(st, node.audit->dir(), *id, node.clock(), node.receipt_deadline_ms);
     no_store(r);
     if (!status) return respond_error(r, 500, "erasure " + std::to_string(*id) + " vanished; see the node's log");
     r.respond(status->complete() ? 200 : 202, "application/json", governance::erasure_json(*status));
@@ -377,13 +380,11 @@ void list_erasures(const Node& node, http::Response& r) {
 
 // GET erasures/{id}: what is confirmed and what is outstanding.
 void erasure(const Node& node, const Call& call, http::Response& r) {
-    const std::string& id_text = call.rest;
-    bool digits = !id_text.empty() && id_text.size() <= 18 &&
-                  std::all_of(id_text.begin(), id_text.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (!digits) return respond_error(r, 404, "no such admin endpoint: GET erasures/ID shows erasure ID");
-    auto status = governance::erasure_status(node.journal->store(), node.audit->dir(), std::stoll(id_text),
-                                             node.clock(), node.receipt_deadline_ms);
-    if (!status) return respond_error(r, 404, "no erasure " + id_text);
+    auto id = path_id(call.rest);
+    if (!id) return respond_error(r, 404, "no such admin endpoint: GET erasures/ID shows erasure ID");
+    auto status = governance::erasure_status(node.journal->store(), node.audit->dir(), *id, node.clock(),
+                                             node.receipt_deadline_ms);
+    if (!status) return respond_error(r, 404, "no erasure " + call.rest);
     no_store(r);
     r.respond(200, "application/json", governance::erasure_json(*status));
 }

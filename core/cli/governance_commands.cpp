@@ -152,6 +152,19 @@ std::optional<Options> parse(int argc, char** argv, const std::string& valued, c
     return o;
 }
 
+// "ACTION ID": the id, when exactly one whole integer follows the action.
+std::optional<std::int64_t> action_id(const Options& o) {
+    try {
+        if (o.positional.size() != 2) return std::nullopt;
+        std::size_t used = 0;
+        std::int64_t id = std::stoll(o.positional[1], &used);
+        if (used != o.positional[1].size()) return std::nullopt;
+        return id;
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
 std::string value(const Options& o, const char* name) {
     auto it = o.values.find(name);
     return it == o.values.end() ? std::string() : it->second;
@@ -333,15 +346,12 @@ int hold_main(int argc, char** argv) {
         }
         if (!o->subject.empty() && !query_from(*o, true, q, "hold add")) return 2;
     } else if (action == "end") {
-        try {
-            if (o->positional.size() != 2) throw std::invalid_argument("");
-            std::size_t used = 0;
-            end_id = std::stoll(o->positional[1], &used);
-            if (used != o->positional[1].size()) throw std::invalid_argument("");
-        } catch (const std::exception&) {
+        auto id = action_id(*o);
+        if (!id) {
             std::cerr << "switchboard hold end: usage: switchboard hold -c FILE end HOLD-ID --by NAME\n";
             return 2;
         }
+        end_id = *id;
         if (by.empty()) {
             std::cerr << "switchboard hold end: --by NAME is required\n";
             return 2;
@@ -466,15 +476,12 @@ int erase_main(int argc, char** argv) {
     std::string action = o->positional.empty() ? "" : o->positional[0];
     std::int64_t status_id = 0;
     if (action == "status") {
-        try {
-            if (o->positional.size() != 2) throw std::invalid_argument("");
-            std::size_t used = 0;
-            status_id = std::stoll(o->positional[1], &used);
-            if (used != o->positional[1].size()) throw std::invalid_argument("");
-        } catch (const std::exception&) {
+        auto id = action_id(*o);
+        if (!id) {
             std::cerr << "switchboard erase: usage: switchboard erase -c FILE status ERASURE-ID [--json]\n";
             return 2;
         }
+        status_id = *id;
     } else if (action == "list") {
         if (o->positional.size() != 1) {
             std::cerr << "switchboard erase list takes no arguments\n";
@@ -563,8 +570,11 @@ int erase_main(int argc, char** argv) {
     // Wait for the node to carry it out and for the answers, bounded.
     auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
     while (std::chrono::steady_clock::now() < until) {
-        auto status = governance::erasure_status(*st, data_dir / "audit", *id, now_ms(), deadline);
-        if (status && status->complete()) break;
+        // The audit trail is read only once the store says every step is settled.
+        if (governance::erasure_settled(*st, *id)) {
+            auto status = governance::erasure_status(*st, data_dir / "audit", *id, now_ms(), deadline);
+            if (status && status->complete()) break;
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     return report(*id);

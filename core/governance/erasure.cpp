@@ -2,7 +2,9 @@
 
 #include "audit/audit_log.hpp"
 #include "governance/holds.hpp"
+#include "governance/json_out.hpp"
 #include "pipeline/journal.hpp"
+#include "util/text.hpp"
 
 #include <switchboard/detail/abi.hpp>
 #include <switchboard/detail/record_data.hpp>
@@ -11,29 +13,6 @@
 #include <set>
 
 namespace switchboard::governance {
-
-namespace {
-
-void json_str(std::string& out, std::string_view s) { sb::detail::append_json_string(out, s); }
-
-void json_time(std::string& out, std::int64_t t) {
-    if (t) json_str(out, sb::detail::format_time(t));
-    else out += "null";
-}
-
-std::vector<std::string> split(const std::string& list) {
-    std::vector<std::string> out;
-    std::size_t start = 0;
-    while (start < list.size()) {
-        auto comma = list.find(',', start);
-        if (comma == std::string::npos) comma = list.size();
-        if (comma > start) out.push_back(list.substr(start, comma - start));
-        start = comma + 1;
-    }
-    return out;
-}
-
-} // namespace
 
 std::optional<std::int64_t> request_erasure(store::Store& store, const ErasureRequest& request, std::int64_t now,
                                             std::string& error) {
@@ -57,6 +36,39 @@ std::optional<std::int64_t> request_erasure(store::Store& store, const ErasureRe
     return id;
 }
 
+namespace {
+
+// The steps still open for `records` (reason "request"): (record, instance)
+// -> the task asking, from the store alone.
+std::map<std::pair<std::string, std::string>, store::EraseTask>
+open_steps(store::Store& store, const std::set<std::string, std::less<>>& records) {
+    std::map<std::pair<std::string, std::string>, store::EraseTask> open;
+    for (auto& t : store.erase_tasks(INT64_MAX, 1'000'000)) {
+        if (t.reason != SB_ERASE_REQUEST) continue;
+        std::vector<store::EraseItem> items;
+        if (!store::decode_items(t.items, items)) continue;
+        for (std::size_t k = t.done; k < items.size(); ++k)
+            if (records.count(items[k].record_id)) open[{items[k].record_id, t.instance}] = t;
+    }
+    return open;
+}
+
+std::set<std::string, std::less<>> erased_records(const store::Erasure& e) {
+    std::set<std::string, std::less<>> out;
+    for (const auto& r : e.records)
+        if (r.outcome == "erased") out.insert(r.record_id);
+    return out;
+}
+
+} // namespace
+
+bool erasure_settled(store::Store& store, std::int64_t id) {
+    auto e = store.erasure(id);
+    if (!e || !e->done_at) return false;
+    auto erased = erased_records(*e);
+    return erased.empty() || open_steps(store, erased).empty();
+}
+
 std::optional<ErasureStatus> erasure_status(store::Store& store, const std::filesystem::path& audit_dir,
                                             std::int64_t id, std::int64_t now, std::int64_t receipt_deadline_ms) {
     auto e = store.erasure(id);
@@ -66,14 +78,13 @@ std::optional<ErasureStatus> erasure_status(store::Store& store, const std::file
     s.requested_by = e->requested_by;
     s.requested_at = e->requested_at;
     s.done_at = e->done_at;
-    std::set<std::string, std::less<>> erased;
     for (const auto& r : e->records) {
         s.records.push_back({r.record_id, r.outcome, r.outcome == "erased" ? "" : r.detail, {}});
-        if (r.outcome == "erased") {
-            for (const auto& instance : split(r.detail)) s.records.back().steps.push_back({instance, "outstanding", "", 0, "", false});
-            erased.insert(r.record_id);
-        }
+        if (r.outcome == "erased")
+            for (const auto& instance : text::split(r.detail, ','))
+                s.records.back().steps.push_back({instance, "outstanding", "", 0, "", false});
     }
+    auto erased = erased_records(*e);
     if (erased.empty()) return s;
     // Settled steps: the erase entries (reason "request") of the audit trail.
     std::map<std::pair<std::string, std::string>, EraseStep> settled; // (record, instance)
@@ -87,15 +98,7 @@ std::optional<ErasureStatus> erasure_status(store::Store& store, const std::file
                                                           "", false};
         }
     // Outstanding steps: the erase tasks still open, with why.
-    std::map<std::pair<std::string, std::string>, const store::EraseTask*> open;
-    auto tasks = store.erase_tasks(INT64_MAX, 1'000'000);
-    for (const auto& t : tasks) {
-        if (t.reason != SB_ERASE_REQUEST) continue;
-        std::vector<store::EraseItem> items;
-        if (!store::decode_items(t.items, items)) continue;
-        for (std::size_t k = t.done; k < items.size(); ++k)
-            if (erased.count(items[k].record_id)) open[{items[k].record_id, t.instance}] = &t;
-    }
+    auto open = open_steps(store, erased);
     for (auto& r : s.records)
         for (auto& step : r.steps) {
             if (auto it = settled.find({r.record_id, step.instance}); it != settled.end()) {
@@ -105,8 +108,8 @@ std::optional<ErasureStatus> erasure_status(store::Store& store, const std::file
             }
             ++s.outstanding;
             if (auto it = open.find({r.record_id, step.instance}); it != open.end()) {
-                step.waiting = it->second->last_error.empty() ? "asked; no answer yet" : it->second->last_error;
-                step.overdue = now - it->second->created_at > receipt_deadline_ms;
+                step.waiting = it->second.last_error.empty() ? "asked; no answer yet" : it->second.last_error;
+                step.overdue = now - it->second.created_at > receipt_deadline_ms;
             } else {
                 step.waiting = "answered; its audit entry is being written";
             }
@@ -132,15 +135,11 @@ std::string erasure_json(const ErasureStatus& s) {
         json_str(o, r.record_id);
         o += ", \"outcome\": ";
         json_str(o, r.outcome.empty() ? "pending" : r.outcome);
-        if (!r.detail.empty()) {
-            o += r.outcome == "held" ? ", \"holds\": [" : ", \"why\": ";
-            if (r.outcome == "held") {
-                auto holds = split(r.detail);
-                for (std::size_t k = 0; k < holds.size(); ++k) o += (k ? ", " : "") + holds[k];
-                o += "]";
-            } else {
-                json_str(o, r.detail);
-            }
+        if (r.outcome == "held") {
+            o += ", \"holds\": [" + text::join(text::split(r.detail, ','), ", ") + "]";
+        } else if (!r.detail.empty()) {
+            o += ", \"why\": ";
+            json_str(o, r.detail);
         }
         o += ", \"steps\": [";
         for (std::size_t k = 0; k < r.steps.size(); ++k) {

@@ -64,7 +64,14 @@ struct ErasureStatus {
     bool complete() const { return done_at != 0 && outstanding == 0; }
 };
 
+// Whether the erasure is carried out and no erase step of it is still open,
+// from the store alone (cheap: for waiting; the audit entries of the last
+// answers may still be on their way to the files, see erasure_status).
+bool erasure_settled(store::Store& store, std::int64_t id);
+
 // The erasure's status now; nullopt if there is no erasure with that id.
+// Reads the audit trail (every file) for the answers: for a report, not
+// for polling.
 // `receipt_deadline_ms` marks overdue steps.
 std::optional<ErasureStatus> erasure_status(store::Store& store, const std::filesystem::path& audit_dir,
                                             std::int64_t id, std::int64_t now, std::int64_t receipt_deadline_ms);

@@ -3,6 +3,7 @@
 #include "audit/audit_log.hpp"
 #include "governance/holds.hpp"
 #include "governance/identifiers.hpp"
+#include "governance/json_out.hpp"
 #include "pipeline/leaf_text.hpp"
 #include "store/codec.hpp"
 
@@ -47,13 +48,6 @@ std::string leaf_value(const sb::detail::Leaf& leaf) {
     char buf[32];
     auto t = pipeline::leaf_text(leaf, buf);
     return t ? std::string(*t) : std::string();
-}
-
-void json_str(std::string& out, std::string_view s) { sb::detail::append_json_string(out, s); }
-
-void json_time(std::string& out, std::int64_t t) {
-    if (t) json_str(out, sb::detail::format_time(t));
-    else out += "null";
 }
 
 std::string html(std::string_view s) {

@@ -16,13 +16,24 @@ inline void encode_entry(const OutboxEntry& e, std::string& out) {
     store::encode(*e.record, out);
 }
 
+inline bool decode_entry_head(std::string_view in, std::size_t& pos, std::string_view& purpose,
+                              std::string_view& profile, std::uint64_t& version) {
+    return store::get_string(in, pos, purpose) && store::get_string(in, pos, profile) &&
+           store::get_varint(in, pos, version);
+}
+
+// Steps over one entry without decoding its record.
+inline bool skip_entry(std::string_view in, std::size_t& pos) {
+    std::string_view purpose, profile;
+    std::uint64_t version;
+    return decode_entry_head(in, pos, purpose, profile, version) && store::skip(in, pos);
+}
+
 // Fills purpose, profile and record of `e` (which must own a record).
 inline bool decode_entry(std::string_view in, std::size_t& pos, OutboxEntry& e) {
     std::string_view purpose, profile;
     std::uint64_t version;
-    if (!store::get_string(in, pos, purpose) || !store::get_string(in, pos, profile) ||
-        !store::get_varint(in, pos, version))
-        return false;
+    if (!decode_entry_head(in, pos, purpose, profile, version)) return false;
     e.purpose = std::string(purpose);
     e.profile = std::string(profile);
     e.profile_version = static_cast<std::uint32_t>(version);

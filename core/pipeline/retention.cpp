@@ -280,16 +280,13 @@ void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
     auto& st = journal_.store();
     // Holds win: a record held (a complaint, a subject access request) is
     // not erased until its hold ends (DPA 2018 s.173).
-    std::map<std::string, std::string> held;
-    for (const auto& h : st.held_records(now)) {
-        auto& list = held[h.record_id];
-        list += (list.empty() ? "" : ",") + std::to_string(h.hold);
-    }
+    std::map<std::string, std::vector<std::string>> held; // record id -> holds keeping it
+    for (const auto& h : st.held_records(now)) held[h.record_id].push_back(std::to_string(h.hold));
     std::map<std::int64_t, std::vector<store::ErasureRecord*>> by_chunk;
     for (auto& r : erasure.records) {
         if (auto it = held.find(r.record_id); it != held.end()) {
             r.outcome = "held";
-            r.detail = it->second;
+            r.detail = text::join(it->second, ",");
         } else {
             by_chunk[r.chunk].push_back(&r);
         }
@@ -378,9 +375,7 @@ void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
             for (std::uint32_t k = 0; k < row.count; ++k) {
                 std::string id = record_id(chunk, outbox_index(row.indexes, k));
                 std::size_t start = at;
-                OutboxEntry e;
-                e.record = std::make_shared<sb_record>();
-                if (intact && !decode_entry(row.payloads, at, e)) intact = false;
+                if (intact && !skip_entry(row.payloads, at)) intact = false;
                 if (!here.count(id)) {
                     if (intact) out.append(row.payloads, start, at - start);
                     continue;
@@ -403,9 +398,8 @@ void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
             if (here.count(r->record_id)) {
                 r->outcome = "erased";
                 erased_ids.push_back(r->record_id);
-                std::string list;
-                for (const auto& i : asked[r->record_id]) list += (list.empty() ? "" : ",") + i;
-                r->detail = list;
+                const auto& instances = asked[r->record_id];
+                r->detail = text::join({instances.begin(), instances.end()}, ",");
             }
     }
     // Delivery workers stop handing these over before the store changes.

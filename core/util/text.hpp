@@ -22,6 +22,8 @@ std::string format_duration(std::int64_t ms);
 std::string_view trim(std::string_view s);
 std::string lower(std::string_view s);
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
+// The non-empty parts of `s` between `sep`s ("a,,b" -> {"a", "b"}).
+std::vector<std::string> split(std::string_view s, char sep);
 bool is_lower_hex(std::string_view s);
 // [a-z0-9][a-z0-9_-]* : names of plugins, instances, profiles, routes.
 bool is_identifier(std::string_view s);

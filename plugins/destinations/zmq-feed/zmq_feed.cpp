@@ -356,8 +356,7 @@ public:
             if (out_.empty() || out_.back().seq < d.sequence) {
                 out_.push_back(std::move(o));
             } else {
-                auto it = std::lower_bound(out_.begin(), out_.end(), d.sequence,
-                                           [](const Out& a, std::uint64_t s) { return a.seq < s; });
+                auto it = out_from(d.sequence);
                 if (it != out_.end() && it->seq == d.sequence) {
                     it->delivery_id = d.id; // the host asks again: the same record, a new id
                 } else {
@@ -751,8 +750,7 @@ private:
         std::string record_id;
         {
             std::lock_guard lock(mutex_);
-            auto it = std::lower_bound(out_.begin(), out_.end(), s,
-                                       [](const Out& a, std::uint64_t v) { return a.seq < v; });
+            auto it = out_from(s);
             if (it != out_.end() && it->seq == s && it->sent) {
                 record_id = it->record_id;
                 std::size_t at = static_cast<std::size_t>(it - out_.begin());
@@ -800,11 +798,17 @@ private:
         host().info("client gone; what it had in flight will be sent again after its next HELLO");
     }
 
-    // Whether the record with sequence `seq` is still to be acknowledged
-    // (out_ is in sequence order). Under mutex_.
-    bool waiting_for_ack(std::uint64_t seq) const {
-        auto it = std::lower_bound(out_.begin(), out_.end(), seq,
-                                   [](const Out& a, std::uint64_t s) { return a.seq < s; });
+    // The first record in out_ with a sequence number >= seq (out_ is in
+    // sequence order). Under mutex_.
+    std::deque<Out>::iterator out_from(std::uint64_t seq) {
+        return std::lower_bound(out_.begin(), out_.end(), seq,
+                                [](const Out& a, std::uint64_t s) { return a.seq < s; });
+    }
+
+    // Whether the record with sequence `seq` is still to be acknowledged.
+    // Under mutex_.
+    bool waiting_for_ack(std::uint64_t seq) {
+        auto it = out_from(seq);
         return it != out_.end() && it->seq == seq;
     }
 
