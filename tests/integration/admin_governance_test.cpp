@@ -5,13 +5,10 @@
 // and ended; bad bodies answered with the field named; read-only tokens
 // refused; every call in the audit trail with the token's name.
 
+#include "http_call.hpp"
 #include "process.hpp"
 
 #include <switchboard/detail/abi.hpp>
-
-#include <Poco/Net/HTTPClientSession.h>
-#include <Poco/Net/HTTPRequest.h>
-#include <Poco/Net/HTTPResponse.h>
 
 #include <catch2/catch.hpp>
 
@@ -32,12 +29,7 @@ const std::string kDpoToken = "dpo-token-0123456789abcdef";
 const std::string kReaderToken = "reader-token-fedcba9876543210";
 const std::vector<std::string> kEnv = {"SB_TEST_ADMIN_DPO=" + kDpoToken, "SB_TEST_ADMIN_READER=" + kReaderToken};
 
-struct Http {
-    int status = 0;
-    std::string body;
-    std::string content_type;
-    std::string cache_control;
-};
+using sbtest::Http;
 
 // Jane Smith's three contacts, and three other people who each share one
 // identifier with her, with canary values that must not reach her bundle.
@@ -143,10 +135,7 @@ read_only = true
             std::vector<std::string>{sbtest::switchboard_binary(), "run", "-c", config.string(), "--plugin-dir",
                                      sbtest::plugin_dir(), "--set", "http.listen=127.0.0.1:0"},
             kEnv);
-        auto m = process->wait_for_log(R"(INFO  core: ready: .* http http://127\.0\.0\.1:([0-9]+))", 20s);
-        INFO(process->err());
-        REQUIRE(m);
-        port = std::stoi((*m)[1]);
+        port = sbtest::ready_port(*process);
         {
             std::ofstream out(dir.path / "in" / ".part-1.tmp");
             for (const char* l : kLines) out << one_line(l) << "\n";
@@ -162,18 +151,7 @@ read_only = true
     Http call(const std::string& method, const std::string& path, const std::string& token,
               const std::string& body = "") {
         process->pump(0);
-        Poco::Net::HTTPClientSession session("127.0.0.1", static_cast<Poco::UInt16>(port));
-        session.setTimeout(Poco::Timespan(20, 0));
-        Poco::Net::HTTPRequest req(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
-        if (!token.empty()) req.set("Authorization", "Bearer " + token);
-        req.setContentType("application/json");
-        req.setContentLength(static_cast<std::streamsize>(body.size()));
-        session.sendRequest(req) << body;
-        Poco::Net::HTTPResponse resp;
-        std::istream& in = session.receiveResponse(resp);
-        std::ostringstream out;
-        out << in.rdbuf();
-        return {static_cast<int>(resp.getStatus()), out.str(), resp.getContentType(), resp.get("Cache-Control", "")};
+        return sbtest::http_call(port, method, path, token, body);
     }
 
     sbtest::Result cli(std::vector<std::string> args) {

@@ -3,10 +3,10 @@
 // retried, Prometheus text that a strict parser accepts and whose counters
 // move, TLS required beyond loopback.
 
+#include "http_call.hpp"
 #include "process.hpp"
 
 #include <Poco/Net/Context.h>
-#include <Poco/Net/HTTPClientSession.h>
 #include <Poco/Net/HTTPRequest.h>
 #include <Poco/Net/HTTPResponse.h>
 #include <Poco/Net/HTTPSClientSession.h>
@@ -32,28 +32,11 @@ namespace {
 const std::string kDpoToken = "dpo-token-0123456789abcdef";
 const std::string kScrapeToken = "scrape-token-fedcba9876543210";
 
-struct Http {
-    int status = 0;
-    std::string body;
-    std::string content_type;
-};
+using sbtest::Http;
 
 Http call(int port, const std::string& method, const std::string& path, const std::string& token = "",
           const std::string& body = "") {
-    Poco::Net::HTTPClientSession session("127.0.0.1", static_cast<Poco::UInt16>(port));
-    session.setTimeout(Poco::Timespan(10, 0));
-    Poco::Net::HTTPRequest req(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
-    if (!token.empty()) req.set("Authorization", "Bearer " + token);
-    if (!body.empty()) {
-        req.setContentType("application/json");
-        req.setContentLength(static_cast<std::streamsize>(body.size()));
-    }
-    session.sendRequest(req) << body;
-    Poco::Net::HTTPResponse resp;
-    std::istream& in = session.receiveResponse(resp);
-    std::ostringstream out;
-    out << in.rdbuf();
-    return {static_cast<int>(resp.getStatus()), out.str(), resp.getContentType()};
+    return sbtest::http_call(port, method, path, token, body, 10);
 }
 
 // A strict reader of the Prometheus text format 0.0.4: every line is a
@@ -213,13 +196,6 @@ std::unique_ptr<Process> start(const std::filesystem::path& config, std::vector<
     return std::make_unique<Process>(argv, std::vector<std::string>{"SB_TEST_ADMIN_DPO=" + dpo_token});
 }
 
-int ready_port(Process& p) {
-    auto m = p.wait_for_log(R"(INFO  core: ready: .* http https?://127\.0\.0\.1:([0-9]+))", 20s);
-    INFO(p.err());
-    REQUIRE(m);
-    return std::stoi((*m)[1]);
-}
-
 
 
 } // namespace
@@ -228,7 +204,7 @@ TEST_CASE("admin API: tokens, audited calls, dead letters retried; /metrics pars
     TempDir dir;
     auto config = write_config(dir);
     auto daemon = start(config);
-    int port = ready_port(*daemon);
+    int port = sbtest::ready_port(*daemon, "https?");
 
     // /metrics needs a token (admin.metrics_auth defaults to true); the
     // read-only scrape token suffices.
@@ -360,7 +336,7 @@ TEST_CASE("admin API: tokens, audited calls, dead letters retried; /metrics pars
 TEST_CASE("/metrics without a token when admin.metrics_auth = false; the admin API still needs one") {
     TempDir dir;
     auto daemon = start(write_config(dir, "[admin]\nmetrics_auth = false\n"));
-    int port = ready_port(*daemon);
+    int port = sbtest::ready_port(*daemon, "https?");
     Http scrape = call(port, "GET", "/metrics");
     CHECK(scrape.status == 200);
     parse_prometheus(scrape.body);

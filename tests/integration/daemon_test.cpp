@@ -99,19 +99,12 @@ std::unique_ptr<Process> start(const std::string& config, const TempDir& data,
     return std::make_unique<Process>(argv, std::vector<std::string>{"LANDBOT_HOOK_TOKEN=test-hook-token"});
 }
 
-int ready_port(Process& p) {
-    auto m = p.wait_for_log(R"(INFO  core: ready: .* http http://127\.0\.0\.1:([0-9]+))", 20s);
-    INFO(p.err());
-    REQUIRE(m);
-    return std::stoi((*m)[1]);
-}
-
 } // namespace
 
 TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves health, stops on SIGTERM") {
     TempDir data;
     auto daemon = start(default_config(), data);
-    int port = ready_port(*daemon);
+    int port = sbtest::ready_port(*daemon);
     CHECK(get(port, "/healthz").status == 200);
     Http ready = get(port, "/readyz");
     CHECK(ready.status == 200);
@@ -208,7 +201,7 @@ TEST_CASE("the daemon starts on configs/default.toml, reports ready, serves heal
 TEST_CASE("SIGINT stops the daemon cleanly too") {
     TempDir data;
     auto daemon = start(default_config(), data);
-    ready_port(*daemon);
+    sbtest::ready_port(*daemon);
     daemon->signal(SIGINT);
     auto code = daemon->wait(15s);
     REQUIRE(code);
@@ -218,7 +211,7 @@ TEST_CASE("SIGINT stops the daemon cleanly too") {
 TEST_CASE("a second daemon on the same data directory refuses to start") {
     TempDir data;
     auto first = start(default_config(), data);
-    ready_port(*first);
+    sbtest::ready_port(*first);
     auto second = start(default_config(), data);
     auto code = second->wait(15s);
     REQUIRE(code);
@@ -363,7 +356,7 @@ TEST_CASE("a plugin's HTTP route is served by the daemon's listener; its log lin
     auto config = dir.write("hook.toml", "[node]\ndata_dir = \"d\"\n[sources.mem]\nplugin = "
                                          "\"memory-source\"\n[sources.mem.config]\ncount = 0\n");
     auto daemon = start(config.string(), data, {"--set", "log.level=debug"});
-    int port = ready_port(*daemon);
+    int port = sbtest::ready_port(*daemon);
     // Acknowledged only once the journal has committed it.
     Http r = post(port, "/hooks/memory/mem", "content.text\tcontent.free_text\tCanary-Body-7731\n");
     CHECK(r.status == 202);

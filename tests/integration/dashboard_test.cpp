@@ -144,10 +144,7 @@ struct Node {
         daemon = std::make_unique<Process>(std::vector<std::string>{
             sbtest::switchboard_binary(), "run", "-c", config.string(), "--plugin-dir", sbtest::plugin_dir(),
             "--set", "http.listen=127.0.0.1:0"});
-        auto m = daemon->wait_for_log(R"(INFO  core: ready: .* http http://127\.0\.0\.1:([0-9]+))", 20s);
-        INFO(daemon->err());
-        REQUIRE(m);
-        port = std::stoi((*m)[1]);
+        port = sbtest::ready_port(*daemon);
         // Records flowing: both departments have had theirs.
         bool delivered = sbtest::wait_until([&] {
             auto d = parse(get(port, "/dashboard/data.json").body);

@@ -4,6 +4,8 @@
 // read what it prints with bounded waits, signal it and collect its exit
 // status. Header-only; POSIX.
 
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -250,6 +252,16 @@ private:
 };
 
 // Runs a command to completion (bounded) and returns (code, stdout, stderr).
+// The HTTP port a daemon reports in its "core: ready" line (waiting for it,
+// bounded); `scheme` is a regex for the scheme ("http", "https?").
+inline int ready_port(Process& p, const std::string& scheme = "http",
+                      std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    auto m = p.wait_for_log("INFO  core: ready: .* http " + scheme + R"(://127\.0\.0\.1:([0-9]+))", timeout);
+    INFO(p.err());
+    REQUIRE(m);
+    return std::stoi((*m)[1]);
+}
+
 struct Result {
     int code;
     std::string out, err;

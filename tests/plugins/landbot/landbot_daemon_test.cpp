@@ -150,10 +150,7 @@ lawful_basis = "test"
                                      "--plugin-dir", sbtest::plugin_dir(), "--set",
                                      "http.listen=127.0.0.1:0"},
             env_);
-        auto m = proc_->wait_for_log(R"(INFO  core: ready: .* http http://127\.0\.0\.1:([0-9]+))", 30s);
-        INFO(proc_->err());
-        REQUIRE(m);
-        port_ = std::stoi((*m)[1]);
+        port_ = sbtest::ready_port(*proc_, "http", 30s);
     }
     void kill9() {
         proc_->signal(SIGKILL);

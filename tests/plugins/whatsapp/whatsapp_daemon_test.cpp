@@ -155,10 +155,7 @@ lawful_basis = "test"
                     sbtest::plugin_dir(), "--set", "http.listen=127.0.0.1:0"},
                    {std::string("SB_E2E_WA_APP_SECRET=") + kAppSecret,
                     std::string("SB_E2E_WA_VERIFY_TOKEN=") + kVerifyToken});
-    auto ready = daemon.wait_for_log(R"(INFO  core: ready: .* http http://127\.0\.0\.1:([0-9]+))", 20s);
-    INFO(daemon.err());
-    REQUIRE(ready);
-    int port = std::stoi((*ready)[1]);
+    int port = sbtest::ready_port(daemon);
     const std::string hook = "/hooks/whatsapp/wa";
     fs::path sink = dir.path / "sink.jsonl";
     fs::path data = dir.path / "data";
