@@ -234,15 +234,10 @@ void verify_audit(const Node& node, http::Response& r) {
     node.journal->flush_audit();
     auto& st = node.journal->store();
     std::optional<audit::Head> head;
-    if (auto h = st.meta("audit_head")) {
-        auto space = h->find(' ');
-        if (space != std::string::npos) {
-            try {
-                head = audit::Head{std::stoull(h->substr(0, space)), h->substr(space + 1)};
-            } catch (const std::exception&) {
-                return respond_error(r, 500, "the journal's audit head is malformed");
-            }
-        }
+    try {
+        head = pipeline::committed_audit_head(st);
+    } catch (const std::exception&) {
+        return respond_error(r, 500, "the journal's audit head is malformed");
     }
     auto saved = st.pending_audit();
     auto result = audit::AuditLog::verify(node.audit->dir(), saved.empty() ? head : std::nullopt);

@@ -720,6 +720,37 @@ struct AuditLog::State {
         else std::fprintf(stderr, "audit: %s\n", m.c_str());
     }
 
+    // Reads bytes [start, start + n) of `fd` into `buf`.
+    static void read_at(const std::filesystem::path& path, int fd, std::size_t start, std::size_t n,
+                        std::string& buf) {
+        buf.resize(n);
+        std::size_t got = 0;
+        while (got < n) {
+            const ssize_t r = ::pread(fd, buf.data() + got, n - got, static_cast<off_t>(start + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) fail(path, "cannot read", r < 0 ? errno : EIO);
+            got += static_cast<std::size_t>(r);
+        }
+    }
+
+    // Removes the bytes of `name` from `keep` on (they are `bytes`), keeping
+    // them in `<name><suffix>`: they are audit data, possibly evidence, and
+    // are never silently destroyed.
+    void set_aside(const std::string& name, int fd, std::size_t keep, std::string_view bytes,
+                   const char* suffix) {
+        const auto path = dir / name;
+        const auto aside = dir / (name + suffix);
+        {
+            Fd t(::open(aside.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+            if (t.fd < 0) fail(aside, "cannot create", errno);
+            if (int e = write_all(t.fd, bytes.data(), bytes.size())) fail(aside, "cannot write", e);
+            if (::fdatasync(t.fd) != 0) fail(aside, "cannot sync", errno);
+        }
+        if (::ftruncate(fd, static_cast<off_t>(keep)) != 0) fail(path, "cannot truncate", errno);
+        if (::fdatasync(fd) != 0) fail(path, "cannot sync", errno);
+        if (int e = fsync_dir(dir)) fail(dir, "cannot sync", e);
+    }
+
     // Cuts a damaged tail off `name` and returns the head of what remains, if
     // any entry does.
     std::optional<Head> recover(const std::string& name) {
@@ -738,15 +769,7 @@ struct AuditLog::State {
         std::size_t good_end = 0; // file offset just after that line
         for (std::size_t window = 64 * 1024;; window *= 4) {
             const std::size_t start = size > window ? size - window : 0;
-            buf.resize(size - start);
-            std::size_t got = 0;
-            while (got < buf.size()) {
-                const ssize_t r = ::pread(f.fd, buf.data() + got, buf.size() - got,
-                                          static_cast<off_t>(start + got));
-                if (r < 0 && errno == EINTR) continue;
-                if (r <= 0) fail(path, "cannot read", r < 0 ? errno : EIO);
-                got += static_cast<std::size_t>(r);
-            }
+            read_at(path, f.fd, start, size - start, buf);
             bool need_more = false;
             std::size_t nl = buf.rfind('\n');
             while (nl != std::string::npos) {
@@ -768,24 +791,41 @@ struct AuditLog::State {
             if (head || !need_more) break;
         }
         if (good_end == size) return head;
-
-        // Keep the bytes we remove: they are audit data, possibly evidence.
-        const auto torn_path = dir / (name + ".torn");
         const std::size_t cut = size - good_end;
-        const char* bytes = buf.data() + (buf.size() - cut);
-        {
-            Fd t(::open(torn_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-            if (t.fd < 0) fail(torn_path, "cannot create", errno);
-            if (int e = write_all(t.fd, bytes, cut)) fail(torn_path, "cannot write", e);
-            if (::fdatasync(t.fd) != 0) fail(torn_path, "cannot sync", errno);
-        }
-        if (::ftruncate(f.fd, static_cast<off_t>(good_end)) != 0) fail(path, "cannot truncate", errno);
-        if (::fdatasync(f.fd) != 0) fail(path, "cannot sync", errno);
-        if (int e = fsync_dir(dir)) fail(dir, "cannot sync", e);
+        set_aside(name, f.fd, good_end, std::string_view(buf.data() + (buf.size() - cut), cut), ".torn");
         warning(name + ": removed " + std::to_string(cut) + " damaged bytes at the end (" +
                 (head ? "after seq " + std::to_string(head->seq) : std::string("no entry left")) +
                 "; a crash during a write?); they are kept in " + name + ".torn");
         return head;
+    }
+
+    // Write-ahead recovery (see cut_after): in `name`, the offset just after
+    // the entry `seq`, with that entry's hash; nullopt when every entry of
+    // the file comes after `seq`. Throws when the file skips over `seq`.
+    std::optional<std::pair<std::size_t, std::string>> end_of_entry(const std::string& name, int fd,
+                                                                    std::size_t size, std::uint64_t seq) {
+        const auto path = dir / name;
+        std::string buf;
+        for (std::size_t window = 64 * 1024;; window *= 4) {
+            const std::size_t start = size > window ? size - window : 0;
+            read_at(path, fd, start, size - start, buf);
+            std::size_t nl = buf.rfind('\n');
+            while (nl != std::string::npos) {
+                const std::size_t prev = nl == 0 ? std::string::npos : buf.rfind('\n', nl - 1);
+                if (prev == std::string::npos && start > 0) break; // may begin before the window
+                const std::size_t begin = prev == std::string::npos ? 0 : prev + 1;
+                LineView v;
+                if (parse_line(std::string_view(buf).substr(begin, nl - begin), v)) {
+                    if (v.seq == seq) return std::pair{start + nl + 1, std::string(v.hash)};
+                    if (v.seq < seq)
+                        throw std::runtime_error("audit: " + path.string() + ": entry " + std::to_string(seq) +
+                                                 " is missing (the file goes from " + std::to_string(v.seq) +
+                                                 " to a later entry)");
+                }
+                nl = prev;
+            }
+            if (start == 0) return std::nullopt;
+        }
     }
 
     int write_segment(std::int64_t seg_day, const char* p, std::size_t n) {
@@ -968,6 +1008,77 @@ SyncResult AuditLog::sync() {
     }
     s.durable = head;
     return {{}, std::move(head)};
+}
+
+std::uint64_t AuditLog::cut_after(const Head& head) {
+    State& s = *s_;
+    std::lock_guard sync_lock(s.sync_mu);
+    std::lock_guard lock(s.mu);
+    if (!s.pending.empty()) throw std::logic_error("AuditLog::cut_after with entries not yet written");
+    if (s.seq < head.seq) {
+        s.warning("the trail ends at entry " + std::to_string(s.seq) + " but the journal committed entries up to " +
+                  std::to_string(head.seq) + ": entries are missing (run `switchboard audit verify`)");
+        return 0;
+    }
+    if (s.seq == head.seq) {
+        if (std::string_view(s.hash.data(), hash_len) != head.hash)
+            s.warning("entry " + std::to_string(head.seq) +
+                      " differs from the one the journal committed (run `switchboard audit verify`)");
+        return 0;
+    }
+    if (s.file.fd >= 0) ::close(s.file.fd);
+    s.file.fd = -1;
+    s.file_day = INT64_MIN;
+    const std::uint64_t removed = s.seq - head.seq;
+    // First find where the committed head is (nothing is changed if it is
+    // not there as committed), newest file first; then cut.
+    struct Cut {
+        std::string name;
+        std::size_t keep; // bytes that stay; 0: the whole file goes
+    };
+    std::vector<Cut> cuts;
+    bool found = false; // head.seq 0: every entry goes
+    const auto files = list_files(s.dir);
+    for (auto it = files.rbegin(); it != files.rend() && !found; ++it) {
+        const auto path = s.dir / it->name;
+        Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (f.fd < 0) fail(path, "cannot open", errno);
+        struct stat st {};
+        if (::fstat(f.fd, &st) != 0) fail(path, "cannot stat", errno);
+        const auto size = static_cast<std::size_t>(st.st_size);
+        const auto end = size > 0 ? s.end_of_entry(it->name, f.fd, size, head.seq) : std::nullopt;
+        if (end && end->second != head.hash)
+            throw std::runtime_error("audit: " + path.string() + ": entry " + std::to_string(head.seq) +
+                                     " differs from the one the journal committed; not repairing");
+        cuts.push_back({it->name, end ? end->first : 0});
+        found = end.has_value();
+    }
+    if (!found && head.seq > 0)
+        throw std::runtime_error("audit: " + s.dir.string() + ": entry " + std::to_string(head.seq) +
+                                 ", which the journal committed, is in no file; not repairing");
+    for (const Cut& c : cuts) {
+        const auto path = s.dir / c.name;
+        Fd f(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+        if (f.fd < 0) fail(path, "cannot open", errno);
+        struct stat st {};
+        if (::fstat(f.fd, &st) != 0) fail(path, "cannot stat", errno);
+        const auto size = static_cast<std::size_t>(st.st_size);
+        if (c.keep < size) {
+            std::string tail;
+            State::read_at(path, f.fd, c.keep, size - c.keep, tail);
+            s.set_aside(c.name, f.fd, c.keep, tail, ".uncommitted");
+        }
+        if (c.keep > 0) continue;
+        if (::unlink(path.c_str()) != 0) fail(path, "cannot remove", errno); // nothing of it committed
+        if (int e = fsync_dir(s.dir)) fail(s.dir, "cannot sync", e);
+    }
+    s.seq = head.seq;
+    std::copy(head.hash.begin(), head.hash.end(), s.hash.begin());
+    s.durable = head;
+    s.warning("removed " + std::to_string(removed) + " entries after entry " + std::to_string(head.seq) +
+              ": they were written ahead of a journal transaction that did not commit (a crash "
+              "between the two); they are kept in the files' .uncommitted copies");
+    return removed;
 }
 
 AuditLog::Mark AuditLog::mark() const {

@@ -199,6 +199,18 @@ public:
     // the chain exactly (same seq order and hashes), or std::runtime_error.
     void append_saved(std::string_view lines);
 
+    // Write-ahead recovery (the journal): entries are written and synced
+    // here before the store transaction they belong to commits, and the
+    // transaction records the head it reaches. After a crash between the
+    // two, the entries after `head` (the store's) describe changes that never
+    // happened: this moves them to `<file>.uncommitted` (kept, never
+    // destroyed) and continues the chain from `head`. Returns how many were
+    // removed. Call it before any append. A trail that ends before `head`
+    // (entries missing) or differs at it is left as it is, with a warning:
+    // `verify` reports it. Throws std::runtime_error naming the file when
+    // it cannot be read or repaired.
+    std::uint64_t cut_after(const Head& head);
+
     // The head including buffered entries.
     std::uint64_t last_seq() const;
     std::string last_hash() const;

@@ -263,10 +263,7 @@ int cmd_audit(const Args& a) {
     std::vector<std::pair<std::uint64_t, std::string>> saved;
     if (std::filesystem::exists(c->node.data_dir / "journal.db")) {
         auto st = store::open_sqlite((c->node.data_dir / "journal.db").string());
-        if (auto h = st->meta("audit_head")) {
-            auto space = h->find(' ');
-            if (space != std::string::npos) head = audit::Head{std::stoull(h->substr(0, space)), h->substr(space + 1)};
-        }
+        head = pipeline::committed_audit_head(*st);
         saved = st->pending_audit();
     }
     auto result = audit::AuditLog::verify(dir, saved.empty() ? head : std::nullopt);

@@ -8,6 +8,7 @@
 #include <switchboard/detail/abi.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 
@@ -43,15 +44,14 @@ std::uint64_t claim_key(std::string_view instance, std::string_view external_id)
     return h & 0x7fffffffffffffffULL; // SQLite integers are signed
 }
 
-std::int64_t steady_ms() {
-    using namespace std::chrono;
-    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
-}
-
 void put_u32(std::string& out, std::uint32_t v) {
     char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
                  static_cast<char>(v >> 24)};
     out.append(b, 4);
+}
+
+void set_audit_head(store::Txn& txn, const audit::Head& head) {
+    txn.set_meta("audit_head", std::to_string(head.seq) + " " + head.hash);
 }
 
 } // namespace
@@ -96,6 +96,19 @@ std::int64_t RetentionRules::period_ms(std::string_view source, std::string_view
     return default_ms_;
 }
 
+// --- the audit head ---------------------------------------------------
+
+std::optional<audit::Head> committed_audit_head(store::Store& store) {
+    auto h = store.meta("audit_head");
+    if (!h) return std::nullopt;
+    auto space = h->find(' ');
+    std::uint64_t seq = 0;
+    if (space == std::string::npos ||
+        std::from_chars(h->data(), h->data() + space, seq).ptr != h->data() + space)
+        throw store::StoreError("the journal's audit head is malformed");
+    return audit::Head{seq, h->substr(space + 1)};
+}
+
 // --- record ids -----------------------------------------------------------
 
 std::string record_id(std::int64_t chunk, std::uint32_t index) {
@@ -129,20 +142,27 @@ Journal::Journal(store::Store& store, audit::AuditLog& audit, const Policy& poli
 Journal::~Journal() { stop(); }
 
 void Journal::start() {
-    // Audit entries committed with their change but not yet in the file
-    // (a crash between the two): put them in the file now.
+    // Entries a store of an earlier version committed in its audit spool
+    // but had not yet written to the file (a crash between the two): into
+    // the file now, then the spool is released for good.
     for (auto& [last, lines] : store_.pending_audit())
         if (last > audit_.last_seq()) audit_.append_saved(lines);
     auto synced = audit_.sync();
     if (!synced.ok()) throw store::StoreError("cannot write the audit trail: " + synced.error.message());
-    store_.write([&](store::Txn& t) { t.delete_audit_upto(synced.head.seq); });
-    spooled_upto_ = synced.head.seq;
+    // Entries are written ahead of their transaction (commit_group): any
+    // after the head the store committed belong to one that never did.
+    if (auto head = committed_audit_head(store_))
+        audit_.cut_after(*head);
+    store_.write([&](store::Txn& t) {
+        t.delete_audit_upto(static_cast<std::uint64_t>(INT64_MAX));
+        set_audit_head(t, audit_.head());
+    });
     for (const auto& d : policy_.destinations()) next_seq_[d] = store_.last_seq(d);
-    last_audit_sync_ = steady_ms();
     {
         std::lock_guard lock(mutex_);
         stopping_ = false;
         running_ = true;
+        failed_.clear();
     }
     thread_ = std::thread([this] { run(); });
 }
@@ -155,18 +175,6 @@ void Journal::stop() {
     }
     wake_.notify_all();
     thread_.join();
-    // Everything is in the audit file now; the spool is no longer needed
-    // (and a spool left behind would mask a truncated file from verify).
-    auto synced = audit_.sync();
-    if (synced.ok()) {
-        try {
-            store_.write([&](store::Txn& t) { t.delete_audit_upto(synced.head.seq); });
-        } catch (const std::exception& e) {
-            log::error(kComponent, std::string("cannot release the audit spool: ") + e.what());
-        }
-    } else {
-        log::error(kComponent, "cannot write the audit trail: " + synced.error.message());
-    }
 }
 
 void Journal::attach(const std::string& destination, OutboxListener* listener) {
@@ -185,7 +193,6 @@ void Journal::attach_completion(const std::string& instance, OutboxListener* lis
 }
 
 void Journal::flush_audit() {
-    force_audit_sync_ = true;
     submit_and_wait([](store::Txn&, audit::AuditLog&) {});
 }
 
@@ -342,8 +349,7 @@ void Journal::run() {
     for (;;) {
         {
             std::unique_lock lock(mutex_);
-            wake_.wait_for(lock, std::chrono::milliseconds(options_.audit_sync_ms),
-                           [&] { return !queue_.empty() || stopping_; });
+            wake_.wait(lock, [&] { return !queue_.empty() || stopping_; });
             if (queue_.empty() && stopping_) {
                 running_ = false;
                 return;
@@ -362,7 +368,6 @@ void Journal::run() {
         }
         if (!group.empty()) commit_group(group);
         group.clear();
-        sync_audit(false);
     }
 }
 
@@ -371,10 +376,9 @@ void Journal::commit_group(std::vector<Pending>& group) {
     std::map<std::string, std::uint64_t> seqs = next_seq_;
     std::uint64_t records = 0;
     audit::AuditLog::Mark mark = audit_.mark();
-    std::uint64_t durable = audit_.durable_head().seq;
-    std::string error;
-    bool ok = true;
-    try {
+    std::string error = failed_;
+    bool ok = error.empty(), written_ahead = false;
+    if (ok) try { // (nothing is tried after a failure that needs a restart)
         store_.write([&](store::Txn& txn) {
             for (Pending& p : group) {
                 if (p.ingest)
@@ -382,25 +386,34 @@ void Journal::commit_group(std::vector<Pending>& group) {
                 else if (p.write.apply)
                     p.write.apply(txn, audit_);
             }
-            std::string text = audit_.text_since(mark);
-            if (!text.empty()) {
-                txn.put_audit(mark.head.seq + 1, audit_.last_seq(), text);
-                auto head = audit_.head();
-                txn.set_meta("audit_head", std::to_string(head.seq) + " " + head.hash);
-            }
-            // Spooled entries already in the audit file are released.
-            if (durable > spooled_upto_) txn.delete_audit_upto(durable);
+            if (audit_.last_seq() == mark.head.seq) return;
+            // Write-ahead: the entries reach the audit file (fsynced) before
+            // the transaction they describe commits with the head they reach;
+            // start() removes entries past that head after a crash between
+            // the two. One file write and one fdatasync per group.
+            set_audit_head(txn, audit_.head());
+            written_ahead = true;
+            auto synced = audit_.sync();
+            if (!synced.ok()) throw store::StoreError("cannot write the audit trail: " + synced.error.message());
         });
     } catch (const std::exception& e) {
         ok = false;
         error = e.what();
-        audit_.rollback(mark);
-        log::error(kComponent, std::string("commit failed; nothing of it was kept: ") + e.what());
+        if (written_ahead) {
+            // The file may hold entries of what did not commit; only a
+            // restart (start(), cut_after) can take them out again. Until
+            // then nothing more is committed, so that no entry chains after
+            // them and nothing is acknowledged that the trail misdescribes.
+            failed_ = "the journal stopped after a failed commit (" + error +
+                      "); restart the node to repair the audit trail";
+            log::error(kComponent, failed_);
+        } else {
+            audit_.rollback(mark);
+            log::error(kComponent, std::string("commit failed; nothing of it was kept: ") + e.what());
+        }
     }
-    if (force_audit_sync_.exchange(false)) sync_audit(true);
     if (ok) {
         next_seq_ = std::move(seqs);
-        spooled_upto_ = std::max(spooled_upto_, durable);
         committed_records_ += records;
         std::lock_guard lock(listeners_mutex_);
         for (auto& [dest, entries] : outbox) {
@@ -647,12 +660,5 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
     }
 }
 
-void Journal::sync_audit(bool force) {
-    std::int64_t t = steady_ms();
-    if (!force && t - last_audit_sync_ < options_.audit_sync_ms) return;
-    last_audit_sync_ = t;
-    auto r = audit_.sync();
-    if (!r.ok()) log::error(kComponent, "cannot write the audit trail: " + r.error.message());
-}
 
 } // namespace switchboard::pipeline

@@ -8,9 +8,11 @@
 // delivery progress, the retention sweeper, erase tasks) is handed to that
 // thread as a request, and all requests that are waiting go into one
 // transaction with one fsync: the acknowledgement of a source waits for it.
-// Audit entries are part of the same transaction (they are spooled in the
-// store and appended to the audit file afterwards), so a record and the
-// entries that describe it commit together or not at all.
+// Audit entries go with the transaction that makes them: they are written
+// to the audit file (and fsynced) just before it commits, and it commits the
+// head of the chain they reach; at start, entries past the committed head
+// (a crash between the two) are taken out again. So a record and the entries
+// that describe it are kept together or not at all.
 
 #include "audit/audit_log.hpp"
 #include "config/config.hpp"
@@ -57,6 +59,11 @@ private:
     std::int64_t default_ms_ = 28LL * 86'400'000;
 };
 
+// The head of the audit chain that the store's last transaction with audit
+// entries committed (meta audit_head, "<seq> <hash>"); nullopt before the
+// first. Throws store::StoreError when it is malformed.
+std::optional<audit::Head> committed_audit_head(store::Store& store);
+
 // A record id names where the record is kept: "R<chunk>-<index>".
 std::string record_id(std::int64_t chunk, std::uint32_t index);
 bool parse_record_id(std::string_view id, std::int64_t& chunk, std::uint32_t& index);
@@ -100,7 +107,6 @@ class Journal : public plugin::RecordSink {
 public:
     struct Options {
         std::size_t max_group = 8192;      // records per transaction at most
-        std::int64_t audit_sync_ms = 200;  // how often the audit file is written
         std::int64_t quarantine_ms = 28LL * 86'400'000;
     };
 
@@ -108,10 +114,11 @@ public:
             RetentionRules retention, Clock clock, plugin::Metrics* metrics, Options options);
     ~Journal() override;
 
-    // Recovers audit entries committed but not yet in the audit file, then
-    // starts the writer thread.
+    // Repairs the audit trail's tail against the store (entries of a
+    // transaction that did not commit are set aside), then starts the writer
+    // thread.
     void start();
-    // Commits what is queued, writes the audit file, stops the thread.
+    // Commits what is queued, stops the thread.
     void stop();
 
     void attach(const std::string& destination, OutboxListener* listener);
@@ -146,8 +153,8 @@ public:
     void complete(const std::string& instance, std::uint64_t id, sb_status status,
                   const char* receipt) override;
 
-    // Commits what is queued and writes the audit file now (tests, shutdown,
-    // `audit verify` on a live node).
+    // Returns once what was queued before is committed, with its audit
+    // entries in the file (tests, `audit verify` on a live node).
     void flush_audit();
 
     // Records erased on request while this node runs (RetentionService):
@@ -205,7 +212,6 @@ private:
     // The rest, on the writer thread inside the transaction.
     void ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
                 std::map<std::string, std::uint64_t>& seqs, std::uint64_t& records);
-    void sync_audit(bool force);
 
     store::Store& store_;
     audit::AuditLog& audit_;
@@ -233,10 +239,8 @@ private:
 
     // Writer-thread state.
     std::map<std::string, std::uint64_t> next_seq_; // per destination: last seq used
-    std::int64_t last_audit_sync_ = 0;
-    std::uint64_t spooled_upto_ = 0; // audit seq the store's spool covers
+    std::string failed_; // set: a commit failed after its audit entries were written
     std::atomic<std::uint64_t> committed_records_{0};
-    std::atomic<bool> force_audit_sync_{false};
 
     mutable std::mutex erased_mutex_;
     std::set<std::string> erased_;

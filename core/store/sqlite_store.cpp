@@ -181,7 +181,6 @@ public:
     void put_erase_task(const EraseTask& t) override;
     void update_erase_task(const EraseTask& t) override;
     void delete_erase_task(std::int64_t id) override;
-    void put_audit(std::uint64_t first_seq, std::uint64_t last_seq, std::string_view lines) override;
     void delete_audit_upto(std::uint64_t last_seq) override;
     void set_meta(const std::string& key, const std::string& value) override;
     std::uint64_t expire_quarantine(std::int64_t now) override;
@@ -802,14 +801,6 @@ void SqliteTxn::update_erase_task(const EraseTask& t) {
 
 void SqliteTxn::delete_erase_task(std::int64_t id) {
     s_.st("DELETE FROM erase_tasks WHERE id=?1").bind(1, id).run();
-}
-
-void SqliteTxn::put_audit(std::uint64_t first_seq, std::uint64_t last_seq, std::string_view lines) {
-    s_.st("INSERT INTO audit_spool(first_seq, last_seq, lines) VALUES(?1, ?2, ?3)")
-        .bind(1, static_cast<std::int64_t>(first_seq))
-        .bind(2, static_cast<std::int64_t>(last_seq))
-        .blob(3, lines)
-        .run();
 }
 
 void SqliteTxn::delete_audit_upto(std::uint64_t last_seq) {

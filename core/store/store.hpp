@@ -2,7 +2,7 @@
 
 // The journal's storage: records (in chunks, one per group commit), the
 // outbox of each destination, dead letters, quarantine, per-instance state,
-// idempotency keys, erase tasks and audit entries awaiting the audit file.
+// idempotency keys, erase tasks, and the audit chain's committed head.
 //
 // The interface is what the pipeline needs and nothing SQL-specific, so that
 // a PostgreSQL backend (several nodes, one database) can implement it. The
@@ -172,9 +172,10 @@ public:
     virtual void put_erase_task(const EraseTask& t) = 0;
     virtual void update_erase_task(const EraseTask& t) = 0;
     virtual void delete_erase_task(std::int64_t id) = 0;
-    // Audit lines committed with the change they describe; appended to the
-    // audit file after commit and then released (see AuditSpool).
-    virtual void put_audit(std::uint64_t first_seq, std::uint64_t last_seq, std::string_view lines) = 0;
+    // The audit spool of stores written by earlier versions (audit lines
+    // committed with their change, for the file later); the journal now
+    // writes its entries to the file ahead of the commit and only reads
+    // this (pending_audit) to recover and release it.
     virtual void delete_audit_upto(std::uint64_t last_seq) = 0;
     virtual void set_meta(const std::string& key, const std::string& value) = 0;
     // Deletes quarantine items and idempotency keys that expired; counts.

@@ -358,6 +358,68 @@ profile = "p"
     CHECK(node.emit("hook", std::move(empty))[0] == SB_ERR_INVALID);
 }
 
+TEST_CASE("pipeline: audit entries written ahead of a commit that never happened are set aside at start") {
+    Node node(R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+[destinations.d.config]
+output = "d.jsonl"
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+)");
+    auto committed_head = [&] { return pipeline::committed_audit_head(*node.store).value(); };
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (int i = 0; i < 3; ++i) batch.push_back(make({{"a", "x" + std::to_string(i), "content.free_text"}}));
+    node.emit("hook", std::move(batch));
+    node.wait_delivered("d", 3);
+    node.journal->flush_audit();
+    // Every entry is in the file before its transaction commits: the file
+    // ends exactly at the head the store committed.
+    const audit::Head committed = committed_head();
+    CHECK(node.audit->durable_head() == committed);
+    CHECK(committed.seq == 3 * 3); // ingest, disclose, deliver per record
+    CHECK(node.store->pending_audit().empty()); // no spool in the store
+
+    // The crash between the two: a group's entries written and synced, the
+    // store transaction never committed.
+    node.journal->stop();
+    node.audit->append(node.now, audit::kind::ingest, "R99-0", "source=hook");
+    node.audit->append(node.now, audit::kind::disclose, "R99-0", "destination=d;seq=4");
+    REQUIRE(node.audit->sync().ok());
+    CHECK_FALSE(audit::AuditLog::verify(node.data() / "audit").problems.size());
+
+    node.journal->start();
+    CHECK(node.audit->head() == committed);
+    std::string aside;
+    for (auto& e : std::filesystem::directory_iterator(node.data() / "audit"))
+        if (e.path().extension() == ".uncommitted") aside += sbtest::read_file(e.path());
+    CHECK(std::count(aside.begin(), aside.end(), '\n') == 2);
+    CHECK(aside.find("R99-0") != std::string::npos);
+    // Out of the trail itself: no reader of it sees them.
+    CHECK(audit::AuditLog::read_records(node.data() / "audit", {"R99-0"}).empty());
+
+    // The chain continues from the committed head; the trail verifies
+    // against the store's head.
+    std::vector<std::unique_ptr<sb_record>> more;
+    more.push_back(make({{"a", "y", "content.free_text"}}));
+    node.emit("hook", std::move(more));
+    node.wait_delivered("d", 4);
+    node.journal->flush_audit();
+    const auto r = audit::AuditLog::verify(node.data() / "audit", committed_head());
+    for (const auto& p : r.problems) UNSCOPED_INFO(p.file << ":" << p.line << " " << p.what);
+    CHECK(r.ok);
+    CHECK(r.entries == 4 * 3);
+}
+
 TEST_CASE("pipeline: a destination that keeps failing holds its backlog on disk while another "
           "keeps flowing; dead letters are listed and retried") {
     Node node(R"(

@@ -368,6 +368,76 @@ TEST_CASE("a new day file holding only a torn line is emptied; the chain continu
     CHECK(AuditLog::verify(tmp.path).ok);
 }
 
+TEST_CASE("entries written ahead of a transaction that did not commit are set aside on recovery") {
+    TempDir tmp("sb-audit");
+    Head committed;
+    {
+        AuditLog log(tmp.path);
+        for (int r = 0; r < 4; ++r) write_record(log, at(0, 9 + r), "rec-0-" + std::to_string(r));
+        committed = log.sync().head; // what the store committed: entry 12
+        REQUIRE(committed.seq == 12);
+        // The next group: written ahead, then the crash before its commit.
+        // It spans a midnight, so one day file is uncommitted as a whole.
+        write_record(log, at(0, 23, 59), "rec-x");
+        write_record(log, at(1, 0, 1), "rec-y");
+        REQUIRE(log.sync().ok());
+    }
+    const auto day0 = sbtest::read_file(tmp.path / file(0));
+    const auto lines0 = lines_of(tmp.path / file(0));
+    REQUIRE(lines0.size() == 15);
+    REQUIRE(lines_of(tmp.path / file(1)).size() == 3);
+
+    std::vector<std::string> warnings;
+    {
+        AuditLog log(tmp.path, [&](std::string_view w) { warnings.emplace_back(w); });
+        CHECK(log.cut_after(committed) == 6);
+        REQUIRE(warnings.size() == 1);
+        CHECK_THAT(warnings[0], Catch::Contains("removed 6 entries after entry 12") &&
+                                    Catch::Contains(".uncommitted"));
+        CHECK(log.head() == committed);
+        CHECK(log.durable_head() == committed);
+        CHECK(lines_of(tmp.path / file(0)).size() == 12);
+        CHECK_FALSE(fs::exists(tmp.path / file(1)));
+        // Kept, not destroyed: each file's uncommitted part beside it.
+        CHECK(lines_of(tmp.path / (file(0) + ".uncommitted")).size() == 3);
+        CHECK(lines_of(tmp.path / (file(1) + ".uncommitted")).size() == 3);
+        CHECK(sbtest::read_file(tmp.path / file(0)) + sbtest::read_file(tmp.path / (file(0) + ".uncommitted")) ==
+              day0);
+        // The chain continues from the committed head, in a new day file.
+        log.append(at(1, 0, 2), kind::ingest, "rec-x", "source=verint");
+        REQUIRE(log.sync().ok());
+        CHECK(log.head().seq == 13);
+    }
+    const auto r = AuditLog::verify(tmp.path);
+    INFO(describe(r));
+    CHECK(r.ok);
+    CHECK(r.entries == 13);
+
+    SECTION("nothing to cut: the trail ends at the committed head") {
+        AuditLog log(tmp.path, [&](std::string_view w) { warnings.emplace_back(w); });
+        const auto at_head = log.head();
+        warnings.clear();
+        CHECK(log.cut_after(at_head) == 0);
+        CHECK(warnings.empty());
+    }
+    SECTION("a trail that ends before the committed head is left alone, with a warning") {
+        AuditLog log(tmp.path, [&](std::string_view w) { warnings.emplace_back(w); });
+        warnings.clear();
+        CHECK(log.cut_after(Head{20, std::string(64, 'a')}) == 0);
+        REQUIRE(warnings.size() == 1);
+        CHECK_THAT(warnings[0], Catch::Contains("entries are missing"));
+        CHECK(log.head().seq == 13);
+    }
+    SECTION("a head that differs from the trail's entry is not repaired") {
+        AuditLog log(tmp.path);
+        CHECK_THROWS_WITH(log.cut_after(Head{5, std::string(64, 'a')}),
+                          Catch::Contains("entry 5 differs from the one the journal committed"));
+        CHECK(lines_of(tmp.path / file(0)).size() == 12); // nothing changed
+        CHECK(lines_of(tmp.path / file(1)).size() == 1);
+        CHECK(log.head().seq == 13);
+    }
+}
+
 TEST_CASE("reopening continues seq and chain, in the same file or the next day's") {
     TempDir tmp("sb-audit");
     Head head = write_sample(tmp.path);
