@@ -354,7 +354,7 @@ bool DeliveryWorker::deliver_some() {
             continue;
         }
         if (f.status == SB_OK && !f.erased) {
-            delivered.push_back({e, f.attempt, f.receipt});
+            delivered.push_back({e.seq, e.record_id, f.attempt, std::move(f.receipt)});
             continue;
         }
         if (f.erased || journal_.erased(e.record_id)) {
@@ -430,13 +430,13 @@ void DeliveryWorker::record_progress(std::uint64_t acked, std::vector<store::Dea
                          store::Txn& txn, audit::AuditLog& audit) {
                          txn.set_acked(dest, acked);
                          std::string detail;
-                         for (const auto& [e, attempt, receipt] : delivered) {
+                         for (const auto& [seq, record_id, attempt, receipt] : delivered) {
                              detail.clear();
                              audit::append_attr(detail, "destination", dest);
-                             audit::append_attr(detail, "seq", std::to_string(e.seq));
+                             audit::append_attr(detail, "seq", std::to_string(seq));
                              audit::append_attr(detail, "attempt", std::to_string(attempt));
                              if (!receipt.empty()) audit::append_attr(detail, "receipt", receipt);
-                             audit.append(now, audit::kind::deliver, e.record_id, detail);
+                             audit.append(now, audit::kind::deliver, record_id, detail);
                          }
                          for (const auto& d : dead) {
                              txn.put_dead_letter(d);

@@ -74,9 +74,11 @@ private:
         std::string receipt;           // from complete(), once SB_OK
         std::int64_t since = 0;        // steady ms when handed over
     };
-    // A delivery settled as done, for its audit entry.
+    // A delivery settled as done, for its audit entry (not the record: it
+    // is freed here, not on the journal's writer thread).
     struct Delivered {
-        OutboxEntry entry;
+        std::uint64_t seq = 0;
+        std::string record_id;
         std::uint32_t attempt = 0;
         std::string receipt; // "" when the plugin gave none
     };
