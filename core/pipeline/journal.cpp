@@ -18,6 +18,10 @@ namespace {
 
 constexpr const char* kComponent = "journal";
 constexpr std::int64_t kBucketMs = 60'000; // records expiring within a minute share a chunk
+// Records an emitting thread prepares before the writer may store them
+// (Journal::prepare): small enough for the two to overlap, large enough that
+// a chunk holds many records.
+constexpr std::size_t kSlice = 512;
 
 int meta_idx(std::string_view key) { return sb::detail::meta_index(key); }
 const int kMetaId = meta_idx("id");
@@ -272,22 +276,44 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
         }
         return true;
     };
+    // Queued first, then prepared here, on the emitting thread, a slice at
+    // a time: the writer stores each slice (in the group's transaction)
+    // while the next is prepared, and commits the batch as one. Not with
+    // transform plugins: a hook that called back into the journal (state_set)
+    // would wait for the writer, which waits for the hook.
+    in.prepared.reserve(records.size());
+    bool overlap;
     {
-        std::unique_lock lock(mutex_);
-        if (!running()) return SB_ERR_UNAVAILABLE;
+        std::lock_guard lock(listeners_mutex_);
+        overlap = transforms_.empty();
     }
-    // The CPU work happens here, on the emitting thread, while the writer
-    // commits what came before: the writer only stores.
-    prepare(in);
-    {
-        std::unique_lock lock(mutex_);
-        if (!running()) return SB_ERR_UNAVAILABLE;
-        queue_.push_back(Pending{&in, {}});
-        queued_records_ += records.size();
+    auto enqueue = [&] {
+        {
+            std::unique_lock lock(mutex_);
+            if (!running()) return false;
+            queue_.push_back(Pending{&in, {}});
+            queued_records_ += records.size();
+        }
+        wake_.notify_one();
+        return true;
+    };
+    if (overlap && !enqueue()) return SB_ERR_UNAVAILABLE;
+    std::exception_ptr failure;
+    try {
+        prepare(in);
+    } catch (...) {
+        failure = std::current_exception();
+        std::lock_guard lock(mutex_);
+        in.prepare_failed = true; // the writer fails its group: nothing of it is kept
     }
-    wake_.notify_one();
+    publish(in, true);
+    if (!overlap) {
+        if (failure) std::rethrow_exception(failure);
+        if (!enqueue()) return SB_ERR_UNAVAILABLE;
+    }
     std::unique_lock lock(mutex_);
     settled_.wait(lock, [&] { return in.done; });
+    if (failure) std::rethrow_exception(failure);
     if (in.status != SB_OK) error = in.error;
     return in.status;
 }
@@ -437,6 +463,15 @@ void Journal::commit_group(std::vector<Pending>& group) {
         if (!p.ingest && p.write.done) p.write.done(ok);
 }
 
+void Journal::publish(Ingest& in, bool all) {
+    {
+        std::lock_guard lock(mutex_);
+        in.ready = in.prepared.size();
+        in.prepared_all = in.prepared_all || all;
+    }
+    progress_.notify_all();
+}
+
 void Journal::prepare(Ingest& in) {
     auto& records = *in.records;
     const std::int64_t now = in.now = clock_();
@@ -549,18 +584,63 @@ void Journal::prepare(Ingest& in) {
             c.encoded = store::PreEncoded(*c.record);
         }
         p.body = store::PreEncoded(*rec);
+        if (in.prepared.size() % kSlice == 0) publish(in, false);
     }
 }
 
 void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
                      std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count) {
+    std::uint64_t duplicates = 0, cards_total = 0, accepted = 0;
+    for (std::size_t done = 0;;) {
+        std::size_t upto = 0;
+        bool all = false, failed = false;
+        {
+            std::unique_lock lock(mutex_);
+            progress_.wait(lock, [&] { return in.ready > done || in.prepared_all; });
+            upto = in.ready;
+            all = in.prepared_all;
+            failed = in.prepare_failed;
+        }
+        if (failed) throw store::StoreError("records from " + in.instance + " could not be prepared");
+        if (upto > done) store_slice(txn, in, done, upto, out, seqs, count, duplicates, cards_total, accepted);
+        done = upto;
+        if (all) break;
+    }
+    if (in.state_key) {
+        std::optional<std::string> v;
+        if (in.state_value) v = in.state_value;
+        txn.set_state(in.instance, in.state_key, v);
+    }
+    in.status = SB_OK;
+    const std::uint64_t refused_empty = in.refused_empty, refused_expired = in.refused_expired;
+    if (refused_empty || refused_expired)
+        log::Logger::get().write(
+            log::Level::Warn, kComponent, in.instance,
+            "refused " + std::to_string(refused_empty + refused_expired) + " record(s): " +
+                (refused_empty ? std::to_string(refused_empty) + " empty (no fields, no attachments)" : "") +
+                (refused_empty && refused_expired ? ", " : "") +
+                (refused_expired ? std::to_string(refused_expired) +
+                                       " already past their retention period when they arrived"
+                                 : ""));
+    if (metrics_) {
+        if (accepted) metrics_->add(in.instance, "records_in", accepted);
+        if (duplicates) metrics_->add(in.instance, "duplicates", duplicates);
+        if (in.refused) metrics_->add(in.instance, "refused", in.refused);
+        if (cards_total) metrics_->add(in.instance, "cards_redacted", cards_total);
+    }
+}
+
+void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
+                          std::map<std::string, std::vector<OutboxEntry>>& out,
+                          std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count,
+                          std::uint64_t& duplicates, std::uint64_t& cards_total, std::uint64_t& accepted) {
     auto& records = *in.records;
     const std::int64_t now = in.now;
-    std::uint64_t duplicates = 0, cards_total = 0, accepted = 0;
-
     // One chunk per expiry bucket, so that retention deletes whole chunks.
     std::map<std::int64_t, std::vector<Prepared*>> buckets;
-    for (Prepared& p : in.prepared) {
+    for (std::size_t k = from; k < to; ++k) {
+        Prepared& p = in.prepared[k];
+
         sb_record& rec = *records[p.i];
         if (const std::string* ext = rec.data.meta_at(kMetaExternal)) {
             if (!txn.claim(claim_key(in.instance, *ext), p.expires)) {
@@ -635,28 +715,6 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         }
         txn.put_chunk(info, body);
         for (auto& [dest, row] : rows) txn.put_outbox(row);
-    }
-    if (in.state_key) {
-        std::optional<std::string> v;
-        if (in.state_value) v = in.state_value;
-        txn.set_state(in.instance, in.state_key, v);
-    }
-    in.status = SB_OK;
-    const std::uint64_t refused_empty = in.refused_empty, refused_expired = in.refused_expired;
-    if (refused_empty || refused_expired)
-        log::Logger::get().write(
-            log::Level::Warn, kComponent, in.instance,
-            "refused " + std::to_string(refused_empty + refused_expired) + " record(s): " +
-                (refused_empty ? std::to_string(refused_empty) + " empty (no fields, no attachments)" : "") +
-                (refused_empty && refused_expired ? ", " : "") +
-                (refused_expired ? std::to_string(refused_expired) +
-                                       " already past their retention period when they arrived"
-                                 : ""));
-    if (metrics_) {
-        if (accepted) metrics_->add(in.instance, "records_in", accepted);
-        if (duplicates) metrics_->add(in.instance, "duplicates", duplicates);
-        if (in.refused) metrics_->add(in.instance, "refused", in.refused);
-        if (cards_total) metrics_->add(in.instance, "cards_redacted", cards_total);
     }
 }
 

@@ -195,7 +195,13 @@ private:
         std::string error;
         bool done = false;
         std::int64_t now = 0;
+        // Filled by the emitting thread while the writer already stores
+        // what is ready (reserved up front: it never reallocates). `ready`
+        // and `prepared_all` are guarded by the journal's mutex_.
         std::vector<Prepared> prepared;
+        std::size_t ready = 0;
+        bool prepared_all = false;
+        bool prepare_failed = false;
         std::uint64_t refused = 0, refused_empty = 0, refused_expired = 0;
     };
     struct Pending {
@@ -207,11 +213,19 @@ private:
     void commit_group(std::vector<Pending>& group);
     // CPU work of an ingest, on the emitting thread, outside the store's
     // transaction: checks, transforms, card redaction, classification,
-    // routing, minimisation, encoding, audit details.
+    // routing, minimisation, encoding, audit details. It publishes its
+    // progress a slice at a time, and the writer stores each slice while the
+    // next is prepared (the two overlap; the batch still commits as one).
     void prepare(Ingest& in);
-    // The rest, on the writer thread inside the transaction.
+    void publish(Ingest& in, bool all);
+    // The rest, on the writer thread inside the transaction: waits for each
+    // slice, then stores it (its chunks, outbox rows and audit entries).
     void ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
                 std::map<std::string, std::uint64_t>& seqs, std::uint64_t& records);
+    void store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
+                     std::map<std::string, std::vector<OutboxEntry>>& out,
+                     std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count,
+                     std::uint64_t& duplicates, std::uint64_t& cards, std::uint64_t& accepted);
 
     store::Store& store_;
     audit::AuditLog& audit_;
@@ -224,6 +238,7 @@ private:
     std::mutex mutex_;
     std::condition_variable wake_;    // the writer: work or stop
     std::condition_variable settled_; // emitters: their ingest is done
+    std::condition_variable progress_; // the writer: a slice of an ingest is prepared
     std::deque<Pending> queue_;
     std::size_t queued_records_ = 0;
     bool stopping_ = false;

@@ -14,6 +14,7 @@
 #include "plugin/registry.hpp"
 #include "node.hpp"
 #include "process.hpp"
+#include "sink_records.hpp"
 #include "store/store.hpp"
 
 #include <switchboard/detail/abi.hpp>
@@ -418,6 +419,55 @@ profile = "p"
     for (const auto& p : r.problems) UNSCOPED_INFO(p.file << ":" << p.line << " " << p.what);
     CHECK(r.ok);
     CHECK(r.entries == 4 * 3);
+}
+
+TEST_CASE("pipeline: a batch larger than a slice is stored while it is prepared, and commits as one") {
+    Node node(R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+[destinations.d.config]
+output = "d.jsonl"
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+)");
+    // 2,000 records: four slices of the emitting thread's preparation. Two
+    // repeat an external id of an earlier slice: duplicates across slices.
+    constexpr int kRecords = 2000;
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (int i = 0; i < kRecords; ++i) {
+        batch.push_back(make({{"a", "v" + std::to_string(i), "content.free_text"}}));
+        int ext = i == 1500 ? 100 : i == 1999 ? 700 : i;
+        batch.back()->data.set_meta("external_id", "msg-" + std::to_string(ext));
+    }
+    auto results = node.emit("hook", std::move(batch));
+    for (int i = 0; i < kRecords; ++i) {
+        INFO(i);
+        CHECK(results[static_cast<std::size_t>(i)] == (i == 1500 || i == 1999 ? SB_DUPLICATE : SB_OK));
+    }
+    node.wait_delivered("d", kRecords - 2);
+    auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
+    CHECK(sent.size() == kRecords - 2);
+    std::set<std::string> values, ids;
+    for (auto& r : sent) {
+        ids.insert(r["id"]);
+        values.insert(r["fields.a"]);
+    }
+    CHECK(ids.size() == kRecords - 2);
+    CHECK(values.size() == kRecords - 2);
+    CHECK(values.count("v1500") == 0);
+    CHECK(node.metrics.value("hook", "records_in") == kRecords - 2);
+    CHECK(node.metrics.value("hook", "duplicates") == 2);
+    node.journal->flush_audit();
+    CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
 }
 
 TEST_CASE("pipeline: a destination that keeps failing holds its backlog on disk while another "
