@@ -193,7 +193,7 @@ SarResult find_subject(store::Store& store, const SubjectQuery& q, const std::fi
             bool name_hit = false, postcode_hit = false;
             std::map<std::string, std::pair<std::string, std::string>> split_names; // parent -> first, last
             for (const auto& leaf : r.data.leaves()) {
-                const std::string& c = leaf.category;
+                const std::string& c = leaf.category();
                 std::string v = leaf_value(leaf);
                 if (v.empty()) continue;
                 if (c == "contact.phone" && !q.phone.empty() && normal_phone(v) == q.phone) matched.insert(c);
@@ -202,16 +202,16 @@ SarResult find_subject(store::Store& store, const SubjectQuery& q, const std::fi
                     matched.insert(c);
                 else if (is_person_reference(c) && !q.reference.empty() && normal_reference(v) == q.reference)
                     matched.insert(c);
-                else if (c == "vendor.id" && leaf.path == "vendor.customer_id" && !q.landbot_id.empty() &&
+                else if (c == "vendor.id" && leaf.path() == "vendor.customer_id" && !q.landbot_id.empty() &&
                          normal_reference(v) == q.landbot_id)
                     matched.insert("landbot customer id");
                 else if (is_postcode_category(c) && !q.postcode.empty() && normal_postcode(v) == q.postcode)
                     postcode_hit = true;
                 else if (c == "identity.name" && !q.name.empty()) {
                     if (name_key(v) == q.name) name_hit = true;
-                    auto leafname = leaf.path.substr(leaf.path.rfind('.') + 1);
-                    if (leafname == "first_name") split_names[parent_of(leaf.path)].first = v;
-                    if (leafname == "last_name") split_names[parent_of(leaf.path)].second = v;
+                    auto leafname = leaf.path().substr(leaf.path().rfind('.') + 1);
+                    if (leafname == "first_name") split_names[parent_of(leaf.path())].first = v;
+                    if (leafname == "last_name") split_names[parent_of(leaf.path())].second = v;
                 }
             }
             for (const auto& [parent, fl] : split_names)
@@ -239,8 +239,8 @@ SarResult find_subject(store::Store& store, const SubjectQuery& q, const std::fi
             f.matched_on.assign(matched.begin(), matched.end());
             for (const auto& leaf : r.data.leaves()) {
                 // Staff names and ids are another person's data.
-                if (starts_with(leaf.category, "staff.")) f.withheld.push_back(leaf.path);
-                else f.fields.emplace_back(leaf.path, leaf.category, leaf_value(leaf));
+                if (starts_with(leaf.category(), "staff.")) f.withheld.push_back(leaf.path());
+                else f.fields.emplace_back(leaf.path(), leaf.category(), leaf_value(leaf));
             }
             for (const auto& a : r.data.attachments()) f.attachments.emplace_back(a.name, a.media_type);
             result.records.push_back(std::move(f));

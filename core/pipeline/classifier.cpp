@@ -314,19 +314,19 @@ bool Classifier::matches(const Rule& rule, const Leaf& leaf) const {
 ClassifyResult Classifier::classify(const sb_record& record) const {
     const auto& leaves = record.data.leaves();
     const char* source = record.data.meta("source");
-    auto by_key = [](const Leaf& l, std::string_view k) { return std::string_view(l.key) < k; };
+    auto by_key = [](const Leaf& l, std::string_view k) { return std::string_view(l.key()) < k; };
     for (const Rule& rule : rules_) {
         if (!rule.sources.empty() &&
             (!source || std::find(rule.sources.begin(), rule.sources.end(), source) == rule.sources.end()))
             continue;
         auto it = std::lower_bound(leaves.begin(), leaves.end(), std::string_view(rule.key), by_key);
         if (!rule.pattern) {
-            if (it != leaves.end() && it->key == rule.key && matches(rule, *it)) return {rule.category, rule.index};
+            if (it != leaves.end() && it->key() == rule.key && matches(rule, *it)) return {rule.category, rule.index};
             continue;
         }
         // Every leaf under the literal prefix; the pattern picks among them.
-        for (; it != leaves.end() && std::string_view(it->key).starts_with(rule.key); ++it)
-            if (rule.pattern->matches(it->path) && matches(rule, *it)) return {rule.category, rule.index};
+        for (; it != leaves.end() && std::string_view(it->key()).starts_with(rule.key); ++it)
+            if (rule.pattern->matches(it->path()) && matches(rule, *it)) return {rule.category, rule.index};
     }
     return {std::string(kUnclassified), -1};
 }

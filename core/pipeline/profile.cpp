@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <optional>
 #include <regex>
@@ -105,7 +106,9 @@ const char* action_name(Action action) {
 
 Profile Profile::compile(const std::string& name, const toml::table& table, const std::string* hash_key,
                          config::Diagnostics& out) {
+    static std::atomic<std::uint64_t> last_id{0};
     Profile p;
+    p.id_ = ++last_id;
     p.name_ = name;
     const std::string path = config::join_path("profiles", name);
     if (auto* v = table.get("version"); v && v->is_integer() && v->as_integer()->get() >= 1)
@@ -201,6 +204,28 @@ const FieldRule* Profile::rule_for(std::string_view path) const {
     return nullptr;
 }
 
+const FieldRule* Profile::rule_for(const Leaf& leaf) const {
+    const sb::detail::PathAtom* atom = leaf.path_atom();
+    // Only interned atoms are immortal: another record's owned atom may
+    // come back at the same address.
+    if (!atom->interned) return rule_for(leaf.path());
+    struct Entry {
+        std::uint64_t profile = 0;
+        const sb::detail::PathAtom* atom = nullptr;
+        std::int64_t rule = -1; // index in rules_; -1 for none
+    };
+    constexpr std::size_t kSlots = 1024;
+    static thread_local Entry cache[kSlots];
+    const std::uint64_t h = ((reinterpret_cast<std::uintptr_t>(atom) >> 4) ^ id_) * 0x9E3779B97F4A7C15u;
+    Entry& e = cache[h >> 54]; // top 10 bits
+    static_assert(kSlots == std::size_t{1} << 10);
+    if (e.profile == id_ && e.atom == atom && e.rule < static_cast<std::int64_t>(rules_.size()))
+        return e.rule < 0 ? nullptr : &rules_[static_cast<std::size_t>(e.rule)];
+    const FieldRule* rule = rule_for(leaf.path());
+    e = {id_, atom, rule ? rule - rules_.data() : -1};
+    return rule;
+}
+
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
                            std::vector<FieldDecision>* decisions, std::string* summary) const {
     out.data = sb::detail::RecordData();
@@ -242,14 +267,14 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
 
     std::vector<pii::Finding> findings;
     for (const Leaf& leaf : in.data.leaves()) {
-        const FieldRule* rule = rule_for(leaf.path);
+        const FieldRule* rule = rule_for(leaf);
         // Art. 9 first: it is the reason that holds whatever the profile says.
-        if (!route_has_lawful_basis && is_special(leaf.category)) {
-            decide(leaf.path, leaf.category, Action::Dropped, rule, special_dropped);
+        if (!route_has_lawful_basis && is_special(leaf.category())) {
+            decide(leaf.path(), leaf.category(), Action::Dropped, rule, special_dropped);
             continue;
         }
         if (!rule) {
-            decide(leaf.path, leaf.category, Action::Dropped, rule, not_in_profile);
+            decide(leaf.path(), leaf.category(), Action::Dropped, rule, not_in_profile);
             continue;
         }
         // The output's leaves are a subset of the input's, in the same
@@ -257,7 +282,7 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
         // look for), then given its value.
         if (rule->transform == Transform::Keep) {
             out.data.append_copy(leaf);
-            decide(leaf.path, leaf.category, Action::Kept, rule, [&] { return "kept" + by(rule); });
+            decide(leaf.path(), leaf.category(), Action::Kept, rule, [&] { return "kept" + by(rule); });
             continue;
         }
         char buf[32];
@@ -269,12 +294,12 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
             // Null carries no value: it stays null, except where a
             // generalisation needs something to generalise.
             if (generalise) {
-                decide(leaf.path, leaf.category, Action::Dropped, rule,
+                decide(leaf.path(), leaf.category(), Action::Dropped, rule,
                        [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
                 continue;
             }
             out.data.append_path_of(leaf); // null
-            decide(leaf.path, leaf.category, action_of(rule->transform), rule,
+            decide(leaf.path(), leaf.category(), action_of(rule->transform), rule,
                    [&] { return std::string(action_name(action_of(rule->transform))) + " (null)" + by(rule); });
             continue;
         }
@@ -294,17 +319,17 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
         if (!result) {
             // Never the raw value instead.
             if (rule->transform == Transform::Hash)
-                decide(leaf.path, leaf.category, Action::Dropped, rule,
+                decide(leaf.path(), leaf.category(), Action::Dropped, rule,
                        [&] { return "dropped: profile " + name_ + " has no usable hash_key"; });
             else
-                decide(leaf.path, leaf.category, Action::Dropped, rule,
+                decide(leaf.path(), leaf.category(), Action::Dropped, rule,
                        [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
             continue;
         }
         sb::detail::Leaf& sent = out.data.append_path_of(leaf);
         sent.type = SB_VALUE_STRING;
         sent.str = std::move(*result);
-        decide(leaf.path, leaf.category, action_of(rule->transform), rule, [&] {
+        decide(leaf.path(), leaf.category(), action_of(rule->transform), rule, [&] {
             switch (rule->transform) {
             case Transform::Mask: return "masked" + by(rule);
             case Transform::Hash: return "hashed" + by(rule);

@@ -62,6 +62,9 @@ public:
     // The most specific rule whose pattern matches `path` (a canonical leaf
     // path or "attachments.NAME"), or null: default deny.
     const FieldRule* rule_for(std::string_view path) const;
+    // The same for a leaf: remembered per interned path in a small per-thread
+    // cache, as the same paths come back record after record.
+    const FieldRule* rule_for(const sb::detail::Leaf& leaf) const;
 
     // Whether a pattern can select special-category data by its path ("*",
     // "special.*", "special.x"), and which, for messages. (Any pattern may
@@ -93,6 +96,9 @@ private:
     };
     const std::vector<std::uint32_t>& candidates(std::string_view path) const;
 
+    // Tells this profile's rules from another's in the per-thread cache of
+    // rule_for(leaf): unique per compile() (copies share it, and their rules).
+    std::uint64_t id_ = 0;
     std::string name_;
     int version_ = 1;
     std::string description_;

@@ -54,7 +54,7 @@ void encode_rest(const sb::detail::RecordData& r, std::string& body) {
     std::string_view cats[64];
     std::size_t ncats = 0;
     for (const auto& l : leaves) {
-        std::string_view path = l.path;
+        std::string_view path = l.path();
         std::size_t shared = 0;
         std::size_t n = std::min(path.size(), prev.size());
         while (shared < n && path[shared] == prev[shared]) ++shared;
@@ -63,14 +63,14 @@ void encode_rest(const sb::detail::RecordData& r, std::string& body) {
         prev = path;
         std::size_t ref = 0;
         for (std::size_t k = 0; k < ncats; ++k)
-            if (cats[k] == l.category) {
+            if (cats[k] == l.category()) {
                 ref = k + 1;
                 break;
             }
         put_varint(body, ref);
         if (ref == 0) {
-            put_string(body, l.category);
-            if (ncats < std::size(cats)) cats[ncats++] = l.category; // else: written in full again
+            put_string(body, l.category());
+            if (ncats < std::size(cats)) cats[ncats++] = l.category(); // else: written in full again
         }
         body.push_back(static_cast<char>(l.type));
         switch (l.type) {
@@ -215,35 +215,39 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
     std::uint64_t n;
     if (!get_varint(body, p, n) || n > body.size()) return false;
     r.reserve_leaves(static_cast<std::size_t>(n));
-    std::string prev_path;
-    std::vector<std::string_view> cats;
+    // The path as written (shared bytes + rest), and the previous one's.
+    std::string path, prev_path;
+    std::vector<const sb::detail::CategoryAtom*> cats;
     for (std::uint64_t k = 0; k < n; ++k) {
-        sb::detail::Leaf l;
+        const sb::detail::PathAtom* path_atom = nullptr;
+        const sb::detail::CategoryAtom* category = nullptr;
         if (version == kVersion1) {
-            std::string_view path, cat;
-            if (!get_string(body, p, path) || !get_string(body, p, cat)) return false;
-            l.path = std::string(path);
-            l.category = std::string(cat);
+            std::string_view v1_path, cat;
+            if (!get_string(body, p, v1_path) || !get_string(body, p, cat)) return false;
+            path_atom = r.path_atom(v1_path);
+            category = r.category_atom(cat);
         } else {
             std::uint64_t shared, ref;
             std::string_view rest;
             if (!get_varint(body, p, shared) || shared > prev_path.size() ||
                 !get_string(body, p, rest) || !get_varint(body, p, ref))
                 return false;
-            l.path.reserve(shared + rest.size());
-            l.path.assign(prev_path, 0, shared);
-            l.path.append(rest);
-            prev_path = l.path;
+            path.assign(prev_path, 0, shared);
+            path.append(rest);
+            path_atom = r.path_atom(path);
+            path.swap(prev_path);
             if (ref == 0) {
                 std::string_view cat;
                 if (!get_string(body, p, cat)) return false;
-                if (cats.size() < kMaxCategories) cats.push_back(cat);
-                l.category = std::string(cat);
+                category = r.category_atom(cat);
+                if (cats.size() < kMaxCategories) cats.push_back(category);
             } else {
                 if (ref > cats.size()) return false;
-                l.category = std::string(cats[ref - 1]);
+                category = cats[ref - 1];
             }
         }
+        if (!path_atom) return false; // not a path: not what encode() writes
+        sb::detail::Leaf& l = r.push_sorted(path_atom, category);
         if (p >= body.size()) return false;
         auto type = static_cast<std::uint8_t>(body[p++]);
         if (type > SB_VALUE_BOOL) return false;
@@ -253,7 +257,7 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
         case SB_VALUE_STRING: {
             std::string_view v;
             if (!get_string(body, p, v)) return false;
-            l.str = std::string(v);
+            l.str.assign(v);
             break;
         }
         case SB_VALUE_INT:
@@ -268,7 +272,6 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
             break;
         default: break;
         }
-        r.push_sorted(std::move(l));
     }
     if (!get_varint(body, p, n) || n > body.size()) return false;
     for (std::uint64_t k = 0; k < n; ++k) {

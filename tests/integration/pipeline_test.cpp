@@ -187,10 +187,10 @@ profile = "waste"
                                                  error, o));
             for (const auto& leaf : payload.data.leaves()) {
                 bool ok = false;
-                for (const auto& p : allowed[profile_of[dest]]) ok = ok || p.matches(leaf.path);
-                INFO(dest << ": " << leaf.path);
+                for (const auto& p : allowed[profile_of[dest]]) ok = ok || p.matches(leaf.path());
+                INFO(dest << ": " << leaf.path());
                 CHECK(ok);
-                CHECK(leaf.category.rfind("special.", 0) != 0);
+                CHECK(leaf.category().rfind("special.", 0) != 0);
             }
         }
         CHECK(ids.size() == out.size()); // no id twice

@@ -93,7 +93,7 @@ std::vector<std::string> record_leaves(const sb_record& r, bool with_category = 
     std::vector<std::string> out;
     for (const auto& l : r.data.leaves()) {
         sb_value v{l.type, l.str.data(), l.str.size(), l.i, l.f};
-        out.push_back(show(l.path, v) + (with_category ? " [" + l.category + "]" : ""));
+        out.push_back(show(l.path(), v) + (with_category ? " [" + l.category() + "]" : ""));
     }
     return out;
 }

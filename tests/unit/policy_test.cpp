@@ -663,8 +663,8 @@ TEST_CASE("profiles: every transform, on strings, numbers and null") {
     REQUIRE(middle);
     CHECK(middle->type == SB_VALUE_NULL);
     // Categories travel with the leaves.
-    CHECK(a.out.data.find("contact.phone")->category == "contact.phone");
-    CHECK(a.out.data.find("identifiers.nino")->category == "identifier.nino");
+    CHECK(a.out.data.find("contact.phone")->category() == "contact.phone");
+    CHECK(a.out.data.find("identifiers.nino")->category() == "identifier.nino");
 
     CHECK(decision_for(a.decisions, "contact.phone")->reason == "masked by profile revenues (contact.phone)");
     CHECK(decision_for(a.decisions, "identifiers.nino")->reason ==
@@ -1345,8 +1345,8 @@ TEST_CASE("property: random records never leak undeclared fields, special data o
                                           (lawful ? ", lawful)" : ", no lawful basis)");
                 for (const auto& leaf : out.data.leaves()) {
                     ++leaves_checked;
-                    if (!brute_force_rule(profile, leaf.path)) fail("undeclared leaf sent: " + leaf.path + where);
-                    if (!lawful && special(leaf.category)) fail("special leaf sent: " + leaf.path + where);
+                    if (!brute_force_rule(profile, leaf.path())) fail("undeclared leaf sent: " + leaf.path() + where);
+                    if (!lawful && special(leaf.category())) fail("special leaf sent: " + leaf.path() + where);
                 }
                 for (const auto& a : out.data.attachments())
                     if (!lawful && special(a.category)) fail("special attachment sent: " + a.name + where);
@@ -1355,12 +1355,12 @@ TEST_CASE("property: random records never leak undeclared fields, special data o
 
                 // Canaries of leaves that must not go out, as they are, in any form of the payload.
                 for (const auto& leaf : r.r.data.leaves()) {
-                    const pipeline::FieldRule* rule = brute_force_rule(profile, leaf.path);
-                    if (rule != profile.rule_for(leaf.path) &&
-                        !(rule && profile.rule_for(leaf.path) &&
-                          rule->pattern.specificity() == profile.rule_for(leaf.path)->pattern.specificity()))
-                        fail("index disagrees with brute force for " + leaf.path + where);
-                    bool must_hide = !rule || (!lawful && special(leaf.category)) ||
+                    const pipeline::FieldRule* rule = brute_force_rule(profile, leaf.path());
+                    if (rule != profile.rule_for(leaf.path()) &&
+                        !(rule && profile.rule_for(leaf.path()) &&
+                          rule->pattern.specificity() == profile.rule_for(leaf.path())->pattern.specificity()))
+                        fail("index disagrees with brute force for " + leaf.path() + where);
+                    bool must_hide = !rule || (!lawful && special(leaf.category())) ||
                                      (rule->transform != pipeline::Transform::Keep &&
                                       rule->transform != pipeline::Transform::Redact &&
                                       rule->transform != pipeline::Transform::Mask);
@@ -1371,7 +1371,7 @@ TEST_CASE("property: random records never leak undeclared fields, special data o
                                                                      : std::string();
                     if (canary.empty()) continue;
                     ++canaries_checked;
-                    if (json.find(canary) != std::string::npos) fail("value of " + leaf.path + " leaked" + where);
+                    if (json.find(canary) != std::string::npos) fail("value of " + leaf.path() + " leaked" + where);
                 }
                 for (std::size_t k = 0; k < r.r.data.attachments().size(); ++k) {
                     const auto& a = r.r.data.attachments()[k];
@@ -1459,7 +1459,7 @@ profile = "keeps"
     time("classify (no rule matches: all 3 rules tried)", 200'000,
          [&] { sink = sink + policy.classifier().classify(r.r).category.size(); });
     time("rule_for x20 (pattern lookup only)", 200'000, [&] {
-        for (const auto& l : r.r.data.leaves()) sink = sink + (revenues.rule_for(l.path) != nullptr);
+        for (const auto& l : r.r.data.leaves()) sink = sink + (revenues.rule_for(l.path()) != nullptr);
     });
     time("apply, keep-only profile (no pii work)", 100'000, [&] { sink = sink + keeps.apply(r.r, out, false, kNow); });
     time("apply, revenues profile (mask/hash/redact/generalise)", 100'000,

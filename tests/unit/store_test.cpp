@@ -63,8 +63,8 @@ TEST_CASE("codec: a record survives encode and decode exactly") {
         REQUIRE(store::decode(buf, pos, back));
         CHECK(back.data.json() == sample(n).data.json());
         REQUIRE(back.data.leaves().size() == 5);
-        CHECK(back.data.find("citizen.name")->category == "identity.name");
-        CHECK(back.data.find("score")->category == "unknown");
+        CHECK(back.data.find("citizen.name")->category() == "identity.name");
+        CHECK(back.data.find("score")->category() == "unknown");
     }
     CHECK(pos == buf.size());
 }
@@ -88,7 +88,7 @@ TEST_CASE("codec: many categories, long shared paths and the two-step encoding a
     CHECK(pos == once.size());
     CHECK(back.data.json() == r.data.json());
     for (const auto& leaf : r.data.leaves())
-        CHECK(back.data.find(leaf.path)->category == leaf.category);
+        CHECK(back.data.find(leaf.path())->category() == leaf.category());
     // PreEncoded + append(id) writes exactly what encode() writes.
     std::string two;
     store::PreEncoded(r).append("R7-1", two);
@@ -118,7 +118,7 @@ TEST_CASE("codec: records written by the first format (version 1) are still read
     CHECK(pos == buf.size());
     REQUIRE(r.data.find("citizen.name"));
     CHECK(r.data.find("citizen.name")->str == "Canary-Name-1");
-    CHECK(r.data.find("citizen.name")->category == "identity.name");
+    CHECK(r.data.find("citizen.name")->category() == "identity.name");
     CHECK(std::string(r.data.meta("id")) == "R1-0");
 }
 

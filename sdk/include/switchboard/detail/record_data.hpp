@@ -14,8 +14,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -89,48 +94,6 @@ inline void append_sort_key(std::string& out, const std::vector<PathSegment>& se
             out.push_back('\0');
         }
     }
-}
-
-// parse_path() and append_sort_key() in one pass, without the segments:
-// false for what parse_path refuses; otherwise appends the sort key to `key`
-// and tells whether `path` is already canonical (no index with leading zeros).
-inline bool path_sort_key(std::string_view path, std::string& key, bool& canonical) {
-    canonical = true;
-    if (path.empty() || path.size() > kMaxPathLength) return false;
-    std::size_t i = 0, depth = 0;
-    bool expect_key = true;
-    while (i < path.size()) {
-        if (expect_key) {
-            std::size_t start = i;
-            while (i < path.size() && is_key_char(path[i])) ++i;
-            if (i == start) return false;
-            key.push_back('\x02');
-            key.append(path.data() + start, i - start);
-            key.push_back('\0');
-            expect_key = false;
-        } else if (path[i] == '.') {
-            ++i;
-            expect_key = true;
-            continue;
-        } else if (path[i] == '[') {
-            ++i;
-            std::size_t start = i;
-            while (i < path.size() && path[i] >= '0' && path[i] <= '9') ++i;
-            if (i == start || i >= path.size() || path[i] != ']' || i - start > 7) return false;
-            std::uint32_t index = 0;
-            for (std::size_t k = start; k < i; ++k) index = index * 10 + static_cast<std::uint32_t>(path[k] - '0');
-            if (index > kMaxArrayIndex) return false;
-            if (path[start] == '0' && i - start > 1) canonical = false;
-            ++i;
-            char b[5] = {'\x01', static_cast<char>(index >> 24), static_cast<char>(index >> 16),
-                         static_cast<char>(index >> 8), static_cast<char>(index)};
-            key.append(b, 5);
-        } else {
-            return false;
-        }
-        if (++depth > kMaxPathDepth) return false;
-    }
-    return !expect_key;
 }
 
 // Appends `s` to `out` as a JSON string literal. Invalid UTF-8 bytes become
@@ -219,15 +182,250 @@ inline void append_json_int(std::string& out, std::int64_t i) {
     out.append(buf, static_cast<std::size_t>(r.ptr - buf));
 }
 
-// One leaf of the field tree.
+// The canonical spelling of a parsed path: "a.b[2].c" (no leading zeros).
+inline std::string canonical_path(const std::vector<PathSegment>& segs) {
+    std::string s;
+    for (const auto& seg : segs) {
+        if (seg.is_index()) {
+            s.push_back('[');
+            append_json_int(s, seg.index);
+            s.push_back(']');
+        } else {
+            if (!s.empty()) s.push_back('.');
+            s.append(seg.key);
+        }
+    }
+    return s;
+}
+
+// Interned atoms ------------------------------------------------------------
+//
+// A leaf's path and category repeat across millions of records; only values
+// differ. So a leaf does not hold them as strings but points to immutable
+// atoms: a path atom carries the canonical path, its sort key and its parsed
+// segments (nothing re-parses it), a category atom its name.
+//
+// Atoms are interned in one process-wide table and never freed, so a leaf
+// copies a raw pointer and `sb_field.path`/`category` stay valid. The table is
+// bounded (InternLimits), whatever sources send: when it is full, an atom is
+// not interned but owned by the record that needed it (RecordData keeps it
+// with its leaves), and a record copying such a leaf makes its own copy.
+// Lookups go through a small per-thread cache (a fixed number of slots, each
+// holding an interned atom), so the table's lock is only taken on a miss, and
+// then shared unless the atom is new.
+
+struct PathAtom {
+    static constexpr std::size_t kCacheSlots = 4096; // per thread (32 KiB)
+
+    std::string path;                  // canonical dotted path
+    std::string key;                   // sort key (append_sort_key): byte order is path order
+    std::vector<PathSegment> segments; // views into `path`
+    bool interned = false;             // in the table (immortal); else owned by one record
+
+    PathAtom() = default;
+    PathAtom(const PathAtom&) = delete; // the segments point into `path`
+    PathAtom& operator=(const PathAtom&) = delete;
+
+    // The atom of `text`, a path in any valid spelling; null if it is not one.
+    static std::unique_ptr<PathAtom> make(std::string_view text) {
+        std::vector<PathSegment> segs;
+        if (!parse_path(text, segs)) return nullptr;
+        auto atom = std::make_unique<PathAtom>();
+        atom->path = canonical_path(segs);
+        parse_path(atom->path, atom->segments);
+        atom->segments.shrink_to_fit();
+        append_sort_key(atom->key, atom->segments);
+        return atom;
+    }
+    std::string_view text() const { return path; }
+    // Bytes it takes, for the table's bound.
+    std::size_t footprint() const {
+        return sizeof *this + path.capacity() + key.capacity() + segments.capacity() * sizeof(PathSegment);
+    }
+};
+
+struct CategoryAtom {
+    static constexpr std::size_t kCacheSlots = 256; // per thread
+
+    std::string name;
+    bool interned = false;
+
+    static std::unique_ptr<CategoryAtom> make(std::string_view text) {
+        auto atom = std::make_unique<CategoryAtom>();
+        atom->name = std::string(text);
+        return atom;
+    }
+    std::string_view text() const { return name; }
+    std::size_t footprint() const { return sizeof *this + name.capacity(); }
+};
+
+// The bounds of the intern table: atoms, and bytes they take (with the
+// table's own entries), per kind.
+struct InternLimits {
+    std::size_t paths = 65536;
+    std::size_t path_bytes = std::size_t{16} << 20;
+    std::size_t categories = 4096;
+    std::size_t category_bytes = std::size_t{1} << 20;
+};
+
+struct InternStats {
+    std::size_t paths = 0, path_bytes = 0, categories = 0, category_bytes = 0;
+};
+
+class InternTable {
+public:
+    // Never destroyed: atoms outlive every record, even at exit.
+    static InternTable& instance() {
+        static InternTable* table = new InternTable;
+        return *table;
+    }
+
+    // The interned atom spelled `text`, or null.
+    template <class Atom>
+    const Atom* find(std::string_view text) {
+        std::shared_lock<std::shared_mutex> lock(mu_);
+        auto& pool = pool_of(static_cast<const Atom*>(nullptr));
+        auto it = pool.atoms.find(text);
+        return it == pool.atoms.end() ? nullptr : it->second;
+    }
+
+    // Interns `atom` (taking it) and returns it, or the atom already interned
+    // under its text; null, leaving `atom` to the caller, when the table is
+    // full.
+    template <class Atom>
+    const Atom* add(std::unique_ptr<Atom>& atom) {
+        std::lock_guard<std::shared_mutex> lock(mu_);
+        auto& pool = pool_of(static_cast<const Atom*>(nullptr));
+        if (auto it = pool.atoms.find(atom->text()); it != pool.atoms.end()) return it->second;
+        const std::size_t size = atom->footprint() + kEntryBytes;
+        if (pool.atoms.size() >= pool.max_atoms || size > pool.max_bytes - std::min(pool.bytes, pool.max_bytes))
+            return nullptr;
+        atom->interned = true;
+        const Atom* a = atom.release();
+        pool.atoms.emplace(a->text(), a);
+        pool.bytes += size;
+        return a;
+    }
+
+    void set_limits(const InternLimits& l) {
+        std::lock_guard<std::shared_mutex> lock(mu_);
+        paths_.max_atoms = l.paths;
+        paths_.max_bytes = l.path_bytes;
+        categories_.max_atoms = l.categories;
+        categories_.max_bytes = l.category_bytes;
+    }
+
+    InternStats stats() {
+        std::shared_lock<std::shared_mutex> lock(mu_);
+        return {paths_.atoms.size(), paths_.bytes, categories_.atoms.size(), categories_.bytes};
+    }
+
+private:
+    static constexpr std::size_t kEntryBytes = 64; // a hash table node, roughly
+
+    template <class Atom>
+    struct Pool {
+        std::unordered_map<std::string_view, const Atom*> atoms; // keys view the atoms' text
+        std::size_t bytes = 0;
+        std::size_t max_atoms = 0, max_bytes = 0;
+    };
+
+    // "unknown", the category of leaves set without one, is always there.
+    InternTable() {
+        set_limits(InternLimits{});
+        CategoryAtom* unknown = CategoryAtom::make("unknown").release();
+        unknown->interned = true;
+        categories_.bytes = unknown->footprint() + kEntryBytes;
+        categories_.atoms.emplace(unknown->text(), unknown);
+    }
+    Pool<PathAtom>& pool_of(const PathAtom*) { return paths_; }
+    Pool<CategoryAtom>& pool_of(const CategoryAtom*) { return categories_; }
+
+    std::shared_mutex mu_;
+    Pool<PathAtom> paths_;
+    Pool<CategoryAtom> categories_;
+};
+
+// This thread's cache: pairs of slots, each pair the last two interned atoms
+// looked up whose text hashes to it, the most recent first.
+template <class Atom>
+const Atom** intern_cache_pair(std::string_view text) {
+    static_assert(Atom::kCacheSlots >= 2 && (Atom::kCacheSlots & (Atom::kCacheSlots - 1)) == 0);
+    static thread_local const Atom* slots[Atom::kCacheSlots];
+    return &slots[std::hash<std::string_view>{}(text) & (Atom::kCacheSlots - 2)];
+}
+
+template <class Atom>
+const Atom* remember(const Atom** pair, const Atom* atom) {
+    pair[1] = pair[0];
+    pair[0] = atom;
+    return atom;
+}
+
+// The interned atom spelled exactly `text`, or null. Interns nothing.
+template <class Atom>
+const Atom* find_interned(std::string_view text) {
+    const Atom** pair = intern_cache_pair<Atom>(text);
+    if (pair[0] && pair[0]->text() == text) return pair[0];
+    if (pair[1] && pair[1]->text() == text) return remember(pair, pair[1]);
+    const Atom* atom = InternTable::instance().find<Atom>(text);
+    return atom ? remember(pair, atom) : nullptr;
+}
+
+// The atom of `text` (a path: any valid spelling): the interned one, or, when
+// the table is full, a new one left in `owned` for the caller to keep. Null
+// when `text` is not valid.
+template <class Atom>
+const Atom* intern(std::string_view text, std::unique_ptr<Atom>& owned) {
+    if (const Atom* atom = find_interned<Atom>(text)) return atom;
+    std::unique_ptr<Atom> made = Atom::make(text);
+    if (!made) return nullptr;
+    if (const Atom* atom = InternTable::instance().add(made)) {
+        // Cached under its canonical spelling only.
+        return atom->text() == text ? remember(intern_cache_pair<Atom>(text), atom) : atom;
+    }
+    owned = std::move(made);
+    return owned.get();
+}
+
+// For tests: smaller bounds, to fill the table quickly; InternLimits{} restores
+// the defaults. Atoms already interned stay.
+inline void set_intern_limits_for_testing(const InternLimits& limits) {
+    InternTable::instance().set_limits(limits);
+}
+inline InternStats intern_stats() { return InternTable::instance().stats(); }
+
+// What a default-constructed leaf points to (never in the table).
+template <class Atom>
+const Atom* empty_atom() {
+    static const Atom* atom = [] {
+        auto* a = new Atom;
+        a->interned = true;
+        return a;
+    }();
+    return atom;
+}
+
+// One leaf of the field tree. Its path and category are atoms: interned, or
+// owned by the record holding the leaf (a leaf is only ever copied into
+// another record through RecordData, which copies such atoms).
 struct Leaf {
-    std::string key;  // sort key (see sort_key): byte order is path order
-    std::string path; // canonical dotted path
-    std::string category;
     sb_value_type type = SB_VALUE_NULL;
     std::string str;
     std::int64_t i = 0;
     double f = 0;
+
+    const std::string& path() const { return path_->path; } // canonical dotted path
+    const std::string& key() const { return path_->key; }   // sort key: byte order is path order
+    const std::vector<PathSegment>& segments() const { return path_->segments; }
+    const std::string& category() const { return category_->name; }
+    const PathAtom* path_atom() const { return path_; }
+    const CategoryAtom* category_atom() const { return category_; }
+
+private:
+    friend class RecordData;
+    const PathAtom* path_ = empty_atom<PathAtom>();
+    const CategoryAtom* category_ = empty_atom<CategoryAtom>();
 };
 
 struct AttachmentData {
@@ -284,6 +482,29 @@ inline bool is_rfc3339(std::string_view s) {
 
 class RecordData {
 public:
+    RecordData() = default;
+    RecordData(RecordData&&) noexcept = default;
+    RecordData& operator=(RecordData&&) noexcept = default;
+    // A copy owns copies of the atoms the original owns.
+    RecordData(const RecordData& other) { *this = other; }
+    RecordData& operator=(const RecordData& other) {
+        if (this == &other) return *this;
+        std::copy(std::begin(other.meta_), std::end(other.meta_), std::begin(meta_));
+        has_meta_ = other.has_meta_;
+        leaves_ = other.leaves_;
+        order_ = other.order_;
+        attachments_ = other.attachments_;
+        json_ = other.json_;
+        json_valid_ = other.json_valid_;
+        owned_paths_.clear();
+        owned_categories_.clear();
+        for (Leaf& leaf : leaves_) {
+            leaf.path_ = adopt(leaf.path_);
+            leaf.category_ = adopt(leaf.category_);
+        }
+        return *this;
+    }
+
     // Envelope ------------------------------------------------------------
     sb_status set_meta(std::string_view key, std::string_view value) {
         int idx = meta_index(key);
@@ -310,9 +531,9 @@ public:
     // vector: the leaf is appended and its place kept in order_, and the
     // vector is put in path order once, when it is next read.
     sb_status set(std::string_view path, const sb_value& value, const char* category) {
-        key_.clear();
-        bool is_canonical = true;
-        if (!path_sort_key(path, key_, is_canonical)) return SB_ERR_INVALID;
+        std::unique_ptr<PathAtom> owned; // set when the table is full
+        const PathAtom* atom = intern(path, owned);
+        if (!atom) return SB_ERR_INVALID;
         // A C plugin may pass any int as the type: check it as an int.
         auto type = raw_enum(value.type);
         if (type < SB_VALUE_NULL || type > SB_VALUE_BOOL) return SB_ERR_INVALID;
@@ -320,38 +541,34 @@ public:
             return SB_ERR_INVALID;
         Leaf* target = nullptr;
         if (leaves_.capacity() == 0) leaves_.reserve(32); // records have a few dozen leaves
-        if (order_.empty() && (leaves_.empty() || leaves_.back().key < key_)) {
+        if (order_.empty() && (leaves_.empty() || before(leaves_.back().path_, atom))) {
             // In order (or the first): only the previous leaf can conflict.
-            if (!leaves_.empty() && conflicts(leaves_.back().key, key_)) return SB_ERR_INVALID;
+            if (!leaves_.empty() && conflicts(leaves_.back().key(), atom->key)) return SB_ERR_INVALID;
             target = &leaves_.emplace_back();
         } else {
             if (order_.empty()) { // leave the sorted state: index the leaves
                 order_.resize(leaves_.size());
                 for (std::uint32_t k = 0; k < order_.size(); ++k) order_[k] = k;
             }
-            auto pos = std::lower_bound(order_.begin(), order_.end(), key_,
-                                        [&](std::uint32_t k, const std::string& key) {
-                                            return leaves_[k].key < key;
+            auto pos = std::lower_bound(order_.begin(), order_.end(), atom,
+                                        [&](std::uint32_t k, const PathAtom* a) {
+                                            return before(leaves_[k].path_, a);
                                         });
-            if (pos != order_.end() && leaves_[*pos].key == key_) {
-                target = &leaves_[*pos];
+            if (pos != order_.end() && !before(atom, leaves_[*pos].path_)) {
+                target = &leaves_[*pos]; // the same path: it keeps its atom
+                atom = target->path_;
             } else {
-                if ((pos != order_.end() && conflicts(leaves_[*pos].key, key_)) ||
-                    (pos != order_.begin() && conflicts(leaves_[*(pos - 1)].key, key_)))
+                if ((pos != order_.end() && conflicts(leaves_[*pos].key(), atom->key)) ||
+                    (pos != order_.begin() && conflicts(leaves_[*(pos - 1)].key(), atom->key)))
                     return SB_ERR_INVALID;
                 order_.insert(pos, static_cast<std::uint32_t>(leaves_.size()));
                 target = &leaves_.emplace_back();
             }
         }
         Leaf& leaf = *target;
-        leaf.key.assign(key_);
-        if (is_canonical) {
-            leaf.path.assign(path);
-        } else {
-            parse_path(path, scratch_);
-            leaf.path = canonical(scratch_);
-        }
-        leaf.category.assign((category && *category) ? category : "unknown");
+        if (owned && atom == owned.get()) owned_paths_.push_back(std::move(owned));
+        leaf.path_ = atom;
+        leaf.category_ = category_atom((category && *category) ? category : "unknown");
         leaf.type = value.type;
         leaf.str.clear();
         leaf.i = 0;
@@ -377,13 +594,13 @@ public:
         return leaf;
     }
 
-    // The same with a null value, for the caller to set.
+    // The same with a null value, for the caller to set. The atoms are
+    // shared when interned, copied when `src`'s record owns them.
     Leaf& append_path_of(const Leaf& src) {
         sort_leaves();
         Leaf& leaf = leaves_.emplace_back();
-        leaf.key = src.key;
-        leaf.path = src.path;
-        leaf.category = src.category;
+        leaf.path_ = adopt(src.path_);
+        leaf.category_ = adopt(src.category_);
         dirty();
         return leaf;
     }
@@ -402,7 +619,7 @@ public:
         std::size_t before = leaves_.size();
         auto first = lower_bound(prefix);
         auto last = first;
-        while (last != leaves_.end() && last->key.compare(0, prefix.size(), prefix) == 0) ++last;
+        while (last != leaves_.end() && last->key().compare(0, prefix.size(), prefix) == 0) ++last;
         leaves_.erase(first, last);
         if (leaves_.size() != before) dirty();
         return before - leaves_.size();
@@ -410,13 +627,19 @@ public:
 
     const Leaf* find(std::string_view path) const {
         sort_leaves();
-        std::vector<PathSegment> segs;
-        if (!parse_path(path, segs)) return nullptr;
-        std::string key;
-        append_sort_key(key, segs);
+        std::string built; // the sort key, when `path` is not interned as spelled
+        std::string_view key;
+        if (const PathAtom* atom = find_interned<PathAtom>(path)) {
+            key = atom->key;
+        } else {
+            std::vector<PathSegment> segs;
+            if (!parse_path(path, segs)) return nullptr;
+            append_sort_key(built, segs);
+            key = built;
+        }
         auto pos = std::lower_bound(leaves_.begin(), leaves_.end(), key,
-                                    [](const Leaf& l, const std::string& k) { return l.key < k; });
-        if (pos != leaves_.end() && pos->key == key) return &*pos;
+                                    [](const Leaf& l, std::string_view k) { return std::string_view(l.key()) < k; });
+        if (pos != leaves_.end() && pos->key() == key) return &*pos;
         return nullptr;
     }
 
@@ -470,15 +693,37 @@ public:
         return leaves_;
     }
 
+    // The atom of a path (any valid spelling) or a category, for
+    // push_sorted(): interned, or owned by this record when the table is
+    // full. Null for a path that is not valid.
+    const PathAtom* path_atom(std::string_view path) {
+        std::unique_ptr<PathAtom> owned;
+        const PathAtom* atom = intern(path, owned);
+        if (owned) owned_paths_.push_back(std::move(owned));
+        return atom;
+    }
+    const CategoryAtom* category_atom(std::string_view name) {
+        // Leaves of a record mostly share a few categories: when the table
+        // is full, the record's last owned one is likely the one asked for.
+        if (!owned_categories_.empty() && owned_categories_.back()->name == name)
+            return owned_categories_.back().get();
+        std::unique_ptr<CategoryAtom> owned;
+        const CategoryAtom* atom = intern(name, owned);
+        if (owned) owned_categories_.push_back(std::move(owned));
+        return atom;
+    }
+
     // Appends a leaf known to come after every existing one in path order and
-    // to be valid (storage reading back what it wrote). Computes its sort key.
-    void push_sorted(Leaf leaf) {
+    // to be valid (storage reading back what it wrote), with a null value for
+    // the caller to set. The atoms come from path_atom() and category_atom()
+    // of this record.
+    Leaf& push_sorted(const PathAtom* path, const CategoryAtom* category) {
         sort_leaves();
-        parse_path(leaf.path, scratch_);
-        leaf.key.clear();
-        append_sort_key(leaf.key, scratch_);
-        leaves_.push_back(std::move(leaf));
+        Leaf& leaf = leaves_.emplace_back();
+        leaf.path_ = path;
+        leaf.category_ = category;
         dirty();
+        return leaf;
     }
 
     void push_attachment(AttachmentData a) {
@@ -546,15 +791,15 @@ public:
             bool first;
             std::int64_t next_index; // arrays: the index the next element has
         };
-        std::vector<PathSegment> prev, cur;
+        const std::vector<PathSegment>* prev = nullptr;
         std::vector<Open> stack{{false, true, 0}}; // [0] is the root object
         out.push_back('{');
         for (const Leaf& leaf : leaves()) {
-            parse_path(leaf.path, cur);
+            const std::vector<PathSegment>& cur = leaf.segments();
             // Containers shared with the previous leaf stay open.
             std::size_t common = 0;
-            while (!prev.empty() && common + 1 < prev.size() && common + 1 < cur.size() &&
-                   same_segment(prev[common], cur[common]))
+            while (prev && common + 1 < prev->size() && common + 1 < cur.size() &&
+                   same_segment((*prev)[common], cur[common]))
                 ++common;
             while (stack.size() > common + 1) {
                 out.push_back(stack.back().array ? ']' : '}');
@@ -583,7 +828,7 @@ public:
                 }
             }
             write_value(out, leaf);
-            prev.swap(cur);
+            prev = &cur;
         }
         while (!stack.empty()) {
             out.push_back(stack.back().array ? ']' : '}');
@@ -606,25 +851,28 @@ private:
         return a.is_index() == b.is_index() && (a.is_index() ? a.index == b.index : a.key == b.key);
     }
 
-    static std::string canonical(const std::vector<PathSegment>& segs) {
-        std::string s;
-        for (const auto& seg : segs) {
-            if (seg.is_index()) {
-                s.push_back('[');
-                append_json_int(s, seg.index);
-                s.push_back(']');
-            } else {
-                if (!s.empty()) s.push_back('.');
-                s.append(seg.key);
-            }
-        }
-        return s;
+    // Whether path atom `a` comes before `b` in path order (equal atoms are
+    // the same path: pointers are compared first).
+    static bool before(const PathAtom* a, const PathAtom* b) { return a != b && a->key < b->key; }
+
+    // An atom of another record's leaf, for a leaf of this one: the same
+    // when interned, else this record's copy.
+    const PathAtom* adopt(const PathAtom* atom) {
+        if (atom->interned) return atom;
+        owned_paths_.push_back(PathAtom::make(atom->path));
+        return owned_paths_.back().get();
+    }
+    const CategoryAtom* adopt(const CategoryAtom* atom) {
+        if (atom->interned) return atom;
+        if (owned_categories_.empty() || owned_categories_.back()->name != atom->name)
+            owned_categories_.push_back(CategoryAtom::make(atom->name));
+        return owned_categories_.back().get();
     }
 
     std::vector<Leaf>::iterator lower_bound(const std::string& key) {
         sort_leaves();
         return std::lower_bound(leaves_.begin(), leaves_.end(), key,
-                                [](const Leaf& l, const std::string& k) { return l.key < k; });
+                                [](const Leaf& l, const std::string& k) { return l.key() < k; });
     }
 
     // Whether the path of sort key `key` may sit beside the neighbour
@@ -684,8 +932,9 @@ private:
     mutable std::vector<Leaf> leaves_;
     mutable std::vector<std::uint32_t> order_;
     std::vector<AttachmentData> attachments_;
-    std::vector<PathSegment> scratch_;
-    std::string key_;
+    // The atoms this record's leaves use that the table had no room for.
+    std::vector<std::unique_ptr<PathAtom>> owned_paths_;
+    std::vector<std::unique_ptr<CategoryAtom>> owned_categories_;
     mutable std::string json_;
     mutable bool json_valid_ = false;
 };
@@ -734,8 +983,8 @@ inline size_t record_field_count(const sb_record* r) { return r ? r->data.leaves
 inline void fill_field(const Leaf& l, sb_field* out) {
     sb_field f{};
     f.struct_size = sizeof f;
-    f.path = l.path.c_str();
-    f.category = l.category.c_str();
+    f.path = l.path().c_str(); // atoms live as long as the record, at least
+    f.category = l.category().c_str();
     f.value = sb_value{l.type, l.type == SB_VALUE_STRING ? l.str.data() : nullptr,
                        l.type == SB_VALUE_STRING ? l.str.size() : 0, l.i, l.f};
     copy_out(f, out); // the caller's struct may be older and smaller

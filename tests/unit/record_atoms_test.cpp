@@ -1,0 +1,286 @@
+// Interned path and category atoms of records (detail/record_data.hpp): one
+// atom per path, the bound of the intern table (paths it has no room for are
+// owned by the record, and stay correct through copies, profiles and the
+// store codec), and interning from several threads at once.
+#include <catch2/catch.hpp>
+
+#include "pipeline/profile.hpp"
+#include "store/codec.hpp"
+
+#include <switchboard/detail/record_data.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pipeline = switchboard::pipeline;
+namespace store = switchboard::store;
+
+namespace {
+
+using sb::detail::InternLimits;
+using sb::detail::Leaf;
+using sb::detail::RecordData;
+
+sb_status set_str(RecordData& r, const std::string& path, std::string_view v, const char* cat = nullptr) {
+    sb_value x{SB_VALUE_STRING, v.data(), v.size(), 0, 0};
+    return r.set(path, x, cat);
+}
+
+sb_status set_int(RecordData& r, const std::string& path, std::int64_t v, const char* cat = nullptr) {
+    sb_value x{SB_VALUE_INT, nullptr, 0, v, 0};
+    return r.set(path, x, cat);
+}
+
+std::string fields_json(const RecordData& r) {
+    std::string out;
+    r.write_fields_json(out);
+    return out;
+}
+
+// The table limited to what it holds now plus `paths` paths and `categories`
+// categories, for the scope; the defaults after.
+struct LimitedTable {
+    LimitedTable(std::size_t paths, std::size_t categories) {
+        auto now = sb::detail::intern_stats();
+        InternLimits l;
+        l.paths = now.paths + paths;
+        l.categories = now.categories + categories;
+        sb::detail::set_intern_limits_for_testing(l);
+    }
+    ~LimitedTable() { sb::detail::set_intern_limits_for_testing(InternLimits{}); }
+};
+
+pipeline::Profile profile(const char* name, const char* toml_text) {
+    toml::table t = toml::parse(toml_text);
+    switchboard::config::Diagnostics diags;
+    auto p = pipeline::Profile::compile(name, t, nullptr, diags);
+    REQUIRE_FALSE(diags.has_errors());
+    return p;
+}
+
+// A profile sending every leaf as it is.
+pipeline::Profile keep_all() { return profile("all", R"(fields = { "*" = "keep" })"); }
+
+} // namespace
+
+TEST_CASE("atoms: one interned atom per path and per category") {
+    RecordData a, b;
+    REQUIRE(set_str(a, "atoms.citizen.address.postcode", "CF10 1AA", "contact.postcode") == SB_OK);
+    REQUIRE(set_str(b, "atoms.citizen.address.postcode", "SA1 1AA", "contact.postcode") == SB_OK);
+    REQUIRE(set_int(b, "atoms.turns[02].n", 7) == SB_OK); // not canonical
+    REQUIRE(set_int(a, "atoms.turns[2].n", 8) == SB_OK);
+
+    const Leaf* pa = a.find("atoms.citizen.address.postcode");
+    const Leaf* pb = b.find("atoms.citizen.address.postcode");
+    REQUIRE(pa);
+    REQUIRE(pb);
+    CHECK(pa->path_atom() == pb->path_atom());
+    CHECK(pa->path_atom()->interned);
+    CHECK(pa->category_atom() == pb->category_atom());
+    CHECK(pa->category() == "contact.postcode");
+
+    // Any spelling of a path finds the canonical atom.
+    const Leaf* na = a.find("atoms.turns[2].n");
+    const Leaf* nb = b.find("atoms.turns[002].n");
+    REQUIRE(na);
+    REQUIRE(nb);
+    CHECK(na->path_atom() == nb->path_atom());
+    CHECK(nb->path() == "atoms.turns[2].n");
+    REQUIRE(nb->segments().size() == 4);
+    CHECK(nb->segments()[1].key == "turns");
+    CHECK(nb->segments()[2].index == 2);
+    // No category: "unknown", one atom.
+    CHECK(na->category() == "unknown");
+    CHECK(na->category_atom() == nb->category_atom());
+
+    // Looking a path up interns nothing.
+    auto before = sb::detail::intern_stats();
+    CHECK(a.find("atoms.never.set") == nullptr);
+    CHECK(sb::detail::intern_stats().paths == before.paths);
+    // Invalid paths are refused and not interned.
+    CHECK(set_str(a, "atoms..bad", "x") == SB_ERR_INVALID);
+    CHECK(set_str(a, "atoms.bad[", "x") == SB_ERR_INVALID);
+    CHECK(sb::detail::intern_stats().paths == before.paths);
+}
+
+TEST_CASE("atoms: when the table is full, the record owns new paths and categories") {
+    // Two paths and one category of room.
+    std::unique_ptr<sb_record> src = std::make_unique<sb_record>();
+    RecordData& r = src->data;
+    {
+        LimitedTable limit(2, 1);
+        REQUIRE(set_str(r, "bound.a", "one", "bound.cat.1") == SB_OK);
+        REQUIRE(set_str(r, "bound.b[0]", "two", "bound.cat.2") == SB_OK);
+        REQUIRE(set_str(r, "bound.b[1].x", "three", "bound.cat.2") == SB_OK);
+        REQUIRE(set_int(r, "bound.c.d", 4, "bound.cat.3") == SB_OK);
+        REQUIRE(set_str(r, "bound.b[3].y", "five", "unknown") == SB_OK); // out of order
+        REQUIRE(set_str(r, "bound.b[1].x", "three again", "bound.cat.2") == SB_OK); // overwrite
+        // Conflicts are still found against owned atoms.
+        CHECK(set_str(r, "bound.b[1]", "x") == SB_ERR_INVALID);
+        CHECK(set_str(r, "bound.c", "x") == SB_ERR_INVALID);
+        CHECK(set_str(r, "bound.b.k", "x") == SB_ERR_INVALID);
+        // The table is full: a byte bound too.
+        auto now = sb::detail::intern_stats();
+        InternLimits bytes;
+        bytes.path_bytes = now.path_bytes;
+        sb::detail::set_intern_limits_for_testing(bytes);
+        REQUIRE(set_str(r, "bound.e", "six") == SB_OK);
+        CHECK(sb::detail::intern_stats().paths == now.paths);
+    }
+    CHECK(r.find("bound.a")->path_atom()->interned);
+    CHECK(r.find("bound.b[0]")->path_atom()->interned);
+    CHECK_FALSE(r.find("bound.b[1].x")->path_atom()->interned);
+    CHECK_FALSE(r.find("bound.c.d")->path_atom()->interned);
+    CHECK_FALSE(r.find("bound.e")->path_atom()->interned);
+    CHECK(r.find("bound.a")->category_atom()->interned);
+    CHECK_FALSE(r.find("bound.b[0]")->category_atom()->interned);
+    CHECK(r.find("bound.b[3].y")->category_atom()->interned); // "unknown" is always there
+
+    const std::string fields =
+        R"({"bound":{"a":"one","b":["two",{"x":"three again"},null,{"y":"five"}],"c":{"d":4},"e":"six"}})";
+    CHECK(fields_json(r) == fields);
+    const Leaf* x = r.find("bound.b[1].x");
+    REQUIRE(x);
+    CHECK(x->str == "three again");
+    CHECK(x->category() == "bound.cat.2");
+    CHECK(r.find("bound.b[01].x") == x);
+    sb_field f{};
+    f.struct_size = sizeof f;
+    REQUIRE(sb::detail::record_get(src.get(), "bound.c.d", &f) == SB_OK);
+    CHECK(std::string(f.path) == "bound.c.d");
+    CHECK(std::string(f.category) == "bound.cat.3");
+
+    // Copies made while the source lives must survive it.
+    RecordData copied; // a profile-like copy, leaf by leaf
+    for (const Leaf& l : r.leaves()) copied.append_copy(l);
+    sb_record assigned = *src; // copy construction
+    sb_record profiled;
+    keep_all().apply(*src, profiled, true, 0);
+    std::string encoded;
+    store::encode(*src, encoded);
+    const std::string json = r.json();
+
+    src.reset();
+    CHECK(fields_json(copied) == fields);
+    CHECK(copied.find("bound.c.d")->category() == "bound.cat.3");
+    CHECK_FALSE(copied.find("bound.c.d")->path_atom()->interned);
+    CHECK(assigned.data.json() == json);
+    CHECK(assigned.data.find("bound.b[1].x")->category() == "bound.cat.2");
+    CHECK(fields_json(profiled.data) == fields);
+    CHECK(profiled.data.find("bound.e")->str == "six");
+
+    // Copy assignment over a record that owns atoms of its own.
+    sb_record again;
+    {
+        LimitedTable limit(0, 0);
+        REQUIRE(set_str(again.data, "bound.z.own", "z", "bound.cat.z") == SB_OK);
+        CHECK_FALSE(again.data.find("bound.z.own")->path_atom()->interned);
+        again = assigned;
+    }
+    CHECK(again.data.json() == json);
+    CHECK(again.data.find("bound.z.own") == nullptr);
+
+    // The store codec reads owned paths back into owned atoms of the record.
+    sb_record back;
+    {
+        LimitedTable limit(0, 0);
+        std::size_t pos = 0;
+        REQUIRE(store::decode(encoded, pos, back));
+        CHECK(pos == encoded.size());
+    }
+    CHECK(back.data.json() == json);
+    CHECK(back.data.find("bound.b[1].x")->category() == "bound.cat.2");
+    CHECK_FALSE(back.data.find("bound.c.d")->path_atom()->interned);
+    CHECK(back.data.find("bound.a")->path_atom()->interned);
+}
+
+TEST_CASE("atoms: records built on several threads at once") {
+    constexpr int kThreads = 4, kRecords = 300, kShared = 40;
+    // Shared paths, in and out of order, and paths of one thread only; false
+    // if a set() failed (no Catch2 assertions off the main thread).
+    auto build = [](RecordData& r, const std::string& prefix, int t, int n) {
+        bool ok = true;
+        for (int k = kShared - 1; k >= 0; --k)
+            ok &= set_int(r, prefix + ".shared[" + std::to_string(k) + "].v", k, "mt.cat") == SB_OK;
+        for (int k = 0; k < 5; ++k)
+            ok &= set_str(r, prefix + ".own_" + std::to_string(t) + ".f" + std::to_string((n + k) % 50), "v",
+                          ("mt.cat." + std::to_string(k)).c_str()) == SB_OK;
+        return ok;
+    };
+    // `limited`: the table fills up while the threads run.
+    auto run = [&](const std::string& prefix, bool limited) {
+        std::vector<std::vector<std::string>> got(kThreads);
+        std::vector<const sb::detail::PathAtom*> first(kThreads);
+        std::atomic<int> failed{0};
+        std::atomic<bool> go{false};
+        std::unique_ptr<LimitedTable> limit;
+        if (limited) limit = std::make_unique<LimitedTable>(60, 2);
+        std::vector<std::thread> threads;
+        for (int t = 0; t < kThreads; ++t)
+            threads.emplace_back([&, t] {
+                while (!go) std::this_thread::yield();
+                for (int n = 0; n < kRecords; ++n) {
+                    RecordData r;
+                    if (!build(r, prefix, t, n)) ++failed;
+                    RecordData copy;
+                    for (const Leaf& l : r.leaves()) copy.append_copy(l);
+                    got[t].push_back(copy.json());
+                    if (const Leaf* l = r.find(prefix + ".shared[7].v"); l && n == 0) first[t] = l->path_atom();
+                }
+            });
+        go = true;
+        for (auto& th : threads) th.join();
+        limit.reset();
+        CHECK(failed == 0);
+        // The same records built on this thread, one by one.
+        int differ = 0;
+        for (int t = 0; t < kThreads; ++t)
+            for (int n = 0; n < kRecords; ++n) {
+                RecordData r;
+                REQUIRE(build(r, prefix, t, n));
+                const std::string& g = got[t][static_cast<std::size_t>(n)];
+                if (g != r.json() && differ++ == 0) FAIL_CHECK("thread " << t << " record " << n << ": " << g);
+            }
+        CHECK(differ == 0);
+        if (!limited)
+            for (int t = 1; t < kThreads; ++t) CHECK(first[t] == first[0]);
+    };
+    SECTION("room for every path") { run("mt1", false); }
+    SECTION("the table filling up meanwhile") { run("mt2", true); }
+}
+
+TEST_CASE("atoms: profiles remember their rule per path, each its own") {
+    // Profiles decide per leaf through a per-thread cache keyed by profile
+    // and path atom: several profiles over the same paths must not mix.
+    const auto a = profile("a", R"(fields = { "rc.x" = "keep", "rc.y" = "redact" })");
+    const auto b = profile("b", R"(fields = { "rc.y" = "keep", "rc.*" = "mask:1" })");
+    const pipeline::Profile a_copy = a; // shares its id: the same rules
+    sb_record in;
+    REQUIRE(set_str(in.data, "rc.x", "xx") == SB_OK);
+    REQUIRE(set_str(in.data, "rc.y", "yy") == SB_OK);
+    REQUIRE(set_str(in.data, "rc.z", "zz") == SB_OK);
+    for (int round = 0; round < 3; ++round) {
+        for (const pipeline::Profile* p : {&a, &b, &a_copy}) {
+            sb_record out;
+            std::string summary;
+            p->apply(in, out, false, 0, nullptr, &summary);
+            if (p == &b)
+                CHECK(summary == "rc.x:mask:1,rc.y:keep,rc.z:mask:1");
+            else
+                CHECK(summary == "rc.x:keep,rc.y:redact");
+            CHECK(p->rule_for(*in.data.find("rc.z")) == p->rule_for("rc.z"));
+        }
+    }
+    // A leaf whose path the record owns is decided by its text.
+    sb_record owned;
+    {
+        LimitedTable limit(0, 0);
+        REQUIRE(set_str(owned.data, "rc.owned", "o") == SB_OK);
+    }
+    REQUIRE_FALSE(owned.data.find("rc.owned")->path_atom()->interned);
+    CHECK(b.rule_for(*owned.data.find("rc.owned")) == b.rule_for("rc.owned"));
+    CHECK(a.rule_for(*owned.data.find("rc.owned")) == nullptr);
+}
