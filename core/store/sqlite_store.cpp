@@ -5,7 +5,11 @@
 // after deletions (no reader can pin old pages). WAL mode with
 // synchronous=FULL makes each commit durable (fsync) before write() returns;
 // secure_delete=ON overwrites deleted content with zeros, so expired values do
-// not linger in free pages.
+// not linger in free pages. A new journal has 16 KiB pages (SQLite's default
+// is 4 KiB): a group commit writes chunk bodies of hundreds of KiB, and each
+// page costs a WAL frame, a checkpoint copy and the kernel's per-page work;
+// 16 KiB pages took about a fifth off the daemon's CPU per record in the
+// benchmarks (docs/performance.md). A journal made earlier keeps its size.
 
 #include "store/codec.hpp"
 #include "store/store.hpp"
@@ -210,6 +214,7 @@ public:
             throw StoreError("cannot open " + file + ": " + msg);
         }
         sqlite3_busy_timeout(db_, 5000);
+        exec("PRAGMA page_size=16384"); // only takes effect on a new (empty) database
         exec("PRAGMA journal_mode=WAL");
         exec("PRAGMA synchronous=FULL");
         exec("PRAGMA secure_delete=ON");

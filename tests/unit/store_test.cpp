@@ -137,6 +137,21 @@ TEST_CASE("codec: truncated or corrupt input is refused, never read past the end
     CHECK_FALSE(store::decode(bad, pos, r));
 }
 
+TEST_CASE("store: a new journal has 16 KiB pages, and reopening it keeps them") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    // The page size is bytes 16-17 of the file header, big-endian.
+    auto page_size = [&] {
+        std::string header = sbtest::read_file(file).substr(0, 100);
+        REQUIRE(header.rfind("SQLite format 3", 0) == 0);
+        return (static_cast<unsigned char>(header[16]) << 8) | static_cast<unsigned char>(header[17]);
+    };
+    { store::open_sqlite(file.string())->write([](store::Txn& t) { t.set_meta("k", "v"); }); }
+    CHECK(page_size() == 16384);
+    { CHECK(store::open_sqlite(file.string())->meta("k") == "v"); }
+    CHECK(page_size() == 16384);
+}
+
 TEST_CASE("store: chunks, outbox progress, state, claims and meta commit and read back") {
     TempDir dir;
     auto s = store::open_sqlite((dir.path / "journal.db").string());
