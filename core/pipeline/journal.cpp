@@ -591,6 +591,7 @@ void Journal::prepare(Ingest& in) {
 void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
                      std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count) {
     std::uint64_t duplicates = 0, cards_total = 0, accepted = 0;
+    std::map<std::int64_t, OpenChunk> chunks; // by expiry bucket
     for (std::size_t done = 0;;) {
         std::size_t upto = 0;
         bool all = false, failed = false;
@@ -602,10 +603,22 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
             failed = in.prepare_failed;
         }
         if (failed) throw store::StoreError("records from " + in.instance + " could not be prepared");
-        if (upto > done) store_slice(txn, in, done, upto, out, seqs, count, duplicates, cards_total, accepted);
+        if (upto > done)
+            store_slice(txn, in, done, upto, chunks, out, seqs, count, duplicates, cards_total, accepted);
         done = upto;
         if (all) break;
     }
+    // Rows in seq order across the chunks: the store keeps each
+    // destination's last seq from the row put last.
+    std::vector<const store::OutboxRow*> rows;
+    for (auto& [bucket, chunk] : chunks) {
+        (void)bucket;
+        txn.put_chunk(chunk.info, chunk.body);
+        for (const store::OutboxRow& row : chunk.rows) rows.push_back(&row);
+    }
+    std::sort(rows.begin(), rows.end(),
+              [](const store::OutboxRow* a, const store::OutboxRow* b) { return a->first_seq < b->first_seq; });
+    for (const store::OutboxRow* row : rows) txn.put_outbox(*row);
     if (in.state_key) {
         std::optional<std::string> v;
         if (in.state_value) v = in.state_value;
@@ -631,6 +644,7 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
 }
 
 void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
+                          std::map<std::int64_t, OpenChunk>& chunks,
                           std::map<std::string, std::vector<OutboxEntry>>& out,
                           std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count,
                           std::uint64_t& duplicates, std::uint64_t& cards_total, std::uint64_t& accepted) {
@@ -640,7 +654,6 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
     std::map<std::int64_t, std::vector<Prepared*>> buckets;
     for (std::size_t k = from; k < to; ++k) {
         Prepared& p = in.prepared[k];
-
         sb_record& rec = *records[p.i];
         if (const std::string* ext = rec.data.meta_at(kMetaExternal)) {
             if (!txn.claim(claim_key(in.instance, *ext), p.expires)) {
@@ -656,19 +669,21 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
 
     std::string detail, id;
     for (auto& [bucket, members] : buckets) {
-        (void)bucket;
-        store::ChunkInfo info;
-        info.id = txn.next_chunk_id();
-        info.created_at = now;
-        info.count = static_cast<std::uint32_t>(members.size());
-        std::string body;
-        std::size_t size = 0;
+        // The bucket's chunk of this batch: opened by its first slice,
+        // written once the batch is all stored (ingest()).
+        OpenChunk& chunk = chunks[bucket];
+        store::ChunkInfo& info = chunk.info;
+        if (info.id == 0) {
+            info.id = txn.next_chunk_id();
+            info.created_at = now;
+        }
+        std::size_t size = chunk.body.size();
         for (const Prepared* p : members) size += p->body.size();
-        body.reserve(size);
-        std::map<std::string, store::OutboxRow> rows;
-        for (std::uint32_t idx = 0; idx < members.size(); ++idx) {
-            Prepared& p = *members[idx];
+        chunk.body.reserve(size);
+        for (Prepared* pp : members) {
+            Prepared& p = *pp;
             sb_record& rec = *records[p.i];
+            const std::uint32_t idx = info.count++;
             info.expires_at = std::max(info.expires_at, p.expires);
             id = record_id(info.id, idx);
             rec.data.set_meta_at(kMetaId, id);
@@ -683,12 +698,18 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 detail += c.detail_tail;
                 audit_.append(now, audit::kind::disclose, id, detail);
 
-                store::OutboxRow& row = rows[route->destination];
-                if (row.count == 0) {
+                // A row holds consecutive seqs of one destination: a new one
+                // when another bucket's chunk took the seqs in between.
+                auto open = chunk.open_row.find(route->destination);
+                if (open == chunk.open_row.end() ||
+                    chunk.rows[open->second].first_seq + chunk.rows[open->second].count != seq) {
+                    store::OutboxRow& row = chunk.rows.emplace_back();
                     row.destination = route->destination;
                     row.first_seq = seq;
                     row.chunk = info.id;
+                    open = chunk.open_row.insert_or_assign(route->destination, chunk.rows.size() - 1).first;
                 }
+                store::OutboxRow& row = chunk.rows[open->second];
                 OutboxEntry e;
                 e.seq = seq;
                 e.record_id = id;
@@ -710,11 +731,9 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 c.encoded.append(id, row.payloads);
                 out[route->destination].push_back(std::move(e));
             }
-            p.body.append(id, body);
+            p.body.append(id, chunk.body);
             ++count;
         }
-        txn.put_chunk(info, body);
-        for (auto& [dest, row] : rows) txn.put_outbox(row);
     }
 }
 

@@ -222,7 +222,16 @@ private:
     // slice, then stores it (its chunks, outbox rows and audit entries).
     void ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
                 std::map<std::string, std::uint64_t>& seqs, std::uint64_t& records);
+    // A chunk of one expiry bucket, filled slice by slice, stored at the
+    // end of the ingest (so that a batch makes chunks as large as before).
+    struct OpenChunk {
+        store::ChunkInfo info;
+        std::string body;
+        std::vector<store::OutboxRow> rows;
+        std::map<std::string, std::size_t> open_row; // destination: its newest row
+    };
     void store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
+                     std::map<std::int64_t, OpenChunk>& chunks,
                      std::map<std::string, std::vector<OutboxEntry>>& out,
                      std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count,
                      std::uint64_t& duplicates, std::uint64_t& cards, std::uint64_t& accepted);

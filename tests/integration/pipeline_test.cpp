@@ -441,12 +441,16 @@ profile = "p"
 )");
     // 2,000 records: four slices of the emitting thread's preparation. Two
     // repeat an external id of an earlier slice: duplicates across slices.
+    // All but the first 100 were collected five minutes earlier, so they
+    // expire in another bucket: two chunks, one filled across the four
+    // slices, the other (which expires later) in the first slice only.
     constexpr int kRecords = 2000;
     std::vector<std::unique_ptr<sb_record>> batch;
     for (int i = 0; i < kRecords; ++i) {
         batch.push_back(make({{"a", "v" + std::to_string(i), "content.free_text"}}));
         int ext = i == 1500 ? 100 : i == 1999 ? 700 : i;
         batch.back()->data.set_meta("external_id", "msg-" + std::to_string(ext));
+        if (i >= 100) batch.back()->data.set_meta("occurred_at", "2025-01-06T08:55:00Z");
     }
     auto results = node.emit("hook", std::move(batch));
     for (int i = 0; i < kRecords; ++i) {
@@ -463,6 +467,20 @@ profile = "p"
     }
     CHECK(ids.size() == kRecords - 2);
     CHECK(values.size() == kRecords - 2);
+    std::map<std::int64_t, std::set<std::uint32_t>> chunks; // chunk: record indexes
+    for (const auto& id : ids) {
+        std::int64_t chunk = 0;
+        std::uint32_t index = 0;
+        REQUIRE(pipeline::parse_record_id(id, chunk, index));
+        chunks[chunk].insert(index);
+    }
+    REQUIRE(chunks.size() == 2);
+    // The destination's last seq as the store keeps it is the highest,
+    // though the two chunks' rows interleave.
+    CHECK(node.store->last_seq("d") == kRecords - 2);
+    CHECK(node.store->meta("last_seq.d") == std::to_string(kRecords - 2));
+    CHECK(chunks.rbegin()->second.size() == 100); // the later bucket's, made by the first slice only
+    for (const auto& [chunk, indexes] : chunks) CHECK(*indexes.rbegin() == indexes.size() - 1); // 0, 1, 2, ...
     CHECK(values.count("v1500") == 0);
     CHECK(node.metrics.value("hook", "records_in") == kRecords - 2);
     CHECK(node.metrics.value("hook", "duplicates") == 2);
