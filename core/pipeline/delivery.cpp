@@ -100,7 +100,8 @@ bool DeliveryWorker::fill() {
         dropped_ = false;
         from = tail_;
     }
-    auto rows = journal_.store().outbox_after(destination(), from, 8);
+    // Up to a queue's worth: rows hold from one entry to a whole group's.
+    auto rows = journal_.store().outbox_after(destination(), from, 1024, kMaxQueued);
     std::vector<OutboxEntry> loaded;
     for (const auto& row : rows) {
         std::size_t pos = 0;

@@ -332,7 +332,7 @@ public:
     }
 
     std::vector<OutboxRow> outbox_after(const std::string& destination, std::uint64_t after_seq,
-                                        std::size_t limit) override {
+                                        std::size_t limit, std::size_t max_entries) override {
         std::lock_guard lock(mutex_);
         // Rows hold disjoint, increasing seq ranges: only the last row that
         // starts at or before after_seq can reach past it. Bounding first_seq
@@ -345,7 +345,11 @@ public:
         Reset r{s};
         s.bind(1, destination).bind(2, static_cast<std::int64_t>(after_seq)).bind(3, static_cast<std::int64_t>(limit));
         std::vector<OutboxRow> out;
-        while (s.step()) out.push_back(row(s));
+        std::size_t entries = 0;
+        while (entries < max_entries && s.step()) {
+            out.push_back(row(s));
+            entries += out.back().count;
+        }
         return out;
     }
 

@@ -224,9 +224,10 @@ public:
     virtual std::vector<ChunkInfo> chunks_expiring_before(std::int64_t until, std::size_t limit) = 0;
     virtual std::uint64_t acked(const std::string& destination) = 0;
     virtual std::uint64_t last_seq(const std::string& destination) = 0;
-    // Rows of `destination` that hold entries after `after_seq`, in order.
-    virtual std::vector<OutboxRow> outbox_after(const std::string& destination,
-                                                std::uint64_t after_seq, std::size_t limit) = 0;
+    // Rows of `destination` that hold entries after `after_seq`, in order:
+    // at most `limit` rows, and no more once they hold `max_entries` entries.
+    virtual std::vector<OutboxRow> outbox_after(const std::string& destination, std::uint64_t after_seq,
+                                                std::size_t limit, std::size_t max_entries = SIZE_MAX) = 0;
     virtual std::vector<OutboxRow> outbox_for_chunk(std::int64_t chunk) = 0;
     virtual std::vector<DeadLetter> dead_letters(const std::string& destination) = 0;
     virtual std::optional<DeadLetter> dead_letter(std::int64_t id) = 0;

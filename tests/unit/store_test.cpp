@@ -152,6 +152,30 @@ TEST_CASE("store: a new journal has 16 KiB pages, and reopening it keeps them") 
     CHECK(page_size() == 16384);
 }
 
+TEST_CASE("store: outbox rows are read up to a number of rows or of entries, whichever comes first") {
+    TempDir dir;
+    auto s = store::open_sqlite((dir.path / "journal.db").string());
+    s->write([&](store::Txn& t) {
+        for (std::uint64_t first : {1, 6, 11, 16}) { // four rows of five entries
+            store::OutboxRow row;
+            row.destination = "revs";
+            row.first_seq = first;
+            row.count = 5;
+            row.chunk = 1;
+            row.expires_at = 5000;
+            row.indexes = std::string(20, '\0');
+            row.payloads = "x";
+            t.put_outbox(row);
+        }
+    });
+    CHECK(s->outbox_after("revs", 0, 3).size() == 3);
+    CHECK(s->outbox_after("revs", 0, 10).size() == 4);
+    CHECK(s->outbox_after("revs", 0, 10, 5).size() == 1);
+    CHECK(s->outbox_after("revs", 0, 10, 6).size() == 2); // a row is never cut
+    CHECK(s->outbox_after("revs", 7, 10, 6).front().first_seq == 6);
+    CHECK(s->outbox_after("revs", 7, 10, 6).size() == 2);
+}
+
 TEST_CASE("store: chunks, outbox progress, state, claims and meta commit and read back") {
     TempDir dir;
     auto s = store::open_sqlite((dir.path / "journal.db").string());
