@@ -70,8 +70,13 @@ inline std::optional<Object> parse_object(const std::string& text, std::string& 
 inline std::string one_line(std::string_view text) {
     std::string out;
     out.reserve(text.size());
-    for (char c : text)
-        if (c != '\n' && c != '\r') out.push_back(c);
+    // A run at a time: the daemon's JSON has no raw line breaks at all.
+    for (std::size_t at = 0; at < text.size();) {
+        std::size_t end = text.find_first_of("\r\n", at);
+        if (end == std::string_view::npos) end = text.size();
+        out.append(text, at, end - at);
+        at = end + 1;
+    }
     return out;
 }
 
