@@ -751,6 +751,31 @@ struct AuditLog::State {
         if (int e = fsync_dir(dir)) fail(dir, "cannot sync", e);
     }
 
+    // Reads the complete lines of a file of `size` bytes from the last one
+    // back, a 64 KiB tail first and a larger one only when a line may begin
+    // before it, and calls visit(entry or nullptr when the line is not a
+    // well-formed entry, file offset just after the line) until it returns
+    // true. `buf` holds the tail last read (up to the end of the file).
+    template <class Visit>
+    static void scan_back(const std::filesystem::path& path, int fd, std::size_t size, std::string& buf,
+                          Visit visit) {
+        for (std::size_t window = 64 * 1024;; window *= 4) {
+            const std::size_t start = size > window ? size - window : 0;
+            read_at(path, fd, start, size - start, buf);
+            std::size_t nl = buf.rfind('\n');
+            while (nl != std::string::npos) {
+                const std::size_t prev = nl == 0 ? std::string::npos : buf.rfind('\n', nl - 1);
+                if (prev == std::string::npos && start > 0) break; // may begin before the window
+                const std::size_t begin = prev == std::string::npos ? 0 : prev + 1;
+                LineView v;
+                const bool entry = parse_line(std::string_view(buf).substr(begin, nl - begin), v);
+                if (visit(entry ? &v : nullptr, start + nl + 1)) return;
+                nl = prev;
+            }
+            if (start == 0) return;
+        }
+    }
+
     // Cuts a damaged tail off `name` and returns the head of what remains, if
     // any entry does.
     std::optional<Head> recover(const std::string& name) {
@@ -763,33 +788,16 @@ struct AuditLog::State {
         if (size == 0) return std::nullopt;
 
         // Look backwards for the last complete line that is a well-formed
-        // entry; read a larger tail only if needed.
+        // entry.
         std::string buf;
         std::optional<Head> head;
         std::size_t good_end = 0; // file offset just after that line
-        for (std::size_t window = 64 * 1024;; window *= 4) {
-            const std::size_t start = size > window ? size - window : 0;
-            read_at(path, f.fd, start, size - start, buf);
-            bool need_more = false;
-            std::size_t nl = buf.rfind('\n');
-            while (nl != std::string::npos) {
-                const std::size_t prev = nl == 0 ? std::string::npos : buf.rfind('\n', nl - 1);
-                if (prev == std::string::npos && start > 0) {
-                    need_more = true; // the line may begin before this window
-                    break;
-                }
-                const std::size_t begin = prev == std::string::npos ? 0 : prev + 1;
-                LineView v;
-                if (parse_line(std::string_view(buf).substr(begin, nl - begin), v)) {
-                    head = Head{v.seq, std::string(v.hash)};
-                    good_end = start + nl + 1;
-                    break;
-                }
-                nl = prev;
-            }
-            if (nl == std::string::npos && start > 0) need_more = true;
-            if (head || !need_more) break;
-        }
+        scan_back(path, f.fd, size, buf, [&](const LineView* v, std::size_t end) {
+            if (!v) return false;
+            head = Head{v->seq, std::string(v->hash)};
+            good_end = end;
+            return true;
+        });
         if (good_end == size) return head;
         const std::size_t cut = size - good_end;
         set_aside(name, f.fd, good_end, std::string_view(buf.data() + (buf.size() - cut), cut), ".torn");
@@ -806,26 +814,17 @@ struct AuditLog::State {
                                                                     std::size_t size, std::uint64_t seq) {
         const auto path = dir / name;
         std::string buf;
-        for (std::size_t window = 64 * 1024;; window *= 4) {
-            const std::size_t start = size > window ? size - window : 0;
-            read_at(path, fd, start, size - start, buf);
-            std::size_t nl = buf.rfind('\n');
-            while (nl != std::string::npos) {
-                const std::size_t prev = nl == 0 ? std::string::npos : buf.rfind('\n', nl - 1);
-                if (prev == std::string::npos && start > 0) break; // may begin before the window
-                const std::size_t begin = prev == std::string::npos ? 0 : prev + 1;
-                LineView v;
-                if (parse_line(std::string_view(buf).substr(begin, nl - begin), v)) {
-                    if (v.seq == seq) return std::pair{start + nl + 1, std::string(v.hash)};
-                    if (v.seq < seq)
-                        throw std::runtime_error("audit: " + path.string() + ": entry " + std::to_string(seq) +
-                                                 " is missing (the file goes from " + std::to_string(v.seq) +
-                                                 " to a later entry)");
-                }
-                nl = prev;
-            }
-            if (start == 0) return std::nullopt;
-        }
+        std::optional<std::pair<std::size_t, std::string>> found;
+        scan_back(path, fd, size, buf, [&](const LineView* v, std::size_t end) {
+            if (!v || v->seq > seq) return false;
+            if (v->seq < seq)
+                throw std::runtime_error("audit: " + path.string() + ": entry " + std::to_string(seq) +
+                                         " is missing (the file goes from " + std::to_string(v->seq) +
+                                         " to a later entry)");
+            found.emplace(end, std::string(v->hash));
+            return true;
+        });
+        return found;
     }
 
     int write_segment(std::int64_t seg_day, const char* p, std::size_t n) {
