@@ -61,6 +61,26 @@ std::unique_ptr<sb_record> make(const std::vector<std::tuple<std::string, std::s
     return r;
 }
 
+// One source ("hook") and one destination ("d") that gets field "a" of
+// every record.
+const char* const kHookToD = R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+[destinations.d.config]
+output = "d.jsonl"
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+)";
+
 std::vector<std::string> lines(const std::filesystem::path& file) {
     std::vector<std::string> out;
     std::ifstream in(file);
@@ -326,23 +346,7 @@ retention = "7d"
 }
 
 TEST_CASE("pipeline: a repeated external id is acknowledged as a duplicate and delivered once") {
-    Node node(R"(
-[sources.hook]
-plugin = "memory-source"
-[sources.hook.config]
-count = 0
-[destinations.d]
-plugin = "memory-sink"
-[destinations.d.config]
-output = "d.jsonl"
-[[route]]
-category = "unclassified"
-destination = "d"
-purpose = "review"
-profile = "p"
-[profiles.p.fields]
-"a" = "keep"
-)");
+    Node node(kHookToD);
     for (int round = 0; round < 3; ++round) {
         std::vector<std::unique_ptr<sb_record>> batch;
         batch.push_back(make({{"a", "x", "content.free_text"}}));
@@ -360,23 +364,7 @@ profile = "p"
 }
 
 TEST_CASE("pipeline: audit entries written ahead of a commit that never happened are set aside at start") {
-    Node node(R"(
-[sources.hook]
-plugin = "memory-source"
-[sources.hook.config]
-count = 0
-[destinations.d]
-plugin = "memory-sink"
-[destinations.d.config]
-output = "d.jsonl"
-[[route]]
-category = "unclassified"
-destination = "d"
-purpose = "review"
-profile = "p"
-[profiles.p.fields]
-"a" = "keep"
-)");
+    Node node(kHookToD);
     auto committed_head = [&] { return pipeline::committed_audit_head(*node.store).value(); };
     std::vector<std::unique_ptr<sb_record>> batch;
     for (int i = 0; i < 3; ++i) batch.push_back(make({{"a", "x" + std::to_string(i), "content.free_text"}}));
@@ -422,23 +410,7 @@ profile = "p"
 }
 
 TEST_CASE("pipeline: a batch larger than a slice is stored while it is prepared, and commits as one") {
-    Node node(R"(
-[sources.hook]
-plugin = "memory-source"
-[sources.hook.config]
-count = 0
-[destinations.d]
-plugin = "memory-sink"
-[destinations.d.config]
-output = "d.jsonl"
-[[route]]
-category = "unclassified"
-destination = "d"
-purpose = "review"
-profile = "p"
-[profiles.p.fields]
-"a" = "keep"
-)");
+    Node node(kHookToD);
     // 2,000 records: four slices of the emitting thread's preparation. Two
     // repeat an external id of an earlier slice: duplicates across slices.
     // All but the first 100 were collected five minutes earlier, so they
