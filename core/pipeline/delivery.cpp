@@ -103,6 +103,8 @@ bool DeliveryWorker::fill() {
     // Up to a queue's worth: rows hold from one entry to a whole group's.
     auto rows = journal_.store().outbox_after(destination(), from, 1024, kMaxQueued);
     std::vector<OutboxEntry> loaded;
+    Journal::ChunkCache chunk;
+    EntryRef ref;
     for (const auto& row : rows) {
         std::size_t pos = 0;
         for (std::uint32_t k = 0; k < row.count; ++k) {
@@ -113,12 +115,15 @@ bool DeliveryWorker::fill() {
             e.record_id = record_id(row.chunk, e.index);
             e.expires_at = row.expires_at;
             e.record = std::make_shared<sb_record>();
-            if (row.payloads.empty() || !decode_entry(row.payloads, pos, e)) {
+            EntryForm form = row.payloads.empty() ? EntryForm::Bad : decode_entry(row.payloads, pos, e, ref);
+            if (form == EntryForm::Bad) {
                 log::error("delivery", destination() + ": outbox row at seq " +
                                            std::to_string(row.first_seq) + " is unreadable; skipped");
                 break;
             }
-            if (e.seq > from && loaded.size() < kMaxQueued) loaded.push_back(std::move(e));
+            if (e.seq <= from || loaded.size() >= kMaxQueued) continue;
+            if (form == EntryForm::Reference && e.profile != kErasedProfile) journal_.rebuild(e, ref, chunk);
+            loaded.push_back(std::move(e));
         }
     }
     std::lock_guard lock(mutex_);
@@ -260,6 +265,15 @@ bool DeliveryWorker::deliver_some() {
         }
         if (e.profile == kErasedProfile || journal_.erased(e.record_id)) {
             f.erased = true; // erased on request before it could be delivered
+            f.entry = std::move(e);
+            inflight_.push_back(std::move(f));
+            continue;
+        }
+        if (!e.record) {
+            // Its copy could not be made from the store (Journal::rebuild):
+            // dead-lettered with the reason, never sent otherwise.
+            f.status = SB_ERR_PERMANENT;
+            f.error = e.unbuilt ? e.unbuilt->why : "no copy to deliver";
             f.entry = std::move(e);
             inflight_.push_back(std::move(f));
             continue;
@@ -463,15 +477,32 @@ void DeliveryWorker::retry_dead_letters() {
         OutboxEntry e;
         std::size_t pos = 0;
         e.record = std::make_shared<sb_record>();
-        if (!decode_entry(d.payload, pos, e)) continue;
+        EntryRef ref;
+        EntryForm form = decode_entry(d.payload, pos, e, ref);
+        if (form == EntryForm::Bad) continue;
         e.seq = d.seq;
         e.record_id = d.record_id;
         e.chunk = d.chunk;
+        e.index = 0;
         e.expires_at = d.expires_at;
+        if (form == EntryForm::Reference) {
+            // Dead-lettered because its copy could not be made: try again
+            // (the key may be configured again).
+            std::int64_t chunk_id = 0;
+            if (!parse_record_id(e.record_id, chunk_id, e.index)) continue;
+            Journal::ChunkCache chunk;
+            journal_.rebuild(e, ref, chunk);
+        }
         std::string error, receipt;
         std::uint32_t attempt = d.attempts + 1;
         if (journal_.erased(e.record_id)) continue; // the erasure deletes the dead letter
-        sb_status st = e.expires_at <= clock_() ? SB_ERR_PERMANENT : deliver_one(e, attempt, error, receipt);
+        sb_status st = SB_ERR_PERMANENT;
+        if (e.expires_at <= clock_())
+            error = "expired before delivery";
+        else if (!e.record || e.profile == kErasedProfile)
+            error = e.unbuilt ? e.unbuilt->why : "its record was erased";
+        else
+            st = deliver_one(e, attempt, error, receipt);
         if (st == SB_OK) st = instance_.flush(error);
         std::int64_t now = clock_();
         std::string dest = destination();

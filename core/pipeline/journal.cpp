@@ -16,6 +16,15 @@ namespace switchboard::pipeline {
 
 namespace {
 
+// Where the journal keeps profile definitions by fingerprint (its state
+// table, under a name no plugin instance can have).
+const std::string kProfilesState = "@profiles";
+
+// The chunks rebuild() keeps read, in bytes of their bodies: enough that
+// destinations draining a backlog together each find most chunks already
+// read by another (they move through it at different speeds).
+constexpr std::size_t kChunkCacheBytes = 32u << 20;
+
 constexpr const char* kComponent = "journal";
 constexpr std::int64_t kBucketMs = 60'000; // records expiring within a minute share a chunk
 // Records an emitting thread prepares before the writer may store them
@@ -141,7 +150,9 @@ bool parse_record_id(std::string_view id, std::int64_t& chunk, std::uint32_t& in
 Journal::Journal(store::Store& store, audit::AuditLog& audit, const Policy& policy,
                  RetentionRules retention, Clock clock, plugin::Metrics* metrics, Options options)
     : store_(store), audit_(audit), policy_(policy), retention_(std::move(retention)),
-      clock_(std::move(clock)), metrics_(metrics), options_(options) {}
+      clock_(std::move(clock)), metrics_(metrics), options_(options) {
+    for (const auto& [name, profile] : policy_.profiles()) by_fingerprint_.emplace(profile.fingerprint(), &profile);
+}
 
 Journal::~Journal() { stop(); }
 
@@ -157,9 +168,15 @@ void Journal::start() {
     // after the head the store committed belong to one that never did.
     if (auto head = committed_audit_head(store_))
         audit_.cut_after(*head);
+    // Each profile's definition, kept by fingerprint (once), so that outbox
+    // entries routed with it can be made again after the config changes.
+    std::vector<const Profile*> unkept;
+    for (const auto& [fingerprint, profile] : by_fingerprint_)
+        if (!store_.state(kProfilesState, fingerprint)) unkept.push_back(profile);
     store_.write([&](store::Txn& t) {
         t.delete_audit_upto(static_cast<std::uint64_t>(INT64_MAX));
         set_audit_head(t, audit_.head());
+        for (const Profile* p : unkept) t.set_state(kProfilesState, p->fingerprint(), p->definition());
     });
     for (const auto& d : policy_.destinations()) next_seq_[d] = store_.last_seq(d);
     {
@@ -204,6 +221,13 @@ std::uint64_t Journal::committed_records() const { return committed_records_.loa
 
 void Journal::mark_erased(const std::vector<std::string>& record_ids) {
     if (record_ids.empty()) return;
+    {
+        // Their chunks are about to be rewritten: read them again.
+        std::lock_guard lock(chunks_mutex_);
+        chunks_.clear();
+        chunk_order_.clear();
+        chunk_bytes_ = 0;
+    }
     std::lock_guard lock(erased_mutex_);
     erased_.insert(record_ids.begin(), record_ids.end());
     any_erased_ = true;
@@ -213,6 +237,117 @@ bool Journal::erased(const std::string& record_id) const {
     if (!any_erased_.load(std::memory_order_relaxed)) return false;
     std::lock_guard lock(erased_mutex_);
     return erased_.count(record_id) > 0;
+}
+
+const Profile* Journal::profile_by_fingerprint(const std::string& fingerprint, std::string& why) {
+    std::lock_guard lock(profiles_mutex_);
+    if (auto it = by_fingerprint_.find(fingerprint); it != by_fingerprint_.end()) return it->second;
+    if (auto it = unknown_fingerprints_.find(fingerprint); it != unknown_fingerprints_.end()) {
+        why = it->second;
+        return nullptr;
+    }
+    auto fail = [&](std::string text) -> const Profile* {
+        why = text;
+        unknown_fingerprints_.emplace(fingerprint, std::move(text));
+        return nullptr;
+    };
+    std::optional<std::string> kept;
+    try {
+        kept = store_.state(kProfilesState, fingerprint);
+    } catch (const std::exception& e) {
+        why = std::string("cannot read the profile's definition: ") + e.what(); // not remembered: may pass
+        return nullptr;
+    }
+    if (!kept) return fail("its profile (fingerprint " + fingerprint + ") is not known to this journal");
+    toml::table doc;
+    try {
+        doc = toml::parse(*kept);
+    } catch (const toml::parse_error&) {
+        return fail("the kept definition of its profile (fingerprint " + fingerprint + ") is unreadable");
+    }
+    const std::string name = doc["name"].value_or(std::string());
+    const std::string key_fingerprint = doc["key_fingerprint"].value_or(std::string());
+    const toml::table* table = doc["profile"].as_table();
+    if (name.empty() || !table)
+        return fail("the kept definition of its profile (fingerprint " + fingerprint + ") is incomplete");
+    // The hash key is never kept: a configured profile with the same key lends it.
+    const std::string* key = nullptr;
+    if (!key_fingerprint.empty()) {
+        for (const auto& [n, p] : policy_.profiles())
+            if (p.key_fingerprint() == key_fingerprint) key = p.hash_key();
+        if (!key)
+            return fail("profile " + name + " has changed since it was routed, and the hash key it had is "
+                        "no longer configured for any profile");
+    }
+    config::Diagnostics diagnostics;
+    auto profile = std::make_unique<Profile>(Profile::compile(name, *table, key, diagnostics));
+    if (diagnostics.has_errors() || profile->fingerprint() != fingerprint)
+        return fail("the kept definition of profile " + name + " does not compile to the profile it was");
+    const Profile* p = profile.get();
+    kept_profiles_.push_back(std::move(profile));
+    by_fingerprint_.emplace(fingerprint, p);
+    log::Logger::get().write(log::Level::Info, kComponent, name,
+                             "outbox entries routed before the profile changed are made with its earlier "
+                             "definition (fingerprint " + fingerprint + ")");
+    return p;
+}
+
+std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
+    {
+        std::lock_guard lock(chunks_mutex_);
+        if (auto it = chunks_.find(id); it != chunks_.end()) return it->second;
+    }
+    auto body = store_.chunk_body(id);
+    if (!body) return nullptr;
+    auto chunk = std::make_shared<Chunk>();
+    chunk->body = std::move(*body);
+    for (std::size_t pos = 0; pos < chunk->body.size();) {
+        chunk->offsets.push_back(pos);
+        if (!store::skip(chunk->body, pos)) {
+            chunk->offsets.pop_back();
+            break;
+        }
+    }
+    std::lock_guard lock(chunks_mutex_);
+    chunks_.emplace(id, chunk);
+    chunk_order_.push_back(id);
+    chunk_bytes_ += chunk->body.size();
+    while (chunk_order_.size() > 1 && chunk_bytes_ > kChunkCacheBytes) {
+        auto oldest = chunks_.find(chunk_order_.front());
+        chunk_bytes_ -= oldest->second->body.size();
+        chunks_.erase(oldest);
+        chunk_order_.pop_front();
+    }
+    return chunk;
+}
+
+void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache) {
+    e.record.reset();
+    auto unbuilt = [&](std::string why) {
+        e.unbuilt = std::make_shared<const OutboxEntry::Unbuilt>(OutboxEntry::Unbuilt{ref, std::move(why)});
+    };
+    if (cache.id != e.chunk) {
+        cache.id = e.chunk;
+        cache.chunk = read_chunk(e.chunk);
+    }
+    if (!cache.chunk) return unbuilt("its record is no longer in the journal");
+    const Chunk& chunk = *cache.chunk;
+    sb_record record;
+    std::size_t pos = e.index < chunk.offsets.size() ? chunk.offsets[e.index] : chunk.body.size();
+    const std::string* id = nullptr;
+    if (!store::decode(chunk.body, pos, record) || !(id = record.data.meta_at(kMetaId)) || *id != e.record_id)
+        return unbuilt("its record (chunk " + std::to_string(e.chunk) + ", index " + std::to_string(e.index) +
+                       ") is unreadable");
+    if (is_tombstone(record)) {
+        e.profile = kErasedProfile; // erased on request: not delivered
+        e.record = std::make_shared<sb_record>(std::move(record));
+        return;
+    }
+    std::string why;
+    const Profile* profile = profile_by_fingerprint(ref.fingerprint, why);
+    if (!profile) return unbuilt(why);
+    e.record = std::make_shared<sb_record>();
+    profile->apply(record, *e.record, ref.lawful_basis, ref.routed_at);
 }
 
 bool is_tombstone(const sb_record& record) {
@@ -581,7 +716,6 @@ void Journal::prepare(Ingest& in) {
             if (route->has_lawful_basis()) audit::append_attr(tail, "lawful_basis", route->lawful_basis);
             audit::append_attr(tail, "sent", summary.empty() ? std::string_view("-") : std::string_view(summary));
             tail.erase(0, 1);
-            c.encoded = store::PreEncoded(*c.record);
         }
         p.body = store::PreEncoded(*rec);
         if (in.prepared.size() % kSlice == 0) publish(in, false);
@@ -668,6 +802,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
     }
 
     std::string detail, id;
+    EntryRef ref;
     for (auto& [bucket, members] : buckets) {
         // The bucket's chunk of this batch: opened by its first slice,
         // written once the batch is all stored (ingest()).
@@ -724,11 +859,13 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 ++row.count;
                 row.expires_at = std::max(row.expires_at, p.expires);
                 put_u32(row.indexes, idx);
-                // As encode_entry() writes it.
-                store::put_string(row.payloads, e.purpose);
-                store::put_string(row.payloads, e.profile);
-                store::put_varint(row.payloads, e.profile_version);
-                c.encoded.append(id, row.payloads);
+                // The copy itself is not stored: the record is, in the
+                // chunk, and the copy is made again from it when needed.
+                encode_entry_head(e.purpose, e.profile, e.profile_version, row.payloads);
+                ref.fingerprint = route->profile->fingerprint();
+                ref.lawful_basis = route->has_lawful_basis();
+                ref.routed_at = now;
+                encode_reference(ref, row.payloads);
                 out[route->destination].push_back(std::move(e));
             }
             p.body.append(id, chunk.body);

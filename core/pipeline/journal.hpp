@@ -68,6 +68,16 @@ std::optional<audit::Head> committed_audit_head(store::Store& store);
 std::string record_id(std::int64_t chunk, std::uint32_t index);
 bool parse_record_id(std::string_view id, std::int64_t& chunk, std::uint32_t& index);
 
+// What an outbox entry stores in place of its minimised copy: the copy is
+// made again from the record in its chunk, by the profile of this
+// fingerprint, with the route's lawful basis, at the time it was routed
+// (age bands are dated by it). See Journal::rebuild.
+struct EntryRef {
+    std::string fingerprint;
+    bool lawful_basis = false;
+    std::int64_t routed_at = 0; // Unix ms
+};
+
 // One minimised record for one destination, as its worker receives it.
 struct OutboxEntry {
     std::uint64_t seq = 0;
@@ -79,6 +89,14 @@ struct OutboxEntry {
     std::string profile;
     std::uint32_t profile_version = 1;
     std::shared_ptr<sb_record> record;
+    // Set instead of `record` when the copy could not be made again from the
+    // store (Journal::rebuild): the reference and why. The worker
+    // dead-letters the entry with that reason, keeping the reference.
+    struct Unbuilt {
+        EntryRef ref;
+        std::string why;
+    };
+    std::shared_ptr<const Unbuilt> unbuilt;
 };
 
 // What erasure on request (RetentionService) leaves in place of an erased
@@ -163,6 +181,29 @@ public:
     void mark_erased(const std::vector<std::string>& record_ids);
     bool erased(const std::string& record_id) const;
 
+    // Makes the copy of an entry stored by reference (`ref`) again: the
+    // record from its chunk, minimised by the profile of ref.fingerprint
+    // (the config's, or one the journal kept from an earlier config), with
+    // the route's lawful basis, dated ref.routed_at; the id is the record's.
+    // A record erased on request gives its tombstone with the profile
+    // kErasedProfile; otherwise, when it cannot be made, e.unbuilt says why.
+    // `cache` holds the caller's last chunk: entries of one chunk come in
+    // runs. Chunks are read through a small cache that the destinations
+    // share (they read the same chunks when draining a backlog together).
+    struct Chunk {
+        std::string body;
+        std::vector<std::size_t> offsets; // of each record in body
+    };
+    struct ChunkCache {
+        std::int64_t id = -1;
+        std::shared_ptr<const Chunk> chunk; // null: not in the store
+    };
+    void rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache);
+    // The profile of a fingerprint; null with `why` when neither the config
+    // has it nor the journal kept its definition, or it cannot be compiled
+    // again as it was (its hash key is no longer configured).
+    const Profile* profile_by_fingerprint(const std::string& fingerprint, std::string& why);
+
     store::Store& store() { return store_; }
     const Policy& policy() const { return policy_; }
     std::int64_t now() const { return clock_(); }
@@ -181,7 +222,6 @@ private:
             const Route* route = nullptr;
             std::shared_ptr<sb_record> record; // minimised, without its id
             std::string detail_tail;           // disclose detail after destination and seq
-            store::PreEncoded encoded;
         };
         std::vector<Copy> copies;
     };
@@ -265,6 +305,23 @@ private:
     std::map<std::string, std::uint64_t> next_seq_; // per destination: last seq used
     std::string failed_; // set: a commit failed after its audit entries were written
     std::atomic<std::uint64_t> committed_records_{0};
+
+    // Profiles by fingerprint: the config's, and those compiled again from
+    // definitions the journal kept (owned here); failures remembered too.
+    std::mutex profiles_mutex_;
+    std::map<std::string, const Profile*, std::less<>> by_fingerprint_;
+    std::map<std::string, std::string, std::less<>> unknown_fingerprints_; // why
+    std::vector<std::unique_ptr<Profile>> kept_profiles_;
+
+    // Chunks read for rebuild(), bounded (kChunkCacheBytes), the oldest read
+    // going first. mark_erased() empties it before an erasure rewrites
+    // chunks, and a worker still holding an old copy of one hands over no
+    // erased record (erased()).
+    std::shared_ptr<const Chunk> read_chunk(std::int64_t id);
+    std::mutex chunks_mutex_;
+    std::map<std::int64_t, std::shared_ptr<const Chunk>> chunks_;
+    std::deque<std::int64_t> chunk_order_;
+    std::size_t chunk_bytes_ = 0;
 
     mutable std::mutex erased_mutex_;
     std::set<std::string> erased_;

@@ -1,19 +1,49 @@
 #pragma once
 
 // How one outbox entry is stored: the route's purpose and profile, then the
-// minimised record. Dead letters keep the same form, so a retry rebuilds the
-// same delivery.
+// minimised record, or (what the journal writes now) a reference in its
+// place: the fingerprint of the profile, whether the route has a lawful
+// basis and when it was routed, from which the copy is made again out of
+// the record in its chunk (Journal::rebuild). Both are length-prefixed, so
+// an entry is skipped without knowing which it holds. Dead letters keep the
+// minimised record, so a retry rebuilds the same delivery.
 
 #include "pipeline/journal.hpp"
 #include "store/codec.hpp"
 
+#include <algorithm>
+
 namespace switchboard::pipeline {
 
+// The first byte of a reference, where a record has its format version
+// (1 or 2).
+inline constexpr unsigned char kReferenceForm = 0x80;
+
+inline void encode_reference(const EntryRef& ref, std::string& out) {
+    std::string body;
+    body.push_back(static_cast<char>(kReferenceForm));
+    store::put_string(body, ref.fingerprint);
+    store::put_varint(body, ref.lawful_basis ? 1 : 0);
+    store::put_varint(body, static_cast<std::uint64_t>(std::max<std::int64_t>(ref.routed_at, 0)));
+    store::put_varint(out, body.size());
+    out += body;
+}
+
+inline void encode_entry_head(std::string_view purpose, std::string_view profile, std::uint64_t version,
+                              std::string& out) {
+    store::put_string(out, purpose);
+    store::put_string(out, profile);
+    store::put_varint(out, version);
+}
+
 inline void encode_entry(const OutboxEntry& e, std::string& out) {
-    store::put_string(out, e.purpose);
-    store::put_string(out, e.profile);
-    store::put_varint(out, e.profile_version);
-    store::encode(*e.record, out);
+    encode_entry_head(e.purpose, e.profile, e.profile_version, out);
+    if (e.record)
+        store::encode(*e.record, out);
+    else if (e.unbuilt)
+        encode_reference(e.unbuilt->ref, out);
+    else
+        store::encode(sb_record(), out);
 }
 
 inline bool decode_entry_head(std::string_view in, std::size_t& pos, std::string_view& purpose,
@@ -29,15 +59,33 @@ inline bool skip_entry(std::string_view in, std::size_t& pos) {
     return decode_entry_head(in, pos, purpose, profile, version) && store::skip(in, pos);
 }
 
-// Fills purpose, profile and record of `e` (which must own a record).
-inline bool decode_entry(std::string_view in, std::size_t& pos, OutboxEntry& e) {
+enum class EntryForm { Bad, Record, Reference };
+
+// Fills purpose and profile of `e`, then its record (which `e` must own)
+// or `ref`, and says which it was.
+inline EntryForm decode_entry(std::string_view in, std::size_t& pos, OutboxEntry& e, EntryRef& ref) {
     std::string_view purpose, profile;
     std::uint64_t version;
-    if (!decode_entry_head(in, pos, purpose, profile, version)) return false;
+    if (!decode_entry_head(in, pos, purpose, profile, version)) return EntryForm::Bad;
     e.purpose = std::string(purpose);
     e.profile = std::string(profile);
     e.profile_version = static_cast<std::uint32_t>(version);
-    return store::decode(in, pos, *e.record);
+    std::size_t at = pos;
+    std::string_view body;
+    if (!store::get_string(in, at, body) || body.empty()) return EntryForm::Bad;
+    if (static_cast<unsigned char>(body[0]) != kReferenceForm)
+        return store::decode(in, pos, *e.record) ? EntryForm::Record : EntryForm::Bad;
+    std::size_t k = 1;
+    std::string_view fingerprint;
+    std::uint64_t flags = 0, routed_at = 0;
+    if (!store::get_string(body, k, fingerprint) || !store::get_varint(body, k, flags) ||
+        !store::get_varint(body, k, routed_at) || k != body.size())
+        return EntryForm::Bad;
+    ref.fingerprint = std::string(fingerprint);
+    ref.lawful_basis = flags & 1;
+    ref.routed_at = static_cast<std::int64_t>(routed_at);
+    pos = at;
+    return EntryForm::Reference;
 }
 
 // The record index of entry k of an outbox row (u32 little-endian each).

@@ -10,6 +10,10 @@
 #include <charconv>
 #include <optional>
 #include <regex>
+#include <sstream>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 namespace switchboard::pipeline {
 
@@ -36,6 +40,23 @@ struct ParsedTransform {
     Transform transform;
     int mask_keep = 4;
 };
+
+std::string hmac_hex(std::string_view key, std::string_view text, std::size_t bytes) {
+    static const unsigned char kEmpty = 0; // HMAC() wants a non-null key pointer
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    const void* k = key.empty() ? static_cast<const void*>(&kEmpty) : static_cast<const void*>(key.data());
+    if (!HMAC(EVP_sha256(), k, static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(text.data()),
+              text.size(), mac, &len))
+        return {};
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (std::size_t i = 0; i < std::min<std::size_t>(bytes, len); ++i) {
+        out.push_back(hex[mac[i] >> 4]);
+        out.push_back(hex[mac[i] & 15]);
+    }
+    return out;
+}
 
 std::optional<ParsedTransform> parse_transform(std::string_view t) {
     if (t == "keep") return ParsedTransform{Transform::Keep};
@@ -187,6 +208,30 @@ Profile Profile::compile(const std::string& name, const toml::table& table, cons
         }
     std::sort(p.groups_.begin(), p.groups_.end(),
               [](const Group& a, const Group& b) { return a.first_key < b.first_key; });
+
+    // What apply() depends on, in rule order (the table's, which ties
+    // follow), each part length-prefixed so that no two differ by where
+    // one part ends.
+    if (p.has_hash_key_) p.key_fingerprint_ = hmac_hex(p.hash_key_, "switchboard profile hash key", 32);
+    std::string canon = "switchboard profile 1";
+    auto part = [&](std::string_view text) {
+        canon += '\n';
+        canon += std::to_string(text.size());
+        canon += ':';
+        canon += text;
+    };
+    part(p.name_);
+    part(std::to_string(p.version_));
+    for (const FieldRule& r : p.rules_) {
+        part(r.pattern.text());
+        part(r.transform_text);
+    }
+    part(p.key_fingerprint_);
+    p.fingerprint_ = hmac_hex("switchboard", canon, 16);
+    toml::table doc{{"name", p.name_}, {"key_fingerprint", p.key_fingerprint_}, {"profile", table}};
+    std::ostringstream def;
+    def << doc;
+    p.definition_ = def.str();
     return p;
 }
 

@@ -59,6 +59,23 @@ public:
     const std::string& description() const { return description_; }
     const std::vector<FieldRule>& rules() const { return rules_; }
 
+    // What makes apply() give what it gives, as 32 hex digits: the name,
+    // version, rules and (a keyed digest of) the hash key. Two profiles with
+    // the same fingerprint minimise every record the same way. Outbox
+    // entries name their profile by it (see Journal), so that a copy made
+    // again from the stored record is the copy that was routed and audited.
+    const std::string& fingerprint() const { return fingerprint_; }
+    // HMAC-SHA256(hash key, a fixed label) in hex, or empty without a key:
+    // tells keys apart without revealing them.
+    const std::string& key_fingerprint() const { return key_fingerprint_; }
+    // The [profiles.NAME] table as configured (TOML text; the hash key as its
+    // env:/file: reference, never the secret), kept by the journal so that
+    // entries routed before a config change can still be made.
+    const std::string& definition() const { return definition_; }
+    // The resolved hash key, or null (for compiling a kept definition again
+    // with the key of a configured profile that has the same one).
+    const std::string* hash_key() const { return has_hash_key_ ? &hash_key_ : nullptr; }
+
     // The most specific rule whose pattern matches `path` (a canonical leaf
     // path or "attachments.NAME"), or null: default deny.
     const FieldRule* rule_for(std::string_view path) const;
@@ -108,6 +125,7 @@ private:
     std::vector<Group> groups_;                 // sorted by first_key
     std::vector<std::uint32_t> wildcard_rules_; // "*" only: for leaves of no group
     std::vector<std::string> special_patterns_;
+    std::string fingerprint_, key_fingerprint_, definition_;
 };
 
 } // namespace switchboard::pipeline

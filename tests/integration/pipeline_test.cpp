@@ -533,3 +533,182 @@ profile = "p"
     CHECK(node.store->dead_letters("flaky").empty());
     CHECK(lines(node.dir.path / "flaky.jsonl").size() == kRecords);
 }
+
+namespace {
+
+// Two destinations with one profile: "live" takes deliveries, "down"
+// refuses them (transient) so that its entries wait in the outbox.
+// `profile` is the [profiles.p] section; `down_mode` the down one's mode.
+std::string two_destinations(const std::string& profile, const std::string& down_mode) {
+    return R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.live]
+plugin = "memory-sink"
+[destinations.live.config]
+output = "live.jsonl"
+[destinations.down]
+plugin = "memory-sink"
+backoff = "50ms"
+backoff_max = "50ms"
+max_attempts = 1000
+[destinations.down.config]
+output = "down.jsonl"
+mode = ")" + down_mode + R"("
+[[route]]
+category = "unclassified"
+destination = "live"
+purpose = "review"
+profile = "p"
+[[route]]
+category = "unclassified"
+destination = "down"
+purpose = "review"
+profile = "p"
+)" + profile;
+}
+
+// Profile p as first configured: b masked, c hashed, the date of birth as an age band.
+const char* const kProfileV1 = R"(
+[profiles.p]
+version = 1
+hash_key = "env:SB_TEST_OUTBOX_KEY_A"
+[profiles.p.fields]
+"a" = "keep"
+"b" = "mask:2"
+"c" = "hash"
+"dob" = "generalise:age_band"
+)";
+
+constexpr std::int64_t kDay = 86'400'000;
+
+// Emits `n` records on `node` (fields a, b, c, dob, and an undeclared canary).
+void emit_outbox_records(sbtest::Node& node, int n, const std::string& tag) {
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (int i = 0; i < n; ++i)
+        batch.push_back(make({{"a", tag + std::to_string(i), "content.free_text"},
+                              {"b", "0123456789-" + std::to_string(i), "identifier.reference"},
+                              {"c", "QQ12345" + std::to_string(i) + "C", "identifier.nino"},
+                              {"dob", "1990-01-15", "identity.dob"},
+                              {"canary", "canary-" + tag, "identity.name"}}));
+    for (auto s : node.emit("hook", std::move(batch))) REQUIRE(s == SB_OK);
+}
+
+std::map<std::string, sbtest::Leaves> by_id(const std::vector<sbtest::Leaves>& records) {
+    std::map<std::string, sbtest::Leaves> out;
+    for (const auto& r : records) out.emplace(r.at("id"), r);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("pipeline: an outbox entry keeps a reference, and a destination that was down receives after a "
+          "restart the copy its profile made when the record was routed, though the profile changed since") {
+    ::setenv("SB_TEST_OUTBOX_KEY_A", "outbox-test-key-a", 1);
+    TempDir data("sb-outbox-ref");
+    constexpr int kOld = 300, kNew = 20;
+    const std::int64_t start = 1'736'154'000'000; // 2025-01-06T09:00:00Z: born 1990-01-15, 34
+    std::map<std::string, sbtest::Leaves> live;
+    {
+        sbtest::Node a(two_destinations(kProfileV1, "transient"), start, "sb-outbox-a", data.path / "data");
+        emit_outbox_records(a, kOld, "old");
+        a.wait_delivered("live", kOld);
+        live = by_id(sbtest::sink_records(a.dir.path / "live.jsonl"));
+        REQUIRE(live.size() == kOld);
+        REQUIRE(sbtest::wait_until([&] { return a.metrics.value("down", "retries") > 0; }, 10s));
+        CHECK(a.store->count_outbox_pending("down") == kOld);
+        // The copies are not in the store: the record is, once.
+        a.journal->flush_audit();
+        std::string bytes = slurp_tree(a.data());
+        CHECK(bytes.find(live.begin()->second.at("fields.c")) == std::string::npos); // the pseudonym
+    }
+    // Two weeks later (35 now), with a profile that sends b and the age as they are.
+    const char* v2 = R"(
+[profiles.p]
+version = 2
+hash_key = "env:SB_TEST_OUTBOX_KEY_A"
+[profiles.p.fields]
+"a" = "keep"
+"b" = "keep"
+"c" = "hash"
+"dob" = "keep"
+)";
+    sbtest::Node b(two_destinations(v2, "ok"), start + 14 * kDay, "sb-outbox-b", data.path / "data");
+    emit_outbox_records(b, kNew, "new");
+    b.wait_delivered("down", kOld + kNew);
+    auto down = sbtest::sink_records(b.dir.path / "down.jsonl");
+    REQUIRE(down.size() == kOld + kNew);
+    int old_seen = 0, new_seen = 0;
+    for (const auto& r : down) {
+        INFO(r.at("id"));
+        CHECK(r.count("fields.canary") == 0);
+        if (r.at("fields.a").rfind("old", 0) == 0) {
+            // Made again from the stored record: exactly the copy the live
+            // destination received at the time.
+            ++old_seen;
+            auto it = live.find(r.at("id"));
+            REQUIRE(it != live.end());
+            CHECK(r == it->second);
+            CHECK(r.at("fields.dob") == "25-34");
+            CHECK(r.at("fields.b").find("0123456789") == std::string::npos);
+        } else {
+            ++new_seen;
+            CHECK(r.at("fields.dob") == "1990-01-15");
+            CHECK(r.at("fields.b").rfind("0123456789-", 0) == 0);
+        }
+    }
+    CHECK(old_seen == kOld);
+    CHECK(new_seen == kNew);
+    CHECK(b.store->dead_letters("down").empty());
+    b.journal->flush_audit();
+    CHECK(audit::AuditLog::verify(b.data() / "audit", pipeline::committed_audit_head(*b.store)).ok);
+}
+
+TEST_CASE("pipeline: an entry whose earlier profile hashed with a key no longer configured is dead-lettered "
+          "with the reason, never sent another way; with the key back, its retry sends the original copy") {
+    ::setenv("SB_TEST_OUTBOX_KEY_A", "outbox-test-key-a", 1);
+    ::setenv("SB_TEST_OUTBOX_KEY_B", "outbox-test-key-b", 1);
+    TempDir data("sb-outbox-key");
+    constexpr int kOld = 5;
+    const std::int64_t start = 1'736'154'000'000;
+    std::map<std::string, sbtest::Leaves> live;
+    {
+        sbtest::Node a(two_destinations(kProfileV1, "transient"), start, "sb-outbox-a", data.path / "data");
+        emit_outbox_records(a, kOld, "old");
+        a.wait_delivered("live", kOld);
+        live = by_id(sbtest::sink_records(a.dir.path / "live.jsonl"));
+    }
+    auto with_key = [](const char* env, int version) {
+        return "\n[profiles.p]\nversion = " + std::to_string(version) + "\nhash_key = \"env:" + env +
+               "\"\n[profiles.p.fields]\n\"a\" = \"keep\"\n\"c\" = \"hash\"\n";
+    };
+    {
+        sbtest::Node b(two_destinations(with_key("SB_TEST_OUTBOX_KEY_B", 2), "ok"), start + kDay, "sb-outbox-b",
+                       data.path / "data");
+        REQUIRE(sbtest::wait_until([&] { return b.store->dead_letters("down").size() == kOld; }, 10s));
+        for (const auto& d : b.store->dead_letters("down")) {
+            INFO(d.error);
+            CHECK(d.error.find("hash key it had is no longer configured") != std::string::npos);
+        }
+        CHECK(sbtest::sink_records(b.dir.path / "down.jsonl").empty());
+    }
+    // The key is configured again (the rules are still the new ones): the
+    // kept definition compiles as it was, and a retry sends the original copy.
+    sbtest::Node c(two_destinations(with_key("SB_TEST_OUTBOX_KEY_A", 3), "ok"), start + 2 * kDay, "sb-outbox-c",
+                   data.path / "data");
+    auto dead = c.store->dead_letters("down");
+    REQUIRE(dead.size() == kOld);
+    c.store->write([&](store::Txn& t) {
+        for (const auto& d : dead) REQUIRE(t.request_retry(d.id));
+    });
+    REQUIRE(sbtest::wait_until([&] { return c.store->dead_letters("down").empty(); }, 10s));
+    auto down = sbtest::sink_records(c.dir.path / "down.jsonl");
+    REQUIRE(down.size() == kOld);
+    for (const auto& r : down) {
+        auto it = live.find(r.at("id"));
+        REQUIRE(it != live.end());
+        CHECK(r == it->second);
+    }
+}

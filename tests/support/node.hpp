@@ -46,10 +46,15 @@ struct Node {
     std::vector<std::unique_ptr<switchboard::plugin::Instance>> instances;
     std::vector<std::unique_ptr<switchboard::pipeline::DeliveryWorker>> workers;
 
-    // `toml`: the config after [node] and [http]; the clock starts at `start_ms`.
-    Node(const std::string& toml, std::int64_t start_ms, const char* dir_prefix) : dir(dir_prefix), now(start_ms) {
+    // `toml`: the config after [node] and [http]; the clock starts at
+    // `start_ms`. The data directory is "data" beside the config, or
+    // `data_dir` (for a node that restarts on another's data).
+    Node(const std::string& toml, std::int64_t start_ms, const char* dir_prefix,
+         const std::filesystem::path& data_dir = "data")
+        : dir(dir_prefix), now(start_ms) {
         namespace sw = switchboard;
-        config_file = dir.write("node.toml", "[node]\ndata_dir = \"data\"\n[http]\nenabled = false\n" + toml);
+        config_file = dir.write("node.toml", "[node]\ndata_dir = \"" + data_dir.string() +
+                                                 "\"\n[http]\nenabled = false\n" + toml);
         config = sw::config::load_config(config_file, diagnostics);
         registry.scan({plugin_dir()}, {});
         sw::config::bind_plugins(
