@@ -20,10 +20,6 @@ namespace {
 // table, under a name no plugin instance can have).
 const std::string kProfilesState = "@profiles";
 
-// The chunks rebuild() keeps read, in bytes of their bodies: enough that
-// destinations draining a backlog together each find most chunks already
-// read by another (they move through it at different speeds).
-constexpr std::size_t kChunkCacheBytes = 32u << 20;
 
 constexpr const char* kComponent = "journal";
 constexpr std::int64_t kBucketMs = 60'000; // records expiring within a minute share a chunk
@@ -309,10 +305,11 @@ std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
         }
     }
     std::lock_guard lock(chunks_mutex_);
-    chunks_.emplace(id, chunk);
+    // Another worker may have read it meanwhile: one copy is kept.
+    if (auto [it, added] = chunks_.emplace(id, chunk); !added) return it->second;
     chunk_order_.push_back(id);
     chunk_bytes_ += chunk->body.size();
-    while (chunk_order_.size() > 1 && chunk_bytes_ > kChunkCacheBytes) {
+    while (chunk_order_.size() > 1 && chunk_bytes_ > options_.chunk_cache_bytes) {
         auto oldest = chunks_.find(chunk_order_.front());
         chunk_bytes_ -= oldest->second->body.size();
         chunks_.erase(oldest);

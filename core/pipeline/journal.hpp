@@ -126,6 +126,10 @@ public:
     struct Options {
         std::size_t max_group = 8192;      // records per transaction at most
         std::int64_t quarantine_ms = 28LL * 86'400'000;
+        // Bodies of chunks kept read for rebuild(), in bytes: enough that
+        // destinations draining a backlog together mostly find a chunk
+        // already read by another (they move through it at different speeds).
+        std::size_t chunk_cache_bytes = 32u << 20;
     };
 
     Journal(store::Store& store, audit::AuditLog& audit, const Policy& policy,
@@ -313,7 +317,7 @@ private:
     std::map<std::string, std::string, std::less<>> unknown_fingerprints_; // why
     std::vector<std::unique_ptr<Profile>> kept_profiles_;
 
-    // Chunks read for rebuild(), bounded (kChunkCacheBytes), the oldest read
+    // Chunks read for rebuild(), bounded (Options::chunk_cache_bytes), the oldest read
     // going first. mark_erased() empties it before an erasure rewrites
     // chunks, and a worker still holding an old copy of one hands over no
     // erased record (erased()).

@@ -8,6 +8,7 @@
 #include "http/server.hpp"
 #include "pipeline/delivery.hpp"
 #include "pipeline/journal.hpp"
+#include "pipeline/outbox_codec.hpp"
 #include "pipeline/policy.hpp"
 #include "pipeline/retention.hpp"
 #include "plugin/instance.hpp"
@@ -584,6 +585,10 @@ hash_key = "env:SB_TEST_OUTBOX_KEY_A"
 
 constexpr std::int64_t kDay = 86'400'000;
 
+void node_emit_ok(sbtest::Node& node, std::vector<std::unique_ptr<sb_record>> batch) {
+    for (auto s : node.emit("hook", std::move(batch))) REQUIRE(s == SB_OK);
+}
+
 // Emits `n` records on `node` (fields a, b, c, dob, and an undeclared canary).
 void emit_outbox_records(sbtest::Node& node, int n, const std::string& tag) {
     std::vector<std::unique_ptr<sb_record>> batch;
@@ -593,7 +598,7 @@ void emit_outbox_records(sbtest::Node& node, int n, const std::string& tag) {
                               {"c", "QQ12345" + std::to_string(i) + "C", "identifier.nino"},
                               {"dob", "1990-01-15", "identity.dob"},
                               {"canary", "canary-" + tag, "identity.name"}}));
-    for (auto s : node.emit("hook", std::move(batch))) REQUIRE(s == SB_OK);
+    node_emit_ok(node, std::move(batch));
 }
 
 std::map<std::string, sbtest::Leaves> by_id(const std::vector<sbtest::Leaves>& records) {
@@ -710,5 +715,81 @@ TEST_CASE("pipeline: an entry whose earlier profile hashed with a key no longer 
         auto it = live.find(r.at("id"));
         REQUIRE(it != live.end());
         CHECK(r == it->second);
+    }
+}
+
+TEST_CASE("pipeline: destinations draining one backlog together make every copy again from chunks they "
+          "share, whatever the cache keeps") {
+    TempDir data("sb-outbox-drain");
+    constexpr int kDestinations = 4, kBatches = 30, kPerBatch = 100;
+    auto config = [&](const char* mode) {
+        std::string toml = "[sources.hook]\nplugin = \"memory-source\"\n[sources.hook.config]\ncount = 0\n";
+        for (int d = 0; d < kDestinations; ++d) {
+            std::string name = "d" + std::to_string(d);
+            toml += "[destinations." + name + "]\nplugin = \"memory-sink\"\nbackoff = \"1s\"\nbackoff_max = \"1s\"\n"
+                    "max_attempts = 1000\n[destinations." + name + ".config]\noutput = \"" + name +
+                    ".jsonl\"\nmode = \"" + mode + "\"\n[[route]]\ncategory = \"unclassified\"\ndestination = \"" +
+                    name + "\"\npurpose = \"review\"\nprofile = \"p\"\n";
+        }
+        return toml + "[profiles.p.fields]\n\"a\" = \"keep\"\n";
+    };
+    const std::int64_t start = 1'736'154'000'000;
+    {
+        sbtest::Node a(config("transient"), start, "sb-outbox-a", data.path / "data");
+        for (int b = 0; b < kBatches; ++b) {
+            std::vector<std::unique_ptr<sb_record>> batch;
+            for (int i = 0; i < kPerBatch; ++i) {
+                batch.push_back(make({{"a", "v" + std::to_string(b * kPerBatch + i), "x"}}));
+                // Collected over the last hour: chunks of a minute's expiry each.
+                batch.back()->data.set_meta("occurred_at",
+                                            sb::detail::format_time(start - (i % 60) * 60'000 - 1000));
+            }
+            node_emit_ok(a, std::move(batch));
+        }
+        for (int d = 0; d < kDestinations; ++d)
+            CHECK(a.store->count_outbox_pending("d" + std::to_string(d)) == kBatches * kPerBatch);
+    }
+    // A cache smaller than one chunk: every worker reads, and drops, chunks
+    // the others read at the same time.
+    pipeline::Journal::Options options;
+    options.chunk_cache_bytes = 1;
+    sbtest::Node b(config("ok"), start + 60'000, "sb-outbox-b", data.path / "data", options);
+    // And threads making the copies of one destination's entries in step.
+    auto rows = b.store->outbox_after("d0", 0, 100000, 100000);
+    std::vector<std::thread> threads;
+    std::atomic<int> made{0}, wrong{0};
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            pipeline::Journal::ChunkCache cache;
+            for (const auto& row : rows) {
+                std::size_t pos = 0;
+                for (std::uint32_t k = 0; k < row.count; ++k) {
+                    pipeline::OutboxEntry e;
+                    pipeline::EntryRef ref;
+                    e.chunk = row.chunk;
+                    e.index = pipeline::outbox_index(row.indexes, k);
+                    e.record_id = pipeline::record_id(row.chunk, e.index);
+                    e.record = std::make_shared<sb_record>();
+                    if (pipeline::decode_entry(row.payloads, pos, e, ref) != pipeline::EntryForm::Reference) {
+                        ++wrong;
+                        break;
+                    }
+                    b.journal->rebuild(e, ref, cache);
+                    const char* id = e.record ? e.record->data.meta("id") : nullptr;
+                    if (!id || id != e.record_id || !e.record->data.find("a")) ++wrong;
+                    ++made;
+                }
+            }
+        });
+    for (auto& t : threads) t.join();
+    CHECK(wrong == 0);
+    CHECK(made == 4 * kBatches * kPerBatch);
+    for (int d = 0; d < kDestinations; ++d) {
+        const std::string name = "d" + std::to_string(d);
+        b.wait_delivered(name, kBatches * kPerBatch);
+        std::set<std::string> values;
+        for (const auto& r : sbtest::sink_records(b.dir.path / (name + ".jsonl"))) values.insert(r.at("fields.a"));
+        CHECK(values.size() == kBatches * kPerBatch);
+        CHECK(b.store->dead_letters(name).empty());
     }
 }

@@ -50,7 +50,8 @@ struct Node {
     // `start_ms`. The data directory is "data" beside the config, or
     // `data_dir` (for a node that restarts on another's data).
     Node(const std::string& toml, std::int64_t start_ms, const char* dir_prefix,
-         const std::filesystem::path& data_dir = "data")
+         const std::filesystem::path& data_dir = "data",
+         switchboard::pipeline::Journal::Options journal_options = {})
         : dir(dir_prefix), now(start_ms) {
         namespace sw = switchboard;
         config_file = dir.write("node.toml", "[node]\ndata_dir = \"" + data_dir.string() +
@@ -72,7 +73,7 @@ struct Node {
         store = sw::store::open_sqlite((config->node.data_dir / "journal.db").string());
         audit = std::make_unique<sw::audit::AuditLog>(config->node.data_dir / "audit");
         journal = std::make_unique<sw::pipeline::Journal>(*store, *audit, *policy, sw::pipeline::RetentionRules(*config),
-                                                          clock, &metrics, sw::pipeline::Journal::Options{});
+                                                          clock, &metrics, journal_options);
         journal->start();
         retention = std::make_unique<sw::pipeline::RetentionService>(*journal, clock, config->node.data_dir,
                                                                      60'000, &metrics);
