@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstring>
 
+#include <sys/mman.h>
+
 namespace switchboard::pipeline {
 
 namespace {
@@ -288,6 +290,18 @@ const Profile* Journal::profile_by_fingerprint(const std::string& fingerprint, s
     return p;
 }
 
+Journal::Chunk::Chunk(std::string_view bytes) : size_(bytes.size()) {
+    if (size_ == 0) return;
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    data_ = static_cast<char*>(p);
+    std::memcpy(data_, bytes.data(), size_);
+}
+
+Journal::Chunk::~Chunk() {
+    if (data_) ::munmap(data_, size_);
+}
+
 std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
     {
         std::lock_guard lock(chunks_mutex_);
@@ -295,11 +309,11 @@ std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
     }
     auto body = store_.chunk_body(id);
     if (!body) return nullptr;
-    auto chunk = std::make_shared<Chunk>();
-    chunk->body = std::move(*body);
-    for (std::size_t pos = 0; pos < chunk->body.size();) {
+    auto chunk = std::make_shared<Chunk>(*body);
+    body.reset();
+    for (std::size_t pos = 0; pos < chunk->body().size();) {
         chunk->offsets.push_back(pos);
-        if (!store::skip(chunk->body, pos)) {
+        if (!store::skip(chunk->body(), pos)) {
             chunk->offsets.pop_back();
             break;
         }
@@ -308,10 +322,10 @@ std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
     // Another worker may have read it meanwhile: one copy is kept.
     if (auto [it, added] = chunks_.emplace(id, chunk); !added) return it->second;
     chunk_order_.push_back(id);
-    chunk_bytes_ += chunk->body.size();
+    chunk_bytes_ += chunk->body().size();
     while (chunk_order_.size() > 1 && chunk_bytes_ > options_.chunk_cache_bytes) {
         auto oldest = chunks_.find(chunk_order_.front());
-        chunk_bytes_ -= oldest->second->body.size();
+        chunk_bytes_ -= oldest->second->body().size();
         chunks_.erase(oldest);
         chunk_order_.pop_front();
     }
@@ -330,9 +344,9 @@ void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache) {
     if (!cache.chunk) return unbuilt("its record is no longer in the journal");
     const Chunk& chunk = *cache.chunk;
     sb_record record;
-    std::size_t pos = e.index < chunk.offsets.size() ? chunk.offsets[e.index] : chunk.body.size();
+    std::size_t pos = e.index < chunk.offsets.size() ? chunk.offsets[e.index] : chunk.body().size();
     const std::string* id = nullptr;
-    if (!store::decode(chunk.body, pos, record) || !(id = record.data.meta_at(kMetaId)) || *id != e.record_id)
+    if (!store::decode(chunk.body(), pos, record) || !(id = record.data.meta_at(kMetaId)) || *id != e.record_id)
         return unbuilt("its record (chunk " + std::to_string(e.chunk) + ", index " + std::to_string(e.index) +
                        ") is unreadable");
     if (is_tombstone(record)) {

@@ -194,9 +194,22 @@ public:
     // `cache` holds the caller's last chunk: entries of one chunk come in
     // runs. Chunks are read through a small cache that the destinations
     // share (they read the same chunks when draining a backlog together).
-    struct Chunk {
-        std::string body;
-        std::vector<std::size_t> offsets; // of each record in body
+    class Chunk {
+    public:
+        // Copies `bytes` into pages of its own, given back to the system
+        // when the chunk goes: cached bodies come and go by the thousand, and
+        // kept on the heap among small blocks they left it fragmented (RSS
+        // growing while a backlog drained).
+        explicit Chunk(std::string_view bytes);
+        ~Chunk();
+        Chunk(const Chunk&) = delete;
+        Chunk& operator=(const Chunk&) = delete;
+        std::string_view body() const { return {data_, size_}; }
+        std::vector<std::size_t> offsets; // of each record in body()
+
+    private:
+        char* data_ = nullptr;
+        std::size_t size_ = 0;
     };
     struct ChunkCache {
         std::int64_t id = -1;
