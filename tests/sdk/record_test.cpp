@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -457,4 +458,50 @@ TEST_CASE("format_time writes RFC 3339 UTC that the record accepts") {
     CHECK(sb::detail::parse_time("2025-01-06T10:00:00+01:00") == 1'736'154'000'000);
     CHECK(sb::detail::parse_time("2025-01-06T09:00:00.123456Z") == 1'736'154'000'123);
     CHECK_FALSE(sb::detail::parse_time("2025-01-06 09:00:00Z"));
+}
+
+TEST_CASE("JSON strings: the word-at-a-time scan stops at every byte that needs escaping, wherever it is") {
+    // One byte of every value at every place of a 20-byte run of 'a's: the
+    // plain prefix is whole words before it, and the JSON is what escaping
+    // byte by byte gives.
+    for (int b = 0; b < 256; ++b) {
+        const auto c = static_cast<char>(b);
+        const bool plain = b >= 0x20 && b < 0x80 && c != '"' && c != '\\';
+        for (std::size_t at = 0; at < 20; ++at) {
+            std::string s(20, 'a');
+            s[at] = c;
+            INFO("byte " << b << " at " << at);
+            std::size_t n = sb::detail::plain_json_bytes(s.data(), s.size());
+            CHECK(n % 8 == 0);
+            CHECK(n <= s.size());
+            if (plain)
+                CHECK(n == 16);
+            else
+                CHECK(n == at / 8 * 8);
+            std::string out;
+            sb::detail::append_json_string(out, s);
+            std::string want = "\"" + s.substr(0, at);
+            switch (c) {
+            case '"': want += "\\\""; break;
+            case '\\': want += "\\\\"; break;
+            case '\n': want += "\\n"; break;
+            case '\r': want += "\\r"; break;
+            case '\t': want += "\\t"; break;
+            case '\b': want += "\\b"; break;
+            case '\f': want += "\\f"; break;
+            default:
+                if (b < 0x20) {
+                    char u[8];
+                    std::snprintf(u, sizeof u, "\\u%04x", b);
+                    want += u;
+                } else if (b < 0x80) {
+                    want += c;
+                } else {
+                    want += "\xEF\xBF\xBD"; // a lone byte over 0x7f is not UTF-8: U+FFFD
+                }
+            }
+            want += s.substr(at + 1) + "\"";
+            CHECK(out == want);
+        }
+    }
 }
