@@ -1,67 +1,291 @@
 #pragma once
 
 // The little JSON the feed client reads from the server: one object per
-// message, top-level members only. Poco::JSON does the parsing; error texts
-// never quote the input (they may be logged).
-
-#include <Poco/Dynamic/Var.h>
-#include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
+// message, of which it wants the top-level members only. The whole text is
+// checked (RFC 8259 grammar, nesting at most 128 deep), but only top-level
+// numbers, strings and booleans are read into values: a record's payload is
+// passed on as the text it came in, never built into a tree (that cost more
+// than everything else the client does per record). Error texts never quote
+// the input (they may be logged).
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace switchboard::feed::json {
 
 class Object {
 public:
-    explicit Object(Poco::JSON::Object::Ptr o) : o_(std::move(o)) {}
-
-    std::optional<std::int64_t> get_int(const std::string& key) const {
-        if (!o_->has(key)) return std::nullopt;
-        const Poco::Dynamic::Var& v = o_->get(key);
-        if (!v.isInteger()) return std::nullopt;
-        try {
-            return v.convert<Poco::Int64>();
-        } catch (...) {
-            return std::nullopt; // beyond int64
-        }
+    std::optional<std::int64_t> get_int(std::string_view key) const {
+        const Member* m = find(key);
+        if (!m || m->kind != Kind::Int) return std::nullopt;
+        return m->i;
     }
-    std::optional<std::string> get_string(const std::string& key) const {
-        if (!o_->has(key)) return std::nullopt;
-        const Poco::Dynamic::Var& v = o_->get(key);
-        if (!v.isString()) return std::nullopt;
-        return v.convert<std::string>();
+    std::optional<std::string> get_string(std::string_view key) const {
+        const Member* m = find(key);
+        if (!m || m->kind != Kind::String) return std::nullopt;
+        return m->s;
     }
-    std::optional<bool> get_bool(const std::string& key) const {
-        if (!o_->has(key)) return std::nullopt;
-        const Poco::Dynamic::Var& v = o_->get(key);
-        if (!v.isBoolean()) return std::nullopt;
-        return v.extract<bool>();
+    std::optional<bool> get_bool(std::string_view key) const {
+        const Member* m = find(key);
+        if (!m || m->kind != Kind::Bool) return std::nullopt;
+        return m->i != 0;
     }
-    bool has_object(const std::string& key) const { return o_->has(key) && o_->isObject(key); }
+    bool has_object(std::string_view key) const {
+        const Member* m = find(key);
+        return m && m->kind == Kind::Object;
+    }
 
 private:
-    Poco::JSON::Object::Ptr o_;
+    friend class Reader;
+    // Int: an integer within int64; Number: any other number.
+    enum class Kind { Null, Bool, Int, Number, String, Object, Array };
+    struct Member {
+        std::string key;
+        Kind kind = Kind::Null;
+        std::int64_t i = 0;
+        std::string s;
+    };
+    // A key given twice: the last one counts.
+    const Member* find(std::string_view key) const {
+        for (auto m = members_.rbegin(); m != members_.rend(); ++m)
+            if (m->key == key) return &*m;
+        return nullptr;
+    }
+    std::vector<Member> members_;
+};
+
+class Reader {
+public:
+    explicit Reader(std::string_view text) : t_(text) {}
+
+    // Reads the text as one value; `top`, when given and the value is an
+    // object, receives its members. False unless the text is valid JSON.
+    bool read(Object* top, bool& is_object) {
+        ws();
+        is_object = at_ < t_.size() && t_[at_] == '{';
+        if (!value(0, is_object ? top : nullptr, nullptr)) return false;
+        ws();
+        return at_ == t_.size();
+    }
+
+private:
+    static constexpr int kMaxDepth = 128;
+
+    void ws() {
+        while (at_ < t_.size() && (t_[at_] == ' ' || t_[at_] == '\t' || t_[at_] == '\n' || t_[at_] == '\r')) ++at_;
+    }
+    bool eat(char c) {
+        if (at_ < t_.size() && t_[at_] == c) {
+            ++at_;
+            return true;
+        }
+        return false;
+    }
+    bool literal(std::string_view word) {
+        if (t_.substr(at_, word.size()) != word) return false;
+        at_ += word.size();
+        return true;
+    }
+    static void put_utf8(std::string& out, std::uint32_t cp) {
+        if (cp < 0x80) {
+            out.push_back(static_cast<char>(cp));
+        } else if (cp < 0x800) {
+            out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+            out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        } else if (cp < 0x10000) {
+            out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+            out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+            out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        } else {
+            out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+            out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+            out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+            out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        }
+    }
+    bool hex4(std::uint32_t& v) {
+        if (at_ + 4 > t_.size()) return false;
+        v = 0;
+        for (int k = 0; k < 4; ++k) {
+            char c = t_[at_++];
+            v <<= 4;
+            if (c >= '0' && c <= '9') v |= static_cast<std::uint32_t>(c - '0');
+            else if (c >= 'a' && c <= 'f') v |= static_cast<std::uint32_t>(c - 'a' + 10);
+            else if (c >= 'A' && c <= 'F') v |= static_cast<std::uint32_t>(c - 'A' + 10);
+            else return false;
+        }
+        return true;
+    }
+    // A string at '"'; decoded into `out` when given (a lone surrogate
+    // becomes U+FFFD), only checked otherwise.
+    bool string(std::string* out) {
+        if (!eat('"')) return false;
+        for (;;) {
+            std::size_t run = at_;
+            while (run < t_.size() && t_[run] != '"' && t_[run] != '\\' && static_cast<unsigned char>(t_[run]) >= 0x20)
+                ++run;
+            if (out) out->append(t_.data() + at_, run - at_);
+            at_ = run;
+            if (at_ >= t_.size() || static_cast<unsigned char>(t_[at_]) < 0x20) return false;
+            if (t_[at_++] == '"') return true;
+            if (at_ >= t_.size()) return false;
+            char e = t_[at_++];
+            char plain = 0;
+            switch (e) {
+            case '"': plain = '"'; break;
+            case '\\': plain = '\\'; break;
+            case '/': plain = '/'; break;
+            case 'b': plain = '\b'; break;
+            case 'f': plain = '\f'; break;
+            case 'n': plain = '\n'; break;
+            case 'r': plain = '\r'; break;
+            case 't': plain = '\t'; break;
+            case 'u': {
+                std::uint32_t cp;
+                if (!hex4(cp)) return false;
+                if (cp >= 0xD800 && cp < 0xDC00 && t_.substr(at_, 2) == "\\u") {
+                    std::size_t back = at_;
+                    at_ += 2;
+                    std::uint32_t low;
+                    if (!hex4(low)) return false;
+                    if (low >= 0xDC00 && low < 0xE000)
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                    else
+                        at_ = back; // not a pair: this one is lone, the next read on its own
+                }
+                if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;
+                if (out) put_utf8(*out, cp);
+                continue;
+            }
+            default: return false;
+            }
+            if (out) out->push_back(plain);
+        }
+    }
+    // A number; `integer` says whether it is an integer within int64.
+    bool number(std::int64_t& v, bool& integer) {
+        std::size_t start = at_;
+        eat('-');
+        if (at_ >= t_.size()) return false;
+        if (t_[at_] == '0') {
+            ++at_;
+        } else if (t_[at_] >= '1' && t_[at_] <= '9') {
+            while (at_ < t_.size() && t_[at_] >= '0' && t_[at_] <= '9') ++at_;
+        } else {
+            return false;
+        }
+        integer = true;
+        if (eat('.')) {
+            integer = false;
+            std::size_t digits = at_;
+            while (at_ < t_.size() && t_[at_] >= '0' && t_[at_] <= '9') ++at_;
+            if (at_ == digits) return false;
+        }
+        if (at_ < t_.size() && (t_[at_] == 'e' || t_[at_] == 'E')) {
+            integer = false;
+            ++at_;
+            if (!eat('+')) eat('-');
+            std::size_t digits = at_;
+            while (at_ < t_.size() && t_[at_] >= '0' && t_[at_] <= '9') ++at_;
+            if (at_ == digits) return false;
+        }
+        if (integer) {
+            // Within int64, or not an integer it can give.
+            const bool negative = t_[start] == '-';
+            const std::uint64_t limit = negative ? std::uint64_t{1} << 63 : (std::uint64_t{1} << 63) - 1;
+            std::uint64_t u = 0;
+            for (std::size_t k = start + (negative ? 1 : 0); k < at_; ++k) {
+                auto d = static_cast<std::uint64_t>(t_[k] - '0');
+                if (u > (limit - d) / 10) {
+                    integer = false;
+                    break;
+                }
+                u = u * 10 + d;
+            }
+            if (integer)
+                v = negative ? (u == std::uint64_t{1} << 63 ? INT64_MIN : -static_cast<std::int64_t>(u))
+                             : static_cast<std::int64_t>(u);
+        }
+        return true;
+    }
+    // A value; `members`, when given and it is an object, receives them.
+    bool value(int depth, Object* members, Object::Member* into) {
+        if (depth > kMaxDepth) return false;
+        ws();
+        if (at_ >= t_.size()) return false;
+        char c = t_[at_];
+        if (c == '{') {
+            ++at_;
+            if (into) into->kind = Object::Kind::Object;
+            ws();
+            if (eat('}')) return true;
+            for (;;) {
+                ws();
+                Object::Member m;
+                if (!string(members ? &m.key : nullptr)) return false;
+                ws();
+                if (!eat(':')) return false;
+                if (!value(depth + 1, nullptr, members ? &m : nullptr)) return false;
+                if (members) members->members_.push_back(std::move(m));
+                ws();
+                if (eat('}')) return true;
+                if (!eat(',')) return false;
+            }
+        }
+        if (c == '[') {
+            ++at_;
+            if (into) into->kind = Object::Kind::Array;
+            ws();
+            if (eat(']')) return true;
+            for (;;) {
+                if (!value(depth + 1, nullptr, nullptr)) return false;
+                ws();
+                if (eat(']')) return true;
+                if (!eat(',')) return false;
+            }
+        }
+        if (c == '"') {
+            if (into) into->kind = Object::Kind::String;
+            return string(into ? &into->s : nullptr);
+        }
+        if (c == 't' || c == 'f') {
+            if (into) {
+                into->kind = Object::Kind::Bool;
+                into->i = c == 't';
+            }
+            return literal(c == 't' ? "true" : "false");
+        }
+        if (c == 'n') return literal("null");
+        std::int64_t v = 0;
+        bool integer = false;
+        if (!number(v, integer)) return false;
+        if (into) {
+            into->kind = integer ? Object::Kind::Int : Object::Kind::Number;
+            into->i = v;
+        }
+        return true;
+    }
+
+    std::string_view t_;
+    std::size_t at_ = 0;
 };
 
 // nullopt with `error` set unless `text` is one JSON object.
-inline std::optional<Object> parse_object(const std::string& text, std::string& error) {
-    try {
-        Poco::JSON::Parser parser;
-        parser.setDepth(128);
-        Poco::Dynamic::Var v = parser.parse(text);
-        if (v.type() != typeid(Poco::JSON::Object::Ptr)) {
-            error = "not a JSON object";
-            return std::nullopt;
-        }
-        return Object(v.extract<Poco::JSON::Object::Ptr>());
-    } catch (const std::exception&) {
+inline std::optional<Object> parse_object(std::string_view text, std::string& error) {
+    Object o;
+    bool is_object = false;
+    if (!Reader(text).read(&o, is_object)) {
         error = "not valid JSON (" + std::to_string(text.size()) + " bytes)";
         return std::nullopt;
     }
+    if (!is_object) {
+        error = "not a JSON object";
+        return std::nullopt;
+    }
+    return o;
 }
 
 // A JSON text on one line: raw CR and LF can only be white space between

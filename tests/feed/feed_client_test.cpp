@@ -2,6 +2,7 @@
 // CURVE feed server speaking docs/feed-protocol.md (feed_test_server.hpp).
 
 #include "feed_test_server.hpp"
+#include "../../feed/feed_json.hpp"
 
 #include <switchboard/feed_client.hpp>
 
@@ -491,4 +492,55 @@ TEST_CASE("feed client throughput into a directory", "[.bench]") {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     WARN(total << " records acknowledged in " << secs << " s: " << static_cast<long>(total / secs)
                << " records/s (credit 1000, directory sink, fdatasync per batch)");
+}
+
+TEST_CASE("the client's JSON reader checks the whole message and reads its top-level members", "[feed]") {
+    namespace json = switchboard::feed::json;
+    std::string err;
+    auto o = json::parse_object(
+        R"( {"seq": 42, "id":"R1-0", "big": 9223372036854775807, "low": -9223372036854775808,
+              "over": 9223372036854775808, "float": 1.5, "exp": 1e3, "t": true, "f": false, "n": null,
+              "esc": "a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00\ud800x",
+              "record": {"fields": {"a": [1, {"b": []}, "x"]}}, "list": [], "id": "R1-1"} )",
+        err);
+    REQUIRE(o);
+    CHECK(o->get_int("seq") == 42);
+    CHECK(o->get_string("id") == "R1-1"); // a key given twice: the last counts
+    CHECK(o->get_int("big") == INT64_MAX);
+    CHECK(o->get_int("low") == INT64_MIN);
+    CHECK_FALSE(o->get_int("over")); // beyond int64
+    CHECK_FALSE(o->get_int("float"));
+    CHECK_FALSE(o->get_int("exp"));
+    CHECK_FALSE(o->get_int("id"));
+    CHECK_FALSE(o->get_string("seq"));
+    CHECK(o->get_bool("t") == true);
+    CHECK(o->get_bool("f") == false);
+    CHECK_FALSE(o->get_bool("n"));
+    CHECK(o->get_string("esc") == "a\"b\\c/d\b\f\n\r\t\xC3\xA9\xF0\x9F\x98\x80\xEF\xBF\xBDx");
+    CHECK(o->has_object("record"));
+    CHECK_FALSE(o->has_object("list"));
+    CHECK_FALSE(o->has_object("fields")); // not top-level
+    CHECK_FALSE(o->get_string("a"));
+
+    for (const char* bad : {"", "{", "{\"a\":}", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "{\"a\":01}",
+                            "{\"a\":1.}", "{\"a\":-}", "{\"a\":1e}", "{\"a\":tru}", "{\"a\":\"x\\q\"}",
+                            "{\"a\":\"x\\u12g4\"}", "{\"a\":\"tab\there\"}", "{\"a\":[1,]}", "{\"a\":1} x",
+                            "{\"a\":{\"b\":1}", "{\"a\":\"unterminated}"}) {
+        INFO(bad);
+        err.clear();
+        CHECK_FALSE(json::parse_object(bad, err));
+        CHECK(err.rfind("not valid JSON (", 0) == 0);
+    }
+    for (const char* other : {"[]", "1", "\"x\"", "null"}) {
+        INFO(other);
+        CHECK_FALSE(json::parse_object(other, err));
+        CHECK(err == "not a JSON object");
+    }
+    // Nesting: 128 levels inside the message are read, deeper is refused.
+    auto nested = [](int depth) {
+        return "{\"a\":" + std::string(static_cast<std::size_t>(depth), '[') + std::string(static_cast<std::size_t>(depth), ']') + "}";
+    };
+    CHECK(json::parse_object(nested(127), err));
+    CHECK_FALSE(json::parse_object(nested(200), err));
+    CHECK_FALSE(json::parse_object(nested(100000), err)); // no stack overflow
 }
