@@ -6,7 +6,9 @@
 // basis and when it was routed, from which the copy is made again out of
 // the record in its chunk (Journal::rebuild). Both are length-prefixed, so
 // an entry is skipped without knowing which it holds. Dead letters keep the
-// minimised record, so a retry rebuilds the same delivery.
+// minimised record, so a retry rebuilds the same delivery; one dead-lettered
+// because its copy could not be made keeps the reference, and its retry
+// tries to make the copy again.
 
 #include "pipeline/journal.hpp"
 #include "store/codec.hpp"
