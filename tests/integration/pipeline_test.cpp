@@ -793,3 +793,49 @@ TEST_CASE("pipeline: destinations draining one backlog together make every copy 
         CHECK(b.store->dead_letters(name).empty());
     }
 }
+
+TEST_CASE("pipeline: outbox entries that an earlier version stored as copies are still delivered as they are") {
+    TempDir data("sb-outbox-old");
+    const std::int64_t start = 1'736'154'000'000;
+    std::filesystem::create_directories(data.path / "data");
+    {
+        // What a journal of the previous version held: a chunk with the
+        // record, and an outbox row with the minimised copy itself.
+        auto st = store::open_sqlite((data.path / "data" / "journal.db").string());
+        // The chunk's record differs from the copy: what is delivered is the
+        // copy as stored, not one made again.
+        auto record = make({{"a", "value-in-the-chunk", "x"}, {"b", "never-sent", "x"}});
+        record->data.set_meta_at(sb::detail::meta_index("id"), pipeline::record_id(1, 0));
+        record->data.set_meta("occurred_at", "2025-01-06T08:59:00Z");
+        pipeline::OutboxEntry e;
+        e.purpose = "review";
+        e.profile = "p";
+        e.record = std::make_shared<sb_record>();
+        e.record->data.set_meta_at(sb::detail::meta_index("id"), pipeline::record_id(1, 0));
+        sb_value v{SB_VALUE_STRING, "kept-by-the-old-copy", 20, 0, 0};
+        REQUIRE(e.record->data.set("a", v, "x") == SB_OK);
+        store::OutboxRow row;
+        row.destination = "d";
+        row.first_seq = 1;
+        row.count = 1;
+        row.chunk = 1;
+        row.expires_at = start + 27 * kDay;
+        row.indexes.assign("\0\0\0\0", 4);
+        pipeline::encode_entry(e, row.payloads);
+        std::string body;
+        store::encode(*record, body);
+        st->write([&](store::Txn& t) {
+            store::ChunkInfo info{t.next_chunk_id(), start - 60'000, start + 27 * kDay, 1};
+            REQUIRE(info.id == 1);
+            t.put_chunk(info, body);
+            t.put_outbox(row);
+        });
+    }
+    sbtest::Node node(kHookToD, start, "sb-outbox-old-node", data.path / "data");
+    node.wait_delivered("d", 1);
+    auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0].at("id") == "R1-0");
+    CHECK(sent[0].at("fields.a") == "kept-by-the-old-copy");
+    CHECK(sent[0].count("fields.b") == 0);
+}
