@@ -343,10 +343,18 @@ void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache) {
     }
     if (!cache.chunk) return unbuilt("its record is no longer in the journal");
     const Chunk& chunk = *cache.chunk;
+    std::string why;
+    const Profile* profile = profile_by_fingerprint(ref.fingerprint, why);
+    // Only the leaves the profile has a rule for: the others it drops.
+    const store::LeafFilter filter{[](const void* p, const sb::detail::PathAtom* path) {
+                                       return static_cast<const Profile*>(p)->rule_for(path) != nullptr;
+                                   },
+                                   profile};
     sb_record record;
     std::size_t pos = e.index < chunk.offsets.size() ? chunk.offsets[e.index] : chunk.body().size();
     const std::string* id = nullptr;
-    if (!store::decode(chunk.body(), pos, record) || !(id = record.data.meta_at(kMetaId)) || *id != e.record_id)
+    if (!store::decode(chunk.body(), pos, record, profile ? &filter : nullptr) ||
+        !(id = record.data.meta_at(kMetaId)) || *id != e.record_id)
         return unbuilt("its record (chunk " + std::to_string(e.chunk) + ", index " + std::to_string(e.index) +
                        ") is unreadable");
     if (is_tombstone(record)) {
@@ -354,8 +362,6 @@ void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache) {
         e.record = std::make_shared<sb_record>(std::move(record));
         return;
     }
-    std::string why;
-    const Profile* profile = profile_by_fingerprint(ref.fingerprint, why);
     if (!profile) return unbuilt(why);
     e.record = std::make_shared<sb_record>();
     profile->apply(record, *e.record, ref.lawful_basis, ref.routed_at);

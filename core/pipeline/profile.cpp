@@ -249,11 +249,12 @@ const FieldRule* Profile::rule_for(std::string_view path) const {
     return nullptr;
 }
 
-const FieldRule* Profile::rule_for(const Leaf& leaf) const {
-    const sb::detail::PathAtom* atom = leaf.path_atom();
+const FieldRule* Profile::rule_for(const Leaf& leaf) const { return rule_for(leaf.path_atom()); }
+
+const FieldRule* Profile::rule_for(const sb::detail::PathAtom* atom) const {
     // Only interned atoms are immortal: another record's owned atom may
     // come back at the same address.
-    if (!atom->interned) return rule_for(leaf.path());
+    if (!atom->interned) return rule_for(std::string_view(atom->path));
     struct Entry {
         std::uint64_t profile = 0;
         const sb::detail::PathAtom* atom = nullptr;
@@ -266,7 +267,7 @@ const FieldRule* Profile::rule_for(const Leaf& leaf) const {
     static_assert(kSlots == std::size_t{1} << 10);
     if (e.profile == id_ && e.atom == atom && e.rule < static_cast<std::int64_t>(rules_.size()))
         return e.rule < 0 ? nullptr : &rules_[static_cast<std::size_t>(e.rule)];
-    const FieldRule* rule = rule_for(leaf.path());
+    const FieldRule* rule = rule_for(std::string_view(atom->path));
     e = {id_, atom, rule ? rule - rules_.data() : -1};
     return rule;
 }

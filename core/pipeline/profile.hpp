@@ -82,6 +82,7 @@ public:
     // The same for a leaf: remembered per interned path in a small per-thread
     // cache, as the same paths come back record after record.
     const FieldRule* rule_for(const sb::detail::Leaf& leaf) const;
+    const FieldRule* rule_for(const sb::detail::PathAtom* path) const;
 
     // Whether a pattern can select special-category data by its path ("*",
     // "special.*", "special.x"), and which, for messages. (Any pattern may

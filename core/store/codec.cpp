@@ -195,7 +195,7 @@ bool skip(std::string_view in, std::size_t& pos) {
     return get_string(in, pos, body);
 }
 
-bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
+bool decode(std::string_view in, std::size_t& pos, sb_record& record, const LeafFilter* keep) {
     std::string_view body;
     if (!get_string(in, pos, body)) return false;
     if (body.empty()) return false;
@@ -247,7 +247,9 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
             }
         }
         if (!path_atom) return false; // not a path: not what encode() writes
-        sb::detail::Leaf& l = r.push_sorted(path_atom, category);
+        sb::detail::Leaf skipped;
+        sb::detail::Leaf& l = !keep || keep->keep(keep->context, path_atom) ? r.push_sorted(path_atom, category)
+                                                                           : skipped;
         if (p >= body.size()) return false;
         auto type = static_cast<std::uint8_t>(body[p++]);
         if (type > SB_VALUE_BOOL) return false;
@@ -257,7 +259,7 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record) {
         case SB_VALUE_STRING: {
             std::string_view v;
             if (!get_string(body, p, v)) return false;
-            l.str.assign(v);
+            if (&l != &skipped) l.str.assign(v);
             break;
         }
         case SB_VALUE_INT:

@@ -16,8 +16,15 @@ namespace switchboard::store {
 void encode(const sb_record& record, std::string& out);
 
 // Reads one record at `pos` in `in`, advancing `pos`. False on malformed
-// input (a corrupt store: callers report it, never crash).
-bool decode(std::string_view in, std::size_t& pos, sb_record& record);
+// input (a corrupt store: callers report it, never crash). With `keep`, only
+// the leaves whose path it keeps are read into the record (the others are
+// checked and stepped over): for a reader that wants a few fields of a
+// record, such as a profile making its copy.
+struct LeafFilter {
+    bool (*keep)(const void* context, const sb::detail::PathAtom* path) = nullptr;
+    const void* context = nullptr;
+};
+bool decode(std::string_view in, std::size_t& pos, sb_record& record, const LeafFilter* keep = nullptr);
 
 // Skips one record at `pos` without decoding it.
 bool skip(std::string_view in, std::size_t& pos);

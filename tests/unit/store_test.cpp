@@ -69,6 +69,29 @@ TEST_CASE("codec: a record survives encode and decode exactly") {
     CHECK(pos == buf.size());
 }
 
+TEST_CASE("codec: a filter reads only the leaves it keeps, and steps over the others exactly") {
+    std::string buf;
+    for (int n = 0; n < 3; ++n) store::encode(sample(n), buf);
+    // Keeps the name and the null: the int, float and bool are stepped over.
+    store::LeafFilter filter{[](const void*, const sb::detail::PathAtom* path) {
+                                 return path->path == "citizen.name" || path->path == "content.turns[1].text";
+                             },
+                             nullptr};
+    std::size_t pos = 0;
+    for (int n = 0; n < 3; ++n) {
+        sb_record back;
+        REQUIRE(store::decode(buf, pos, back, &filter));
+        sb_record want = sample(n);
+        want.data.erase("ref");
+        want.data.erase("score");
+        want.data.erase("flags");
+        CHECK(back.data.json() == want.data.json());
+        CHECK(back.data.leaves().size() == 2);
+        CHECK(back.data.attachments().size() == 1);
+    }
+    CHECK(pos == buf.size());
+}
+
 TEST_CASE("codec: many categories, long shared paths and the two-step encoding agree") {
     sb_record r;
     // More categories than the encoder's table holds: the rest are written in full.
