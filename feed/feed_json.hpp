@@ -8,6 +8,8 @@
 // than everything else the client does per record). Error texts never quote
 // the input (they may be logged).
 
+#include <switchboard/detail/json_record.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -89,33 +91,13 @@ private:
         at_ += word.size();
         return true;
     }
-    static void put_utf8(std::string& out, std::uint32_t cp) {
-        if (cp < 0x80) {
-            out.push_back(static_cast<char>(cp));
-        } else if (cp < 0x800) {
-            out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-            out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-        } else if (cp < 0x10000) {
-            out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-            out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-            out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-        } else {
-            out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-            out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-            out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-            out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-        }
-    }
     bool hex4(std::uint32_t& v) {
         if (at_ + 4 > t_.size()) return false;
         v = 0;
         for (int k = 0; k < 4; ++k) {
-            char c = t_[at_++];
-            v <<= 4;
-            if (c >= '0' && c <= '9') v |= static_cast<std::uint32_t>(c - '0');
-            else if (c >= 'a' && c <= 'f') v |= static_cast<std::uint32_t>(c - 'a' + 10);
-            else if (c >= 'A' && c <= 'F') v |= static_cast<std::uint32_t>(c - 'A' + 10);
-            else return false;
+            int h = sb::detail::hex_value(t_[at_++]);
+            if (h < 0) return false;
+            v = v << 4 | static_cast<std::uint32_t>(h);
         }
         return true;
     }
@@ -157,7 +139,7 @@ private:
                         at_ = back; // not a pair: this one is lone, the next read on its own
                 }
                 if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;
-                if (out) put_utf8(*out, cp);
+                if (out) sb::detail::append_utf8(*out, cp);
                 continue;
             }
             default: return false;
