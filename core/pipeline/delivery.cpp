@@ -114,7 +114,6 @@ bool DeliveryWorker::fill() {
             e.index = outbox_index(row.indexes, k);
             e.record_id = record_id(row.chunk, e.index);
             e.expires_at = row.expires_at;
-            e.record = std::make_shared<sb_record>();
             EntryForm form = row.payloads.empty() ? EntryForm::Bad : decode_entry(row.payloads, pos, e, ref);
             if (form == EntryForm::Bad) {
                 log::error("delivery", destination() + ": outbox row at seq " +
@@ -476,7 +475,6 @@ void DeliveryWorker::retry_dead_letters() {
     for (const auto& d : asked) {
         OutboxEntry e;
         std::size_t pos = 0;
-        e.record = std::make_shared<sb_record>();
         EntryRef ref;
         EntryForm form = decode_entry(d.payload, pos, e, ref);
         if (form == EntryForm::Bad) continue;

@@ -63,8 +63,8 @@ inline bool skip_entry(std::string_view in, std::size_t& pos) {
 
 enum class EntryForm { Bad, Record, Reference };
 
-// Fills purpose and profile of `e`, then its record (which `e` must own)
-// or `ref`, and says which it was.
+// Fills purpose and profile of `e`, then its record (made when `e` has
+// none) or `ref`, and says which it was.
 inline EntryForm decode_entry(std::string_view in, std::size_t& pos, OutboxEntry& e, EntryRef& ref) {
     std::string_view purpose, profile;
     std::uint64_t version;
@@ -75,8 +75,10 @@ inline EntryForm decode_entry(std::string_view in, std::size_t& pos, OutboxEntry
     std::size_t at = pos;
     std::string_view body;
     if (!store::get_string(in, at, body) || body.empty()) return EntryForm::Bad;
-    if (static_cast<unsigned char>(body[0]) != kReferenceForm)
+    if (static_cast<unsigned char>(body[0]) != kReferenceForm) {
+        if (!e.record) e.record = std::make_shared<sb_record>();
         return store::decode(in, pos, *e.record) ? EntryForm::Record : EntryForm::Bad;
+    }
     std::size_t k = 1;
     std::string_view fingerprint;
     std::uint64_t flags = 0, routed_at = 0;

@@ -769,7 +769,6 @@ TEST_CASE("pipeline: destinations draining one backlog together make every copy 
                     e.chunk = row.chunk;
                     e.index = pipeline::outbox_index(row.indexes, k);
                     e.record_id = pipeline::record_id(row.chunk, e.index);
-                    e.record = std::make_shared<sb_record>();
                     if (pipeline::decode_entry(row.payloads, pos, e, ref) != pipeline::EntryForm::Reference) {
                         ++wrong;
                         break;
