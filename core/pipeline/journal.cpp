@@ -184,6 +184,11 @@ void Journal::start() {
         failed_.clear();
     }
     thread_ = std::thread([this] { run(); });
+    {
+        std::lock_guard lock(help_mutex_);
+        help_stopping_ = false;
+    }
+    for (unsigned k = 0; k < options_.prepare_helpers; ++k) helpers_.emplace_back([this] { help(); });
 }
 
 void Journal::stop() {
@@ -194,6 +199,13 @@ void Journal::stop() {
     }
     wake_.notify_all();
     thread_.join();
+    {
+        std::lock_guard lock(help_mutex_);
+        help_stopping_ = true;
+    }
+    help_wake_.notify_all();
+    for (std::thread& t : helpers_) t.join();
+    helpers_.clear();
 }
 
 void Journal::attach(const std::string& destination, OutboxListener* listener) {
@@ -421,6 +433,11 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
     in.state_value = state_value;
     std::vector<sb_status> local(records.size(), SB_OK);
     in.results = results ? results : local.data();
+    in.now = clock_();
+    in.prepared.resize(records.size());
+    in.slices = (records.size() + kSlice - 1) / kSlice;
+    in.slice_done.assign(in.slices, 0);
+    in.prepared_all = in.slices == 0;
     auto running = [&] {
         if (stopping_ || !running_) {
             error = "the journal is not running";
@@ -428,17 +445,19 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
         }
         return true;
     };
-    // Queued first, then prepared here, on the emitting thread, a slice at
-    // a time: the writer stores each slice (in the group's transaction)
-    // while the next is prepared, and commits the batch as one. Not with
-    // transform plugins: a hook that called back into the journal (state_set)
-    // would wait for the writer, which waits for the hook.
-    in.prepared.reserve(records.size());
-    bool overlap;
+    // Queued first, then prepared here, on the emitting thread (and by a
+    // helper when the batch has several slices), a slice at a time: the
+    // writer stores each slice (in the group's transaction) while the next
+    // are prepared, and commits the batch as one. Not with transform
+    // plugins: a hook that called back into the journal (state_set) would
+    // wait for the writer, which waits for the hook; and hooks run one at a
+    // time, so no helper joins either.
+    std::vector<plugin::Instance*> transforms;
     {
         std::lock_guard lock(listeners_mutex_);
-        overlap = transforms_.empty();
+        transforms = transforms_;
     }
+    const bool overlap = transforms.empty();
     auto enqueue = [&] {
         {
             std::unique_lock lock(mutex_);
@@ -450,15 +469,27 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
         return true;
     };
     if (overlap && !enqueue()) return SB_ERR_UNAVAILABLE;
-    std::exception_ptr failure;
-    try {
-        prepare(in);
-    } catch (...) {
-        failure = std::current_exception();
-        std::lock_guard lock(mutex_);
-        in.prepare_failed = true; // the writer fails its group: nothing of it is kept
+    const bool helped = overlap && in.slices > 1 && options_.prepare_helpers > 0;
+    if (helped) {
+        {
+            std::lock_guard lock(help_mutex_);
+            help_queue_.push_back(&in);
+        }
+        help_wake_.notify_one();
     }
-    publish(in, true);
+    prepare_slices(in, transforms);
+    if (helped) {
+        // No slice is left to take; a helper may still be finishing one.
+        std::unique_lock lock(help_mutex_);
+        if (auto it = std::find(help_queue_.begin(), help_queue_.end(), &in); it != help_queue_.end())
+            help_queue_.erase(it);
+        help_left_.wait(lock, [&] { return in.helpers == 0; });
+    }
+    std::exception_ptr failure;
+    {
+        std::lock_guard lock(mutex_);
+        failure = in.failure; // the writer fails its group: nothing of it is kept
+    }
     if (!overlap) {
         if (failure) std::rethrow_exception(failure);
         if (!enqueue()) return SB_ERR_UNAVAILABLE;
@@ -468,6 +499,21 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
     if (failure) std::rethrow_exception(failure);
     if (in.status != SB_OK) error = in.error;
     return in.status;
+}
+
+void Journal::help() {
+    std::unique_lock lock(help_mutex_);
+    for (;;) {
+        help_wake_.wait(lock, [&] { return help_stopping_ || !help_queue_.empty(); });
+        if (help_stopping_) return;
+        Ingest* in = help_queue_.front();
+        help_queue_.pop_front();
+        ++in->helpers;
+        lock.unlock();
+        prepare_slices(*in, {}); // (helped only without transforms)
+        lock.lock();
+        if (--in->helpers == 0) help_left_.notify_all(); // the emitter may return now
+    }
 }
 
 sb_status Journal::quarantine(const std::string& instance, std::string_view bytes,
@@ -615,36 +661,53 @@ void Journal::commit_group(std::vector<Pending>& group) {
         if (!p.ingest && p.write.done) p.write.done(ok);
 }
 
-void Journal::publish(Ingest& in, bool all) {
-    {
-        std::lock_guard lock(mutex_);
-        in.ready = in.prepared.size();
-        in.prepared_all = in.prepared_all || all;
+void Journal::prepare_slices(Ingest& in, const std::vector<plugin::Instance*>& transforms) {
+    const std::size_t size = in.prepared.size();
+    for (;;) {
+        const std::size_t k = in.next_slice.fetch_add(1);
+        if (k >= in.slices) return;
+        const std::size_t from = k * kSlice, to = std::min(size, from + kSlice);
+        std::uint64_t refused[3] = {0, 0, 0}; // in all, empty, expired
+        std::exception_ptr failure;
+        try {
+            prepare_range(in, from, to, transforms, refused);
+        } catch (...) {
+            failure = std::current_exception();
+            in.next_slice = in.slices; // nobody takes another
+        }
+        {
+            std::lock_guard lock(mutex_);
+            in.refused += refused[0];
+            in.refused_empty += refused[1];
+            in.refused_expired += refused[2];
+            in.slice_done[k] = 1;
+            ++in.slices_done;
+            while (in.ready < size && in.slice_done[in.ready / kSlice]) in.ready = std::min(size, in.ready + kSlice);
+            if (failure) {
+                if (!in.failure) in.failure = failure;
+                in.prepare_failed = true;
+            }
+            in.prepared_all = in.prepared_all || in.slices_done == in.slices || in.prepare_failed;
+        }
+        progress_.notify_all();
+        if (failure) return;
     }
-    progress_.notify_all();
 }
 
-void Journal::prepare(Ingest& in) {
+void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
+                            const std::vector<plugin::Instance*>& transforms, std::uint64_t (&refused)[3]) {
     auto& records = *in.records;
-    const std::int64_t now = in.now = clock_();
-    std::vector<plugin::Instance*> transforms;
-    {
-        std::lock_guard lock(listeners_mutex_);
-        transforms = transforms_;
-    }
+    const std::int64_t now = in.now;
     const std::string received = sb::detail::format_time(now);
-    in.prepared.clear();
-    in.prepared.reserve(records.size());
-
     Policy::Decision decision;
     std::string summary;
-    for (std::size_t i = 0; i < records.size(); ++i) {
+    for (std::size_t i = from; i < to; ++i) {
         sb_record* rec = records[i].get();
         sb_status& result = in.results[i];
         if (!rec || (rec->data.leaves().empty() && rec->data.attachments().empty())) {
             result = SB_ERR_INVALID;
-            ++in.refused;
-            ++in.refused_empty;
+            ++refused[0];
+            ++refused[1];
             continue;
         }
         auto& data = rec->data;
@@ -665,7 +728,7 @@ void Journal::prepare(Ingest& in) {
         }
         if (refused_by_transform) {
             result = SB_ERR_INVALID;
-            ++in.refused;
+            ++refused[0];
             continue;
         }
         // Card numbers never come to rest here, whatever the profiles say.
@@ -687,16 +750,16 @@ void Journal::prepare(Ingest& in) {
         const std::int64_t expires = collected + retention_.period_ms(in.instance, category);
         if (expires <= now) {
             result = SB_ERR_INVALID; // already past its retention period: not taken
-            ++in.refused;
-            ++in.refused_expired;
+            ++refused[0];
+            ++refused[2];
             continue;
         }
         const std::string expires_text = sb::detail::format_time(expires);
         data.set_meta_at(kMetaExpires, expires_text);
         result = SB_OK; // unless the writer finds it a duplicate
 
-        Prepared& p = in.prepared.emplace_back();
-        p.i = i;
+        Prepared& p = in.prepared[i];
+        p.accepted = true;
         p.expires = expires;
         p.cards = cards;
         std::string& detail = p.ingest_detail;
@@ -735,7 +798,6 @@ void Journal::prepare(Ingest& in) {
             tail.erase(0, 1);
         }
         p.body = store::PreEncoded(*rec);
-        if (in.prepared.size() % kSlice == 0) publish(in, false);
     }
 }
 
@@ -805,7 +867,9 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
     std::map<std::int64_t, std::vector<Prepared*>> buckets;
     for (std::size_t k = from; k < to; ++k) {
         Prepared& p = in.prepared[k];
-        sb_record& rec = *records[p.i];
+        if (!p.accepted) continue; // refused: results[k] says why
+        p.i = k;
+        sb_record& rec = *records[k];
         if (const std::string* ext = rec.data.meta_at(kMetaExternal)) {
             if (!txn.claim(claim_key(in.instance, *ext), p.expires)) {
                 in.results[p.i] = SB_DUPLICATE;

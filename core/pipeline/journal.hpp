@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -130,6 +131,11 @@ public:
         // destinations draining a backlog together mostly find a chunk
         // already read by another (they move through it at different speeds).
         std::size_t chunk_cache_bytes = 32u << 20;
+        // Threads that help an emitting thread prepare a large batch (see
+        // prepare()): with one, a busy source uses a second core for its
+        // classification, profiles and encoding. 0: the emitting thread
+        // prepares alone.
+        unsigned prepare_helpers = 1;
     };
 
     Journal(store::Store& store, audit::AuditLog& audit, const Policy& policy,
@@ -230,7 +236,8 @@ private:
     // One record made ready on the emitting thread (see prepare()): all but
     // what depends on the commit (its id, seqs, duplicate check).
     struct Prepared {
-        std::size_t i = 0; // index in Ingest::records
+        bool accepted = false; // else refused (Ingest::results says why)
+        std::size_t i = 0;     // index in Ingest::records (set by the writer)
         std::int64_t expires = 0;
         std::uint32_t cards = 0;
         std::string ingest_detail;    // the ingest audit entry's detail
@@ -252,14 +259,23 @@ private:
         std::string error;
         bool done = false;
         std::int64_t now = 0;
-        // Filled by the emitting thread while the writer already stores
-        // what is ready (reserved up front: it never reallocates). `ready`
-        // and `prepared_all` are guarded by the journal's mutex_.
+        // One per record, filled a slice (kSlice records) at a time by the
+        // emitting thread and the helpers, while the writer already stores
+        // the slices ready before them. Sized up front: never reallocated.
+        // Guarded by the journal's mutex_: `ready` (records [0, ready) are
+        // prepared), `slice_done`, `prepared_all`, `prepare_failed`,
+        // `failure` and the refusal counts.
         std::vector<Prepared> prepared;
+        std::vector<char> slice_done;
+        std::size_t slices = 0, slices_done = 0;
+        std::atomic<std::size_t> next_slice{0}; // the next slice a thread takes
         std::size_t ready = 0;
         bool prepared_all = false;
         bool prepare_failed = false;
+        std::exception_ptr failure; // what failed preparing, on whichever thread
         std::uint64_t refused = 0, refused_empty = 0, refused_expired = 0;
+        // Guarded by help_mutex_: helpers working on it now.
+        unsigned helpers = 0;
     };
     struct Pending {
         Ingest* ingest = nullptr; // or
@@ -273,8 +289,14 @@ private:
     // routing, minimisation, encoding, audit details. It publishes its
     // progress a slice at a time, and the writer stores each slice while the
     // next is prepared (the two overlap; the batch still commits as one).
-    void prepare(Ingest& in);
-    void publish(Ingest& in, bool all);
+    // Several threads may prepare one ingest: each takes the next slice
+    // (prepare_slices) until none is left; the writer stores slices in
+    // order as the prefix before them is done.
+    void prepare_slices(Ingest& in, const std::vector<plugin::Instance*>& transforms);
+    void prepare_range(Ingest& in, std::size_t from, std::size_t to,
+                       const std::vector<plugin::Instance*>& transforms, std::uint64_t (&refused)[3]);
+    void help();
+
     // The rest, on the writer thread inside the transaction: waits for each
     // slice, then stores it (its chunks, outbox rows and audit entries).
     void ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
@@ -310,6 +332,14 @@ private:
     bool stopping_ = false;
     bool running_ = false; // the writer takes requests
     std::thread thread_;
+
+    // Helpers (Options::prepare_helpers) and the ingests they may join.
+    std::mutex help_mutex_;
+    std::condition_variable help_wake_; // helpers: an ingest to join, or stop
+    std::condition_variable help_left_; // emitters: a helper left their ingest
+    std::deque<Ingest*> help_queue_;
+    bool help_stopping_ = false;
+    std::vector<std::thread> helpers_;
 
     std::mutex listeners_mutex_;
     std::map<std::string, OutboxListener*> listeners_;

@@ -410,36 +410,62 @@ TEST_CASE("pipeline: audit entries written ahead of a commit that never happened
     CHECK(r.entries == 4 * 3);
 }
 
-TEST_CASE("pipeline: a batch larger than a slice is stored while it is prepared, and commits as one") {
-    Node node(kHookToD);
-    // 2,000 records: four slices of the emitting thread's preparation. Two
-    // repeat an external id of an earlier slice: duplicates across slices.
-    // All but the first 100 were collected five minutes earlier, so they
-    // expire in another bucket: two chunks, one filled across the four
-    // slices, the other (which expires later) in the first slice only.
+TEST_CASE("pipeline: a batch larger than a slice is prepared by several threads, stored while it is "
+          "prepared, and commits as one, in order") {
+    // Slices are taken by the emitting thread and the helpers in whatever
+    // order they get to them; the outcome must not depend on it.
+    const unsigned helpers = GENERATE(0u, 1u, 3u);
+    INFO("prepare helpers: " << helpers);
+    pipeline::Journal::Options options;
+    options.prepare_helpers = helpers;
+    sbtest::Node node(kHookToD, 1'736'154'000'000, "sb-pipeline", "data", options);
+    // 2,000 records: four slices. Two repeat an external id of an earlier
+    // slice: duplicates across slices. Three are refused, in three slices:
+    // two empty, one already past its retention period. All but the first
+    // 100 were collected five minutes earlier, so they expire in another
+    // bucket: two chunks, one filled across the four slices, the other
+    // (which expires later) in the first slice only.
     constexpr int kRecords = 2000;
+    auto refused = [](int i) { return i == 600 || i == 1100 || i == 1600; };
+    auto duplicate = [](int i) { return i == 1500 || i == 1999; };
     std::vector<std::unique_ptr<sb_record>> batch;
     for (int i = 0; i < kRecords; ++i) {
+        if (i == 600 || i == 1600) {
+            batch.push_back(std::make_unique<sb_record>()); // no fields: refused
+            continue;
+        }
         batch.push_back(make({{"a", "v" + std::to_string(i), "content.free_text"}}));
         int ext = i == 1500 ? 100 : i == 1999 ? 700 : i;
         batch.back()->data.set_meta("external_id", "msg-" + std::to_string(ext));
         if (i >= 100) batch.back()->data.set_meta("occurred_at", "2025-01-06T08:55:00Z");
+        if (i == 1100) batch.back()->data.set_meta("occurred_at", "2024-01-06T08:55:00Z"); // expired
     }
     auto results = node.emit("hook", std::move(batch));
     for (int i = 0; i < kRecords; ++i) {
         INFO(i);
-        CHECK(results[static_cast<std::size_t>(i)] == (i == 1500 || i == 1999 ? SB_DUPLICATE : SB_OK));
+        CHECK(results[static_cast<std::size_t>(i)] ==
+              (duplicate(i) ? SB_DUPLICATE : refused(i) ? SB_ERR_INVALID : SB_OK));
     }
-    node.wait_delivered("d", kRecords - 2);
+    constexpr int kSent = kRecords - 2 - 3;
+    node.wait_delivered("d", kSent);
     auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
-    CHECK(sent.size() == kRecords - 2);
+    REQUIRE(sent.size() == kSent);
+    // Delivered in the order emitted within each chunk (the journal numbers
+    // a slice's records bucket by bucket), whichever thread prepared each
+    // slice.
+    std::vector<std::string> expected_early, expected_late, sent_early, sent_late;
+    for (int i = 0; i < kRecords; ++i)
+        if (!duplicate(i) && !refused(i)) (i < 100 ? expected_late : expected_early).push_back("v" + std::to_string(i));
     std::set<std::string> values, ids;
     for (auto& r : sent) {
         ids.insert(r["id"]);
         values.insert(r["fields.a"]);
+        (std::stoi(r["fields.a"].substr(1)) < 100 ? sent_late : sent_early).push_back(r["fields.a"]);
     }
-    CHECK(ids.size() == kRecords - 2);
-    CHECK(values.size() == kRecords - 2);
+    CHECK(sent_early == expected_early);
+    CHECK(sent_late == expected_late);
+    CHECK(ids.size() == kSent);
+    CHECK(values.size() == kSent);
     std::map<std::int64_t, std::set<std::uint32_t>> chunks; // chunk: record indexes
     for (const auto& id : ids) {
         std::int64_t chunk = 0;
@@ -450,13 +476,69 @@ TEST_CASE("pipeline: a batch larger than a slice is stored while it is prepared,
     REQUIRE(chunks.size() == 2);
     // The destination's last seq as the store keeps it is the highest,
     // though the two chunks' rows interleave.
-    CHECK(node.store->last_seq("d") == kRecords - 2);
-    CHECK(node.store->meta("last_seq.d") == std::to_string(kRecords - 2));
+    CHECK(node.store->last_seq("d") == kSent);
+    CHECK(node.store->meta("last_seq.d") == std::to_string(kSent));
     CHECK(chunks.rbegin()->second.size() == 100); // the later bucket's, made by the first slice only
     for (const auto& [chunk, indexes] : chunks) CHECK(*indexes.rbegin() == indexes.size() - 1); // 0, 1, 2, ...
     CHECK(values.count("v1500") == 0);
-    CHECK(node.metrics.value("hook", "records_in") == kRecords - 2);
+    CHECK(node.metrics.value("hook", "records_in") == kSent);
     CHECK(node.metrics.value("hook", "duplicates") == 2);
+    CHECK(node.metrics.value("hook", "refused") == 3);
+    node.journal->flush_audit();
+    CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
+}
+
+TEST_CASE("pipeline: several sources emit large batches at once while helpers prepare them") {
+    // Two emitting threads, one helper: the helper joins one batch at a
+    // time; every record of every batch is committed and delivered once.
+    pipeline::Journal::Options options;
+    options.prepare_helpers = 1;
+    sbtest::Node node(kHookToD, 1'736'154'000'000, "sb-pipeline", "data", options);
+    constexpr int kThreads = 2, kBatches = 5, kPerBatch = 1300;
+    std::vector<std::thread> threads;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            for (int b = 0; b < kBatches; ++b) {
+                std::vector<std::unique_ptr<sb_record>> batch;
+                for (int i = 0; i < kPerBatch; ++i) {
+                    auto r = std::make_unique<sb_record>();
+                    std::string v = "t" + std::to_string(t) + "-" + std::to_string(b) + "-" + std::to_string(i);
+                    sb_value value{SB_VALUE_STRING, v.data(), v.size(), 0, 0};
+                    r->data.set("a", value, "content.free_text");
+                    batch.push_back(std::move(r));
+                }
+                std::vector<sb_status> results(batch.size());
+                std::string error;
+                if (node.journal->emit("hook", batch, nullptr, nullptr, results.data(), error) != SB_OK ||
+                    std::count(results.begin(), results.end(), SB_OK) != kPerBatch)
+                    ++failures;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+    constexpr int kAll = kThreads * kBatches * kPerBatch;
+    node.wait_delivered("d", kAll);
+    auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == kAll);
+    // Each thread's records arrive in the order it emitted them.
+    std::map<std::string, std::vector<std::string>> by_thread;
+    std::set<std::string> values;
+    for (auto& r : sent) {
+        const std::string& v = r["fields.a"];
+        values.insert(v);
+        by_thread[v.substr(0, v.find('-'))].push_back(v);
+    }
+    CHECK(values.size() == kAll);
+    for (int t = 0; t < kThreads; ++t) {
+        const auto& got = by_thread["t" + std::to_string(t)];
+        REQUIRE(got.size() == kBatches * kPerBatch);
+        std::size_t k = 0;
+        for (int b = 0; b < kBatches; ++b)
+            for (int i = 0; i < kPerBatch; ++i, ++k)
+                CHECK(got[k] == "t" + std::to_string(t) + "-" + std::to_string(b) + "-" + std::to_string(i));
+    }
     node.journal->flush_audit();
     CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
 }
