@@ -401,7 +401,7 @@ FeedClient::Impl::End FeedClient::Impl::session() {
     for (;;) {
         zmq_pollitem_t items[3] = {{sock.s, 0, ZMQ_POLLIN, 0}, {mon.s, 0, ZMQ_POLLIN, 0}, {nullptr, wake[0], ZMQ_POLLIN, 0}};
         long timeout = 1000;
-        if (welcome_deadline) {
+        if (welcome_deadline && !welcomed) { // (past it, a session would poll without waiting)
             auto left = std::chrono::duration_cast<milliseconds>(*welcome_deadline - Clock::now()).count();
             timeout = std::clamp<long>(left, 0, 1000);
         }

@@ -10,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -130,6 +132,37 @@ TEST_CASE("records arrive in order within the credit, and the position is persis
     // Output files and the directory are the owner's only.
     for (const auto& e : fs::directory_iterator(s.out()))
         CHECK((fs::status(e.path()).permissions() & (fs::perms::group_all | fs::perms::others_all)) == fs::perms::none);
+}
+
+TEST_CASE("a client in session past the WELCOME deadline waits quietly and keeps receiving", "[feed]") {
+    // The deadline is for the WELCOME only. A session that outlived it used
+    // to poll with a zero timeout, spinning a core at 100 % (and, on a
+    // shared machine, slowing the council's daemon: the latency benchmark
+    // of docs/performance.md saw it).
+    Setup s;
+    TestFeedServer server(s.server_options());
+    for (int i = 1; i <= 5; ++i) server.add_record(rid(i));
+    auto o = s.client_options(server);
+    o.welcome_timeout = 200ms;
+    RunningClient c(std::move(o), s.dir_sink());
+    REQUIRE(server.wait_until([&] { return server.acked() == 5; }, 15s));
+    std::this_thread::sleep_for(400ms); // well past the deadline, idle
+    auto cpu_seconds = [] {
+        rusage u{};
+        ::getrusage(RUSAGE_SELF, &u);
+        return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+               static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+    };
+    const double before = cpu_seconds();
+    std::this_thread::sleep_for(1s);
+    const double used = cpu_seconds() - before;
+    INFO("CPU seconds used by this process in one idle second: " << used);
+    CHECK(used < 0.3);
+    // Still in the same session: later records arrive without a new HELLO.
+    for (int i = 6; i <= 8; ++i) server.add_record(rid(i));
+    REQUIRE(server.wait_until([&] { return server.acked() == 8; }, 15s));
+    CHECK(server.hellos().size() == 1);
+    CHECK(ids_of(out_lines(s.out())).size() == 8);
 }
 
 TEST_CASE("a restarted client says HELLO with its position and drops resends", "[feed]") {
