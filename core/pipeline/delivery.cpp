@@ -440,7 +440,10 @@ void DeliveryWorker::record_progress(std::uint64_t acked, std::vector<store::Dea
     acked_ = acked;
     std::int64_t now = clock_();
     std::string dest = destination();
-    journal_.submit({[acked, dest, now, dead = std::move(dead), delivered = std::move(delivered)](
+    // Lazy: shares the next commit (an ingest's, usually) rather than
+    // costing one of its own per acknowledgement; lost in a crash, the
+    // records are delivered again.
+    journal_.submit_lazy({[acked, dest, now, dead = std::move(dead), delivered = std::move(delivered)](
                          store::Txn& txn, audit::AuditLog& audit) {
                          txn.set_acked(dest, acked);
                          std::string detail;

@@ -393,12 +393,19 @@ sb_record tombstone(const std::string& id, const std::string& expires_at) {
     return r;
 }
 
-void Journal::submit(Write write) {
+void Journal::submit(Write write) { enqueue_write(std::move(write), false); }
+
+void Journal::submit_lazy(Write write) { enqueue_write(std::move(write), true); }
+
+void Journal::enqueue_write(Write write, bool lazy) {
     bool taken = false;
     {
         std::lock_guard lock(mutex_);
         if (running_) {
-            queue_.push_back(Pending{nullptr, std::move(write)});
+            const bool lazy_waiting = queue_.size() > queued_urgent_;
+            if (lazy && !lazy_waiting) lazy_since_ = std::chrono::steady_clock::now();
+            if (!lazy) ++queued_urgent_;
+            queue_.push_back(Pending{nullptr, std::move(write), lazy});
             taken = true;
         }
     }
@@ -464,6 +471,7 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
             if (!running()) return false;
             queue_.push_back(Pending{&in, {}});
             queued_records_ += records.size();
+            ++queued_urgent_;
         }
         wake_.notify_one();
         return true;
@@ -570,10 +578,22 @@ void Journal::complete(const std::string& instance, std::uint64_t id, sb_status 
 
 void Journal::run() {
     std::vector<Pending> group;
+    const auto lazy_wait = std::chrono::milliseconds(options_.lazy_ms);
     for (;;) {
         {
             std::unique_lock lock(mutex_);
-            wake_.wait(lock, [&] { return !queue_.empty() || stopping_; });
+            // Lazy writes alone wait (lazy_ms at most) for a request to
+            // share their commit; anything else starts one at once.
+            for (;;) {
+                if (stopping_ || queued_urgent_ > 0) break;
+                if (queue_.empty()) {
+                    wake_.wait(lock);
+                    continue;
+                }
+                if (wake_.wait_until(lock, lazy_since_ + lazy_wait) == std::cv_status::timeout &&
+                    std::chrono::steady_clock::now() >= lazy_since_ + lazy_wait)
+                    break;
+            }
             if (queue_.empty() && stopping_) {
                 running_ = false;
                 return;
@@ -585,10 +605,13 @@ void Journal::run() {
                 std::size_t n = p.ingest ? p.ingest->records->size() : 0;
                 if (!group.empty() && records + n > options_.max_group) break;
                 records += n;
+                if (!p.lazy) --queued_urgent_;
                 group.push_back(std::move(p));
                 queue_.pop_front();
             }
             queued_records_ -= records;
+            // Lazy writes left behind (the group was full) wait again from now.
+            if (queue_.size() > queued_urgent_) lazy_since_ = std::chrono::steady_clock::now();
         }
         if (!group.empty()) commit_group(group);
         group.clear();

@@ -24,6 +24,7 @@
 #include <switchboard/detail/record_data.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -136,6 +137,9 @@ public:
         // classification, profiles and encoding. 0: the emitting thread
         // prepares alone.
         unsigned prepare_helpers = 1;
+        // How long a lazy write (submit_lazy) waits at most for another
+        // commit to join.
+        std::int64_t lazy_ms = 20;
     };
 
     Journal(store::Store& store, audit::AuditLog& audit, const Policy& policy,
@@ -167,6 +171,12 @@ public:
         std::function<void(bool ok)> done;
     };
     void submit(Write write);
+    // A write that may wait (Options::lazy_ms at most) to share the commit
+    // of the next ingest or other write, instead of a commit (two fsyncs)
+    // of its own: for what only records progress that is safe to lose in
+    // a crash, such as a destination's acknowledgements (lost, the records
+    // are delivered again: at least once).
+    void submit_lazy(Write write);
     // Submits and waits for the commit; false if it failed.
     bool submit_and_wait(std::function<void(store::Txn&, audit::AuditLog&)> apply);
 
@@ -280,9 +290,11 @@ private:
     struct Pending {
         Ingest* ingest = nullptr; // or
         Write write;
+        bool lazy = false;
     };
 
     void run();
+    void enqueue_write(Write write, bool lazy);
     void commit_group(std::vector<Pending>& group);
     // CPU work of an ingest, on the emitting thread, outside the store's
     // transaction: checks, transforms, card redaction, classification,
@@ -329,6 +341,8 @@ private:
     std::condition_variable progress_; // the writer: a slice of an ingest is prepared
     std::deque<Pending> queue_;
     std::size_t queued_records_ = 0;
+    std::size_t queued_urgent_ = 0; // requests in queue_ that are not lazy
+    std::chrono::steady_clock::time_point lazy_since_{}; // the oldest lazy write waiting (about)
     bool stopping_ = false;
     bool running_ = false; // the writer takes requests
     std::thread thread_;

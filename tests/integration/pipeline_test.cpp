@@ -543,6 +543,44 @@ TEST_CASE("pipeline: several sources emit large batches at once while helpers pr
     CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
 }
 
+TEST_CASE("pipeline: a lazy write waits for a commit to share, at most lazy_ms; stop commits it") {
+    pipeline::Journal::Options options;
+    options.lazy_ms = 400;
+    sbtest::Node node(kHookToD, 1'736'154'000'000, "sb-pipeline", "data", options);
+    auto lazy_set = [&](const std::string& key) {
+        node.journal->submit_lazy({[key](store::Txn& t, audit::AuditLog&) { t.set_state("lazy-test", key, "v"); }, {}});
+    };
+    auto committed = [&](const std::string& key) { return node.store->state("lazy-test", key).has_value(); };
+
+    // Alone: committed once lazy_ms has passed, not before.
+    const auto start = std::chrono::steady_clock::now();
+    lazy_set("alone");
+    std::this_thread::sleep_for(100ms);
+    CHECK_FALSE(committed("alone"));
+    REQUIRE(sbtest::wait_until([&] { return committed("alone"); }, 10s));
+    CHECK(std::chrono::steady_clock::now() - start >= 350ms);
+
+    // With a write that does not wait: both in the same commit, at once.
+    lazy_set("shared");
+    REQUIRE(node.journal->submit_and_wait([](store::Txn& t, audit::AuditLog&) { t.set_state("lazy-test", "urgent", "v"); }));
+    CHECK(committed("shared"));
+    CHECK(committed("urgent"));
+
+    // With an ingest: likewise.
+    lazy_set("with-ingest");
+    node.emit("hook", [] {
+        std::vector<std::unique_ptr<sb_record>> batch;
+        batch.push_back(make({{"a", "x", "content.free_text"}}));
+        return batch;
+    }());
+    CHECK(committed("with-ingest"));
+
+    // Stopping commits what waits.
+    lazy_set("at-stop");
+    node.journal->stop();
+    CHECK(committed("at-stop"));
+}
+
 TEST_CASE("pipeline: a destination that keeps failing holds its backlog on disk while another "
           "keeps flowing; dead letters are listed and retried") {
     Node node(R"(
