@@ -97,6 +97,8 @@ constexpr CoreCounter kCounters[] = {
     {"retries", "switchboard_delivery_retries_total", false, true, "Deliveries retried after a transient error."},
     {"pending_timeouts", "switchboard_delivery_pending_timeouts_total", false, true,
      "Pending deliveries that timed out and were handed over again."},
+    {"read_back", "switchboard_delivery_read_back_total", false, true,
+     "Outbox entries a destination read back from the store because it had fallen behind."},
     {"cards_redacted", "switchboard_cards_redacted_total", true, false, "Payment card numbers redacted at ingest."},
 };
 

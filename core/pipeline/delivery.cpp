@@ -100,8 +100,8 @@ bool DeliveryWorker::fill() {
         dropped_ = false;
         from = tail_;
     }
-    // Up to a queue's worth: rows hold from one entry to a whole group's.
-    auto rows = journal_.store().outbox_after(destination(), from, 1024, kMaxQueued);
+    // Up to kFillBatch entries: rows hold from one entry to a whole group's.
+    auto rows = journal_.store().outbox_after(destination(), from, 1024, kFillBatch);
     std::vector<OutboxEntry> loaded;
     Journal::ChunkCache chunk;
     EntryRef ref;
@@ -120,11 +120,12 @@ bool DeliveryWorker::fill() {
                                            std::to_string(row.first_seq) + " is unreadable; skipped");
                 break;
             }
-            if (e.seq <= from || loaded.size() >= kMaxQueued) continue;
+            if (e.seq <= from || loaded.size() >= kFillBatch) continue;
             if (form == EntryForm::Reference && e.profile != kErasedProfile) journal_.rebuild(e, ref, chunk);
             loaded.push_back(std::move(e));
         }
     }
+    if (metrics_ && !loaded.empty()) metrics_->add(destination(), "read_back", loaded.size());
     std::lock_guard lock(mutex_);
     if (loaded.empty()) {
         // Caught up, unless a commit was offered (and dropped) meanwhile.

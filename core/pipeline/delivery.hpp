@@ -19,7 +19,7 @@
 //
 // Memory stays flat whatever the backlog: at most kMaxQueued entries are held;
 // a destination that is behind (down for hours) reads its outbox from the
-// store, a bounded batch at a time, while the others keep flowing.
+// store, kFillBatch entries at a time, while the others keep flowing.
 
 #include "pipeline/journal.hpp"
 
@@ -42,7 +42,13 @@ std::string receipt_text(std::string_view receipt);
 
 class DeliveryWorker : public OutboxListener {
 public:
-    static constexpr std::size_t kMaxQueued = 4096;
+    // Entries held in memory at most. Two of the journal's largest groups
+    // (Journal::Options::max_group): a worker still busy with one group's
+    // entries takes the next group's as offered, rather than reading them
+    // back from the store and making their copies again.
+    static constexpr std::size_t kMaxQueued = 16384;
+    // Entries read from the store at a time by a worker that is behind.
+    static constexpr std::size_t kFillBatch = 4096;
     // How long a plugin may take to complete an SB_PENDING delivery before
     // it is handed the same record again.
     static constexpr std::int64_t kPendingTimeoutMs = 60'000;

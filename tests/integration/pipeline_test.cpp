@@ -581,6 +581,53 @@ TEST_CASE("pipeline: a lazy write waits for a commit to share, at most lazy_ms; 
     CHECK(committed("at-stop"));
 }
 
+TEST_CASE("pipeline: a worker busy with one group takes the next as offered; past its bound it reads "
+          "entries back from the store, in order, once each") {
+    // The destination fails its first delivery: the worker holds the first
+    // batch through a backoff while the next are committed and offered.
+    const char* const toml = R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+backoff = "3s"
+[destinations.d.config]
+output = "d.jsonl"
+fail_first = 1
+mode = "ok"
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+)";
+    // Two batches fit in memory (kMaxQueued); a third does not.
+    const int batches = GENERATE(2, 3);
+    INFO(batches << " batches");
+    Node node(toml);
+    constexpr int kPerBatch = 6000;
+    static_assert(2 * kPerBatch <= static_cast<int>(pipeline::DeliveryWorker::kMaxQueued) &&
+                  3 * kPerBatch > static_cast<int>(pipeline::DeliveryWorker::kMaxQueued));
+    int n = 0;
+    for (int b = 0; b < batches; ++b) {
+        std::vector<std::unique_ptr<sb_record>> batch;
+        for (int i = 0; i < kPerBatch; ++i, ++n) batch.push_back(make({{"a", "v" + std::to_string(n), "content.free_text"}}));
+        node.emit("hook", std::move(batch));
+    }
+    node.wait_delivered("d", static_cast<std::uint64_t>(n));
+    auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) CHECK(sent[static_cast<std::size_t>(i)]["fields.a"] == "v" + std::to_string(i));
+    if (batches == 2)
+        CHECK(node.metrics.value("d", "read_back") == 0);
+    else
+        CHECK(node.metrics.value("d", "read_back") >= kPerBatch);
+}
+
 TEST_CASE("pipeline: a destination that keeps failing holds its backlog on disk while another "
           "keeps flowing; dead letters are listed and retried") {
     Node node(R"(
