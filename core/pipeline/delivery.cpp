@@ -255,7 +255,8 @@ bool DeliveryWorker::deliver_some() {
     bool handed = false;
     for (OutboxEntry& e : fresh) {
         Inflight f;
-        f.attempt = attempts_[e.seq] + 1;
+        auto failed = attempts_.find(e.seq); // (most have none: no map node made for them)
+        f.attempt = (failed == attempts_.end() ? 0 : failed->second) + 1;
         f.since = steady_ms();
         if (e.expires_at <= now) {
             f.expired = true; // its retention period ended before it could be delivered
@@ -426,7 +427,8 @@ bool DeliveryWorker::deliver_some() {
         std::lock_guard lock(mutex_);
         for (std::size_t i = 0; i < done && !queue_.empty(); ++i) queue_.pop_front();
     }
-    for (std::size_t i = 0; i < done; ++i) attempts_.erase(inflight_[i].entry.seq);
+    if (!attempts_.empty())
+        for (std::size_t i = 0; i < done; ++i) attempts_.erase(inflight_[i].entry.seq);
     inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(done));
     if (metrics_) {
         if (!delivered.empty()) metrics_->add(destination(), "records_out", delivered.size());

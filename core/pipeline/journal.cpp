@@ -786,6 +786,7 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
         p.expires = expires;
         p.cards = cards;
         std::string& detail = p.ingest_detail;
+        detail.reserve(192); // what its attributes take, about: one allocation
         audit::append_attr(detail, "source", in.instance);
         const std::string* channel = data.meta_at(kMetaChannel);
         audit::append_attr(detail, "channel", channel ? std::string_view(*channel) : "-");
@@ -811,6 +812,7 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
             route->profile->apply(*rec, *c.record, route->has_lawful_basis(), now, nullptr, &summary);
             // After "destination" and "seq" (the seq is known at commit).
             std::string& tail = c.detail_tail;
+            tail.reserve(64 + summary.size() + route->label.size() + route->purpose.size());
             tail.push_back('-'); // so that append_attr puts ';' before the first
             audit::append_attr(tail, "purpose", route->purpose);
             audit::append_attr(tail, "profile",
