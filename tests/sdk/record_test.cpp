@@ -288,6 +288,23 @@ TEST_CASE("JSON: nested objects and arrays, with null for gaps") {
           R"("turns":[{"by":"agent","text":"hello"},null,{"text":"hi"}],"z":-3})");
 }
 
+TEST_CASE("JSON: paths as deep as allowed, ending in arrays and objects") {
+    // kMaxPathDepth segments, the deepest a path may be: the writer's
+    // stack of open containers holds one per segment but the last.
+    const std::size_t depth = sb::detail::kMaxPathDepth;
+    Rec r;
+    const std::string deep = repeat_path(depth);                      // a.a. … .a
+    const std::string deep_array = repeat_path(depth - 2) + ".b[3]"; // beside its last two
+    REQUIRE(r.str(deep.c_str(), "x") == SB_OK);
+    REQUIRE(r.str(deep_array.c_str(), "y") == SB_OK);
+    std::string expected = "{";
+    for (std::size_t i = 0; i < depth - 2; ++i) expected += "\"a\":{";
+    expected += R"("a":{"a":"x"},"b":[null,null,null,"y"])";
+    for (std::size_t i = 0; i < depth - 2; ++i) expected += "}";
+    expected += "}";
+    CHECK(r.fields_json() == expected);
+}
+
 TEST_CASE("JSON: an empty record and a removed array element") {
     Rec r;
     CHECK(r.fields_json() == "{}");

@@ -183,6 +183,14 @@ inline void append_json_string(std::string& out, std::string_view s) {
     out.push_back('"');
 }
 
+// Appends `"key":` for a key that needs no escaping: a path segment's key
+// ([A-Za-z0-9_-], parse_path) or an envelope key.
+inline void append_json_key(std::string& out, std::string_view key) {
+    out.push_back('"');
+    out.append(key);
+    out.append("\":", 2);
+}
+
 inline void append_json_double(std::string& out, double f) {
     if (!std::isfinite(f)) {
         out += "null";
@@ -762,6 +770,12 @@ public:
     }
 
     void write_json(std::string& out) const {
+        // About what it takes, so that `out` grows once: the values, the
+        // paths (more than the keys written) and the punctuation.
+        std::size_t size = 160;
+        for (const std::string& m : meta_) size += m.size() + 16;
+        for (const Leaf& leaf : leaves_) size += leaf.str.size() + leaf.path().size() + 8;
+        out.reserve(out.size() + size);
         out += "{\"id\":";
         const char* id = meta("id");
         if (id)
@@ -774,8 +788,7 @@ public:
             if (k == 0 || !(has_meta_ & (1u << k))) continue;
             if (!first) out.push_back(',');
             first = false;
-            append_json_string(out, kMetaKeys[k]);
-            out.push_back(':');
+            append_json_key(out, kMetaKeys[k]);
             append_json_string(out, meta_[k]);
         }
         out += "},\"fields\":";
@@ -812,7 +825,10 @@ public:
             std::int64_t next_index; // arrays: the index the next element has
         };
         const std::vector<PathSegment>* prev = nullptr;
-        std::vector<Open> stack{{false, true, 0}}; // [0] is the root object
+        // [0] is the root object; a path has at most kMaxPathDepth segments.
+        Open stack[kMaxPathDepth + 2];
+        std::size_t depth = 0;
+        stack[depth++] = {false, true, 0};
         out.push_back('{');
         for (const Leaf& leaf : leaves()) {
             const std::vector<PathSegment>& cur = leaf.segments();
@@ -821,12 +837,9 @@ public:
             while (prev && common + 1 < prev->size() && common + 1 < cur.size() &&
                    same_segment((*prev)[common], cur[common]))
                 ++common;
-            while (stack.size() > common + 1) {
-                out.push_back(stack.back().array ? ']' : '}');
-                stack.pop_back();
-            }
+            while (depth > common + 1) out.push_back(stack[--depth].array ? ']' : '}');
             for (std::size_t d = common; d < cur.size(); ++d) {
-                Open& top = stack.back();
+                Open& top = stack[depth - 1];
                 if (top.array) {
                     for (; top.next_index < cur[d].index; ++top.next_index) {
                         if (!top.first) out.push_back(',');
@@ -837,23 +850,17 @@ public:
                 }
                 if (!top.first) out.push_back(',');
                 top.first = false;
-                if (!cur[d].is_index()) {
-                    append_json_string(out, cur[d].key);
-                    out.push_back(':');
-                }
+                if (!cur[d].is_index()) append_json_key(out, cur[d].key);
                 if (d + 1 < cur.size()) {
                     bool array = cur[d + 1].is_index();
                     out.push_back(array ? '[' : '{');
-                    stack.push_back({array, true, 0});
+                    stack[depth++] = {array, true, 0};
                 }
             }
             write_value(out, leaf);
             prev = &cur;
         }
-        while (!stack.empty()) {
-            out.push_back(stack.back().array ? ']' : '}');
-            stack.pop_back();
-        }
+        while (depth > 0) out.push_back(stack[--depth].array ? ']' : '}');
     }
 
 private:
