@@ -104,17 +104,6 @@ std::size_t rest_size_hint(const sb::detail::RecordData& r) {
 }
 } // namespace
 
-void put_varint(std::string& out, std::uint64_t v) {
-    char buf[10];
-    int n = 0;
-    while (v >= 0x80) {
-        buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    buf[n++] = static_cast<char>(v);
-    out.append(buf, static_cast<std::size_t>(n));
-}
-
 bool get_varint(std::string_view in, std::size_t& pos, std::uint64_t& v) {
     v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
@@ -124,11 +113,6 @@ bool get_varint(std::string_view in, std::size_t& pos, std::uint64_t& v) {
         if (!(b & 0x80)) return true;
     }
     return false;
-}
-
-void put_string(std::string& out, std::string_view s) {
-    put_varint(out, s.size());
-    out.append(s);
 }
 
 bool get_string(std::string_view in, std::size_t& pos, std::string_view& s) {

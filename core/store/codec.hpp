@@ -45,10 +45,27 @@ private:
     std::string tail_;       // the body after the id
 };
 
-// Low-level pieces, shared with other store formats.
-void put_varint(std::string& out, std::uint64_t v);
+// Low-level pieces, shared with other store formats. Inline: a record's
+// encoding writes several per field, most of them a single byte.
+inline void put_varint(std::string& out, std::uint64_t v) {
+    if (v < 0x80) {
+        out.push_back(static_cast<char>(v));
+        return;
+    }
+    char buf[10];
+    int n = 0;
+    while (v >= 0x80) {
+        buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    buf[n++] = static_cast<char>(v);
+    out.append(buf, static_cast<std::size_t>(n));
+}
 bool get_varint(std::string_view in, std::size_t& pos, std::uint64_t& v);
-void put_string(std::string& out, std::string_view s);
+inline void put_string(std::string& out, std::string_view s) {
+    put_varint(out, s.size());
+    out.append(s);
+}
 bool get_string(std::string_view in, std::size_t& pos, std::string_view& s);
 
 } // namespace switchboard::store
