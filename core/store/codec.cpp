@@ -51,7 +51,9 @@ void encode_rest(const sb::detail::RecordData& r, std::string& body) {
     put_varint(body, leaves.size());
     std::string_view prev;
     // Categories seen so far, by first appearance (a record has a handful).
-    std::string_view cats[64];
+    // Interned atoms are one per name: their pointers tell them apart; a
+    // record's own (not interned) atom is compared by name.
+    const sb::detail::CategoryAtom* cats[64];
     std::size_t ncats = 0;
     for (const auto& l : leaves) {
         std::string_view path = l.path();
@@ -62,15 +64,16 @@ void encode_rest(const sb::detail::RecordData& r, std::string& body) {
         put_string(body, path.substr(shared));
         prev = path;
         std::size_t ref = 0;
+        const sb::detail::CategoryAtom* cat = l.category_atom();
         for (std::size_t k = 0; k < ncats; ++k)
-            if (cats[k] == l.category()) {
+            if (cats[k] == cat || ((!cat->interned || !cats[k]->interned) && cats[k]->name == cat->name)) {
                 ref = k + 1;
                 break;
             }
         put_varint(body, ref);
         if (ref == 0) {
             put_string(body, l.category());
-            if (ncats < std::size(cats)) cats[ncats++] = l.category(); // else: written in full again
+            if (ncats < std::size(cats)) cats[ncats++] = cat; // else: written in full again
         }
         body.push_back(static_cast<char>(l.type));
         switch (l.type) {

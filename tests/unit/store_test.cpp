@@ -118,6 +118,39 @@ TEST_CASE("codec: many categories, long shared paths and the two-step encoding a
     CHECK(two == once);
 }
 
+TEST_CASE("codec: categories the intern table had no room for are written once each, like the others") {
+    // With the table full, a record owns its atoms: two leaves of one
+    // category may point to two atoms of the same name. The encoding is
+    // the same as with interned atoms (each name in full once, then
+    // referred to).
+    sb::detail::InternLimits full;
+    full.paths = 0;
+    full.path_bytes = 0;
+    full.categories = 0;
+    full.category_bytes = 0;
+    sb::detail::set_intern_limits_for_testing(full);
+    struct Restore {
+        ~Restore() { sb::detail::set_intern_limits_for_testing(sb::detail::InternLimits{}); }
+    } restore;
+    sb_record owned;
+    for (int k = 0; k < 3; ++k) {
+        std::string v = "v" + std::to_string(k);
+        sb_value s{SB_VALUE_STRING, v.c_str(), v.size(), 0, 0};
+        REQUIRE(owned.data.set("zz-owned-path-" + std::to_string(k), s, "zz.another-owned-category") == SB_OK);
+    }
+    for (const auto& leaf : owned.data.leaves()) CHECK_FALSE(leaf.category_atom()->interned);
+    std::string bytes;
+    store::encode(owned, bytes);
+    const std::string name = "zz.another-owned-category";
+    std::size_t count = 0;
+    for (std::size_t at = bytes.find(name); at != std::string::npos; at = bytes.find(name, at + 1)) ++count;
+    CHECK(count == 1);
+    std::size_t pos = 0;
+    sb_record back;
+    REQUIRE(store::decode(bytes, pos, back));
+    for (const auto& leaf : owned.data.leaves()) CHECK(back.data.find(leaf.path())->category() == name);
+}
+
 TEST_CASE("codec: records written by the first format (version 1) are still read") {
     // length, version 1, meta mask (bit of "id"), id, 1 leaf: path, category,
     // type string, value; 0 attachments.

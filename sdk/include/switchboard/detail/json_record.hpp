@@ -69,6 +69,7 @@
 #include <switchboard/detail/record_data.hpp>
 #include <switchboard/plugin.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <charconv>
@@ -80,6 +81,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -1288,5 +1290,107 @@ inline bool read_flat_json(std::string_view text, sb_record& record, JsonError& 
     error = r.error();
     return ok;
 }
+
+// Used by the jsonl-source plugin (and bench/micro/record_stages.cpp, which
+// times what it does).
+// Takes a flat line's fields as the reader finds them (document order) and
+// sets them on the record in path order, in which the host stores each one
+// without searching or moving the others. The order, and the categories,
+// depend only on the line's shape (its paths in document order), which is
+// the same for most lines of an export: both are kept per shape.
+class SortingSink final : public RecordSink {
+public:
+    SortingSink(const sb_host_api* api, const CategoryMap* categories)
+        : api_(api), categories_(categories) {}
+
+    void begin(sb_record* record) {
+        record_ = record;
+        fields_.clear();
+        paths_.clear();
+        values_.clear();
+    }
+
+    sb_status set_meta(const char* key, const char* value) override {
+        return api_->record_set_meta(record_, key, value);
+    }
+    sb_status set_field(const char* path, const sb_value& value, const char*) override {
+        Field f{static_cast<std::uint32_t>(paths_.size()), value, 0};
+        paths_.append(path);
+        paths_.push_back('\0');
+        if (value.type == SB_VALUE_STRING) { // the reader's buffer is reused: copy
+            f.str = static_cast<std::uint32_t>(values_.size());
+            values_.append(value.str ? value.str : "", value.len);
+        }
+        fields_.push_back(f);
+        return SB_OK;
+    }
+    sb_status add_attachment(const sb_attachment& a) override {
+        return api_->record_add_attachment(record_, &a);
+    }
+
+    // Sets the fields taken since begin(). Not SB_OK: the record refused one
+    // (it cannot, for what the reader accepts); the caller reads the line
+    // again the plain way for the reader's own error.
+    sb_status finish() {
+        const Shape& shape = shape_of();
+        for (std::uint32_t k : shape.order) {
+            const Field& f = fields_[k];
+            sb_value v = f.value;
+            if (v.type == SB_VALUE_STRING) v.str = values_.data() + f.str;
+            sb_status st = api_->record_set(record_, paths_.data() + f.path, &v, shape.categories[k]);
+            if (st != SB_OK) return st;
+        }
+        return SB_OK;
+    }
+
+private:
+    struct Field {
+        std::uint32_t path; // offset in paths_ (NUL-terminated)
+        sb_value value;
+        std::uint32_t str;  // offset in values_ of a string value
+    };
+    struct Shape {
+        std::vector<std::uint32_t> order;     // field indexes in path order
+        std::vector<const char*> categories;  // per field (document order)
+    };
+    static constexpr std::size_t kMaxShapes = 256;
+
+    const Shape& shape_of() {
+        if (last_ && last_->first == paths_) return last_->second;
+        auto it = shapes_.find(paths_);
+        if (it == shapes_.end()) {
+            if (shapes_.size() >= kMaxShapes) shapes_.clear(); // a source of ever new shapes
+            it = shapes_.emplace(paths_, make_shape()).first;
+        }
+        last_ = &*it;
+        return it->second;
+    }
+
+    Shape make_shape() const {
+        Shape s;
+        std::vector<std::string> keys(fields_.size());
+        std::vector<PathSegment> segs;
+        s.categories.resize(fields_.size());
+        for (std::size_t k = 0; k < fields_.size(); ++k) {
+            std::string_view path(paths_.data() + fields_[k].path);
+            if (parse_path(path, segs)) append_sort_key(keys[k], segs);
+            s.categories[k] = categories_ ? categories_->category_for(path) : "unknown";
+        }
+        s.order.resize(fields_.size());
+        for (std::uint32_t k = 0; k < s.order.size(); ++k) s.order[k] = k;
+        std::stable_sort(s.order.begin(), s.order.end(),
+                         [&](std::uint32_t a, std::uint32_t b) { return keys[a] < keys[b]; });
+        return s;
+    }
+
+    const sb_host_api* api_;
+    const CategoryMap* categories_;
+    sb_record* record_ = nullptr;
+    std::vector<Field> fields_;
+    std::string paths_;  // this line's paths, NUL-separated: its shape
+    std::string values_; // its string values
+    std::unordered_map<std::string, Shape> shapes_;
+    const std::pair<const std::string, Shape>* last_ = nullptr;
+};
 
 } // namespace sb::detail
