@@ -73,12 +73,6 @@ bool sync_dir(const fs::path& dir) {
     return ok;
 }
 
-std::string today_utc() {
-    using namespace std::chrono;
-    auto ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-    return sb::detail::format_time(ms).substr(0, 10);
-}
-
 // ------------------------------------------------------------ directory
 
 bool is_day_file(const std::string& name) {
@@ -118,7 +112,7 @@ public:
             ++duplicates_;
             return true;
         }
-        std::string file = today_utc() + ".jsonl";
+        const std::string& file = day_file();
         auto& buf = pending_[file];
         buf += r.body;
         buf.push_back('\n');
@@ -213,6 +207,21 @@ public:
     }
 
 private:
+    // Today's file name (UTC), made again only when the day changes: it is
+    // asked for every record.
+    const std::string& day_file() {
+        using namespace std::chrono;
+        const auto ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+        const auto day = ms / 86'400'000;
+        if (day != day_ || day_file_.empty()) {
+            day_ = day;
+            day_file_ = sb::detail::format_time(ms).substr(0, 10) + ".jsonl";
+        }
+        return day_file_;
+    }
+    std::int64_t day_ = 0;
+    std::string day_file_;
+
     static std::optional<std::string> line_id(const std::string& line) {
         std::string err;
         auto o = json::parse_object(line, err);

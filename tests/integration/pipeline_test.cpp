@@ -592,7 +592,7 @@ plugin = "memory-source"
 count = 0
 [destinations.d]
 plugin = "memory-sink"
-backoff = "3s"
+backoff = "5s"
 [destinations.d.config]
 output = "d.jsonl"
 fail_first = 1
