@@ -706,11 +706,8 @@ void Journal::prepare_slices(Ingest& in, const std::vector<plugin::Instance*>& t
             in.slice_done[k] = 1;
             ++in.slices_done;
             while (in.ready < size && in.slice_done[in.ready / kSlice]) in.ready = std::min(size, in.ready + kSlice);
-            if (failure) {
-                if (!in.failure) in.failure = failure;
-                in.prepare_failed = true;
-            }
-            in.prepared_all = in.prepared_all || in.slices_done == in.slices || in.prepare_failed;
+            if (failure && !in.failure) in.failure = failure;
+            in.prepared_all = in.prepared_all || in.slices_done == in.slices || in.failure;
         }
         progress_.notify_all();
         if (failure) return;
@@ -838,7 +835,7 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
             progress_.wait(lock, [&] { return in.ready > done || in.prepared_all; });
             upto = in.ready;
             all = in.prepared_all;
-            failed = in.prepare_failed;
+            failed = in.failure != nullptr;
         }
         if (failed) throw store::StoreError("records from " + in.instance + " could not be prepared");
         if (upto > done)
@@ -889,22 +886,21 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
     auto& records = *in.records;
     const std::int64_t now = in.now;
     // One chunk per expiry bucket, so that retention deletes whole chunks.
-    std::map<std::int64_t, std::vector<Prepared*>> buckets;
+    std::map<std::int64_t, std::vector<std::size_t>> buckets; // record indexes
     for (std::size_t k = from; k < to; ++k) {
         Prepared& p = in.prepared[k];
         if (!p.accepted) continue; // refused: results[k] says why
-        p.i = k;
         sb_record& rec = *records[k];
         if (const std::string* ext = rec.data.meta_at(kMetaExternal)) {
             if (!txn.claim(claim_key(in.instance, *ext), p.expires)) {
-                in.results[p.i] = SB_DUPLICATE;
+                in.results[k] = SB_DUPLICATE;
                 ++duplicates;
                 continue;
             }
         }
         cards_total += p.cards;
         ++accepted;
-        buckets[p.expires / kBucketMs].push_back(&p);
+        buckets[p.expires / kBucketMs].push_back(k);
     }
 
     std::string detail, id;
@@ -919,11 +915,11 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             info.created_at = now;
         }
         std::size_t size = chunk.body.size();
-        for (const Prepared* p : members) size += p->body.size();
+        for (std::size_t k : members) size += in.prepared[k].body.size();
         chunk.body.reserve(size);
-        for (Prepared* pp : members) {
-            Prepared& p = *pp;
-            sb_record& rec = *records[p.i];
+        for (std::size_t k : members) {
+            Prepared& p = in.prepared[k];
+            sb_record& rec = *records[k];
             const std::uint32_t idx = info.count++;
             info.expires_at = std::max(info.expires_at, p.expires);
             id = record_id(info.id, idx);

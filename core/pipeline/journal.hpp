@@ -247,7 +247,6 @@ private:
     // what depends on the commit (its id, seqs, duplicate check).
     struct Prepared {
         bool accepted = false; // else refused (Ingest::results says why)
-        std::size_t i = 0;     // index in Ingest::records (set by the writer)
         std::int64_t expires = 0;
         std::uint32_t cards = 0;
         std::string ingest_detail;    // the ingest audit entry's detail
@@ -273,16 +272,15 @@ private:
         // emitting thread and the helpers, while the writer already stores
         // the slices ready before them. Sized up front: never reallocated.
         // Guarded by the journal's mutex_: `ready` (records [0, ready) are
-        // prepared), `slice_done`, `prepared_all`, `prepare_failed`,
-        // `failure` and the refusal counts.
+        // prepared), `slice_done`, `prepared_all`, `failure` and the
+        // refusal counts.
         std::vector<Prepared> prepared;
         std::vector<char> slice_done;
         std::size_t slices = 0, slices_done = 0;
         std::atomic<std::size_t> next_slice{0}; // the next slice a thread takes
         std::size_t ready = 0;
         bool prepared_all = false;
-        bool prepare_failed = false;
-        std::exception_ptr failure; // what failed preparing, on whichever thread
+        std::exception_ptr failure; // what failed preparing, on whichever thread: the group fails
         std::uint64_t refused = 0, refused_empty = 0, refused_expired = 0;
         // Guarded by help_mutex_: helpers working on it now.
         unsigned helpers = 0;

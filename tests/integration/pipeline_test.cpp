@@ -48,7 +48,8 @@ std::string slurp_tree(const std::filesystem::path& dir) {
 // A node assembled in-process, as the daemon assembles it.
 // The whole node in this process, its clock starting on 2025-01-06T09:00:00Z.
 struct Node : sbtest::Node {
-    explicit Node(const std::string& toml) : sbtest::Node(toml, 1'736'154'000'000, "sb-pipeline") {}
+    explicit Node(const std::string& toml, pipeline::Journal::Options options = {})
+        : sbtest::Node(toml, 1'736'154'000'000, "sb-pipeline", "data", options) {}
 };
 
 std::unique_ptr<sb_record> make(const std::vector<std::tuple<std::string, std::string, std::string>>& fields,
@@ -418,7 +419,7 @@ TEST_CASE("pipeline: a batch larger than a slice is prepared by several threads,
     INFO("prepare helpers: " << helpers);
     pipeline::Journal::Options options;
     options.prepare_helpers = helpers;
-    sbtest::Node node(kHookToD, 1'736'154'000'000, "sb-pipeline", "data", options);
+    Node node(kHookToD, options);
     // 2,000 records: four slices. Two repeat an external id of an earlier
     // slice: duplicates across slices. Three are refused, in three slices:
     // two empty, one already past its retention period. All but the first
@@ -493,7 +494,7 @@ TEST_CASE("pipeline: several sources emit large batches at once while helpers pr
     // time; every record of every batch is committed and delivered once.
     pipeline::Journal::Options options;
     options.prepare_helpers = 1;
-    sbtest::Node node(kHookToD, 1'736'154'000'000, "sb-pipeline", "data", options);
+    Node node(kHookToD, options);
     constexpr int kThreads = 2, kBatches = 5, kPerBatch = 1300;
     std::vector<std::thread> threads;
     std::atomic<int> failures{0};
@@ -546,7 +547,7 @@ TEST_CASE("pipeline: several sources emit large batches at once while helpers pr
 TEST_CASE("pipeline: a lazy write waits for a commit to share, at most lazy_ms; stop commits it") {
     pipeline::Journal::Options options;
     options.lazy_ms = 400;
-    sbtest::Node node(kHookToD, 1'736'154'000'000, "sb-pipeline", "data", options);
+    Node node(kHookToD, options);
     auto lazy_set = [&](const std::string& key) {
         node.journal->submit_lazy({[key](store::Txn& t, audit::AuditLog&) { t.set_state("lazy-test", key, "v"); }, {}});
     };
