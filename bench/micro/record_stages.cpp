@@ -122,6 +122,9 @@ int main(int argc, char** argv) {
     const std::int64_t now = sb::detail::parse_time("2026-11-29T00:00:00Z").value_or(0);
     sb::detail::JsonRecordReader reader;
     sb_host_api api{};
+    api.struct_size = sizeof api; // as the host stamps it: the sink uses shapes (ABI 1.2)
+    api.abi_major = SB_ABI_MAJOR;
+    api.abi_minor = SB_ABI_MINOR;
     sb::detail::fill_record_api(api);
     sb::detail::SortingSink sorting(&api, &sample.categories);
     sb::detail::FlatReadOptions sorted_options = sample.options;

@@ -914,9 +914,20 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             info.id = txn.next_chunk_id();
             info.created_at = now;
         }
-        std::size_t size = chunk.body.size();
-        for (std::size_t k : members) size += in.prepared[k].body.size();
-        chunk.body.reserve(size);
+        // The body grows slice by slice: reserving exactly what each slice
+        // needs would move the whole body again for every slice. The
+        // bucket's first slice reserves for the rest of the batch, as if
+        // it took the same share of it, and a later slice that does not
+        // fit at least doubles it.
+        std::size_t slice_bytes = 0;
+        for (std::size_t k : members) slice_bytes += in.prepared[k].body.size();
+        const std::size_t need = chunk.body.size() + slice_bytes;
+        if (need > chunk.body.capacity()) {
+            std::size_t want = std::max(need, 2 * chunk.body.capacity());
+            if (chunk.body.empty())
+                want = std::max(want, slice_bytes / (to - from) * (records.size() - from) * 9 / 8);
+            chunk.body.reserve(want);
+        }
         for (std::size_t k : members) {
             Prepared& p = in.prepared[k];
             sb_record& rec = *records[k];

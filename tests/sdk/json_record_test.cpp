@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -841,6 +842,80 @@ TEST_CASE("record format: the two sinks agree", "[record]") {
     o.envelope = true;
     CHECK_FALSE(r.read_record(R"({"meta":{"source":"x"}})", other_sink, o));
     CHECK(contains(r.error().message, "meta value refused"));
+}
+
+namespace shapes_counted {
+// The host's shape functions, counting the shapes alive.
+int alive = 0, made = 0;
+sb_shape* shape_new(const char* const* paths, const char* const* categories, size_t n) {
+    sb_shape* s = sb::detail::shape_new(paths, categories, n);
+    if (s) ++alive, ++made;
+    return s;
+}
+void shape_free(sb_shape* s) {
+    if (s) --alive;
+    sb::detail::shape_free(s);
+}
+} // namespace shapes_counted
+
+TEST_CASE("flat format: the jsonl source's SortingSink sets the same records on hosts with and "
+          "without shapes (ABI 1.2), and frees its shapes",
+          "[record]") {
+    std::string why;
+    auto cats = CategoryMap::from_list({"name=identity.name", "contact.*=contact"}, why);
+    REQUIRE(cats);
+    sb::detail::FlatReadOptions plain;
+    plain.categories = &*cats;
+    plain.external_id_field = "ref";
+    sb::detail::FlatReadOptions sorted = plain;
+    sorted.categories = nullptr; // the sink finds them, once per shape
+
+    sb_host_api with_shapes{};
+    sb::detail::fill_record_api(with_shapes);
+    with_shapes.struct_size = sizeof with_shapes;
+    with_shapes.shape_new = &shapes_counted::shape_new;
+    with_shapes.shape_free = &shapes_counted::shape_free;
+    sb_host_api older = with_shapes; // an ABI 1.1 host: its table ends before the shapes
+    older.struct_size = offsetof(sb_host_api, shape_new);
+
+    // Two shapes taking turns, their keys in different orders, then more
+    // shapes than the sink keeps.
+    std::vector<std::string> lines;
+    for (int i = 0; i < 6; ++i) {
+        lines.push_back(R"({"ref":"R)" + std::to_string(i) + R"(","name":"Ann","n":)" + std::to_string(i) +
+                        R"(,"contact":{"phone":"0","email":"a@example.org"},"tags":["x",true,null,1.5]})");
+        lines.push_back(R"({"contact":{"email":"b@example.org"},"name":"Bo","ref":"S)" + std::to_string(i) +
+                        R"("})");
+    }
+    for (int i = 0; i < 300; ++i)
+        lines.push_back(R"({"ref":"T)" + std::to_string(i) + R"(","f)" + std::to_string(i) + R"(":"v"})");
+
+    shapes_counted::alive = shapes_counted::made = 0;
+    {
+        sb::detail::SortingSink shaped(&with_shapes, &*cats);
+        sb::detail::SortingSink unshaped(&older, &*cats);
+        JsonRecordReader reader;
+        for (const std::string& line : lines) {
+            INFO(line);
+            sb_record want;
+            JsonError e;
+            REQUIRE(sb::detail::read_flat_json(line, want, e, plain));
+            sb_record a, b;
+            shaped.begin(&a);
+            REQUIRE(reader.read_flat(line, shaped, sorted));
+            REQUIRE(shaped.finish() == SB_OK);
+            unshaped.begin(&b);
+            REQUIRE(reader.read_flat(line, unshaped, sorted));
+            REQUIRE(unshaped.finish() == SB_OK);
+            CHECK(record_leaves(a) == record_leaves(want));
+            CHECK(record_leaves(b) == record_leaves(want));
+            CHECK(a.data.json() == want.data.json());
+        }
+        CHECK(shapes_counted::made == 302); // one per shape: the older host was given none
+        CHECK(shapes_counted::alive <= 256);  // the sink keeps so many, and frees the others
+        CHECK(shapes_counted::alive > 0);
+    }
+    CHECK(shapes_counted::alive == 0); // and frees the rest with itself
 }
 
 TEST_CASE("flat format", "[record]") {

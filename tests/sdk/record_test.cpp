@@ -448,9 +448,100 @@ TEST_CASE("attachments: held by reference, with defaults") {
           R"("size":-1,"category":"unknown"}]})");
 }
 
+TEST_CASE("shapes (ABI 1.2): a record set by its shape is the record set field by field") {
+    // Paths in document order, not path order, one spelled differently, and
+    // categories given, defaulted and empty.
+    const char* paths[] = {"z", "a.b", "a.c", "list[01]", "list[0]", "n", "f", "t"};
+    const char* cats[] = {"cat.z", "cat.ab", nullptr, "", "cat.l0", "cat.n", "cat.f", "cat.t"};
+    const std::size_t n = std::size(paths);
+    const sb_value values[] = {
+        {SB_VALUE_STRING, "last", 4, 0, 0}, {SB_VALUE_STRING, "with\0nul", 8, 0, 0},
+        {SB_VALUE_NULL, nullptr, 0, 0, 0},  {SB_VALUE_STRING, "", 0, 0, 0},
+        {SB_VALUE_INT, nullptr, 0, -7, 0},  {SB_VALUE_INT, nullptr, 0, 42, 0},
+        {SB_VALUE_FLOAT, nullptr, 0, 0, 2.5}, {SB_VALUE_BOOL, nullptr, 0, 5, 0}};
+
+    Rec one_by_one;
+    for (std::size_t k = 0; k < n; ++k)
+        REQUIRE(one_by_one.api.record_set(&one_by_one.rec, paths[k], &values[k], cats[k]) == SB_OK);
+
+    Rec shaped;
+    sb_shape* shape = shaped.api.shape_new(paths, cats, n);
+    REQUIRE(shape);
+    REQUIRE(shaped.api.record_set_shape(&shaped.rec, shape, values) == SB_OK);
+    shaped.api.shape_free(shape); // the record does not depend on it
+
+    CHECK(shaped.paths() == one_by_one.paths());
+    CHECK(shaped.json() == one_by_one.json());
+    for (std::size_t i = 0; i < n; ++i) {
+        sb_field a{}, b{};
+        a.struct_size = b.struct_size = sizeof a;
+        REQUIRE(shaped.api.record_field_at(&shaped.rec, i, &a) == SB_OK);
+        REQUIRE(one_by_one.api.record_field_at(&one_by_one.rec, i, &b) == SB_OK);
+        CHECK(std::string(a.category) == b.category);
+        CHECK(a.value.type == b.value.type);
+        CHECK(a.value.i == b.value.i);
+    }
+    CHECK(shaped.json().find(R"("t":true)") != std::string::npos);
+
+    // The same shape, used again, for another record.
+    Rec again;
+    shape = again.api.shape_new(paths, nullptr, n);
+    REQUIRE(shape);
+    REQUIRE(again.api.record_set_shape(&again.rec, shape, values) == SB_OK);
+    CHECK(again.json() == one_by_one.json());
+    sb_field f{};
+    f.struct_size = sizeof f;
+    REQUIRE(again.api.record_get(&again.rec, "z", &f) == SB_OK);
+    CHECK(std::string(f.category) == "unknown");
+    again.api.shape_free(shape);
+}
+
+TEST_CASE("shapes (ABI 1.2): what set() refuses, a shape refuses too, and nothing is set") {
+    sb_host_api api{};
+    sb::detail::fill_record_api(api);
+    auto refused = [&](std::vector<const char*> paths) {
+        sb_shape* s = api.shape_new(paths.data(), nullptr, paths.size());
+        if (s) api.shape_free(s);
+        return s == nullptr;
+    };
+    CHECK(refused({"a", "b", "a"}));           // the same leaf twice
+    CHECK(refused({"a", "a.b"}));              // a leaf and a subtree
+    CHECK(refused({"x.y[0]", "x.y.z"}));       // an array and an object
+    CHECK(refused({"b", "a[1]", "a[001]"}));  // the same leaf, spelled two ways
+    CHECK(refused({"ok", "bad..path"}));       // malformed
+    CHECK(refused({"ok", nullptr}));
+    CHECK(api.shape_new(nullptr, nullptr, 2) == nullptr);
+    CHECK_FALSE(refused({}));                  // no fields: a valid (empty) shape
+    CHECK_FALSE(refused({"a.b", "a.c", "ab"}));
+
+    const char* paths[] = {"b", "a"};
+    sb_shape* shape = api.shape_new(paths, nullptr, 2);
+    REQUIRE(shape);
+    Rec r;
+    // A value set() refuses: nothing is set.
+    sb_value bad[] = {{SB_VALUE_STRING, "b", 1, 0, 0}, {static_cast<sb_value_type>(99), nullptr, 0, 0, 0}};
+    CHECK(api.record_set_shape(&r.rec, shape, bad) == SB_ERR_INVALID);
+    sb_value no_text[] = {{SB_VALUE_STRING, nullptr, 3, 0, 0}, {SB_VALUE_INT, nullptr, 0, 1, 0}};
+    CHECK(api.record_set_shape(&r.rec, shape, no_text) == SB_ERR_INVALID);
+    CHECK(r.paths().empty());
+    CHECK(api.record_set_shape(&r.rec, shape, nullptr) == SB_ERR_INVALID);
+    CHECK(api.record_set_shape(nullptr, shape, bad) == SB_ERR_INVALID);
+    CHECK(api.record_set_shape(&r.rec, nullptr, bad) == SB_ERR_INVALID);
+    // A record that has fields already.
+    REQUIRE(r.integer("c", 1) == SB_OK);
+    sb_value good[] = {{SB_VALUE_STRING, "b", 1, 0, 0}, {SB_VALUE_INT, nullptr, 0, 1, 0}};
+    CHECK(api.record_set_shape(&r.rec, shape, good) == SB_ERR_INVALID);
+    CHECK(r.paths() == std::vector<std::string>{"c"});
+    api.shape_free(shape);
+    api.shape_free(nullptr);
+}
+
 TEST_CASE("fill_record_api sets every record function") {
     sb_host_api api{};
     sb::detail::fill_record_api(api);
+    CHECK(api.shape_new);
+    CHECK(api.shape_free);
+    CHECK(api.record_set_shape);
     CHECK(api.record_set_meta);
     CHECK(api.record_set);
     CHECK(api.record_add_attachment);

@@ -197,6 +197,49 @@ TEST_CASE("atoms: when the table is full, the record owns new paths and categori
     CHECK(back.data.find("bound.a")->path_atom()->interned);
 }
 
+TEST_CASE("atoms: a shape (ABI 1.2) registered when the table is full owns its atoms, and its records copy them") {
+    const char* paths[] = {"shape.full.b", "shape.full.a", "shape.full.c[0]"};
+    const char* cats[] = {"shape.cat.1", "shape.cat.2", "shape.cat.2"};
+    sb_shape* shape = nullptr;
+    {
+        LimitedTable limit(1, 0); // room for one of the paths, none of the categories
+        shape = sb::detail::shape_new(paths, cats, 3);
+    }
+    REQUIRE(shape);
+    const sb_value values[] = {{SB_VALUE_STRING, "bee", 3, 0, 0},
+                               {SB_VALUE_STRING, "a string longer than the small-string buffer", 44, 0, 0},
+                               {SB_VALUE_INT, nullptr, 0, 3, 0}};
+    auto record = std::make_unique<sb_record>();
+    REQUIRE(sb::detail::record_set_shape(record.get(), shape, values) == SB_OK);
+    sb::detail::shape_free(shape); // the record keeps copies of what the shape owned
+
+    const RecordData& r = record->data;
+    REQUIRE(r.leaves().size() == 3);
+    int owned = 0;
+    for (const Leaf& l : r.leaves()) {
+        owned += !l.path_atom()->interned;
+        CHECK_FALSE(l.category_atom()->interned);
+    }
+    CHECK(owned == 2);
+    CHECK(r.find("shape.full.a")->category() == "shape.cat.2");
+    CHECK(r.find("shape.full.b")->category() == "shape.cat.1");
+    CHECK(r.find("shape.full.c[0]")->i == 3);
+    CHECK(fields_json(r) ==
+          R"({"shape":{"full":{"a":"a string longer than the small-string buffer","b":"bee","c":[3]}}})");
+    // Through a copy and the store codec as well.
+    RecordData copy = r;
+    CHECK(fields_json(copy) == fields_json(r));
+    std::string encoded;
+    store::encode(*record, encoded);
+    const std::string json = fields_json(r);
+    record.reset();
+    CHECK(fields_json(copy) == json);
+    sb_record decoded;
+    std::size_t pos = 0;
+    REQUIRE(store::decode(encoded, pos, decoded));
+    CHECK(fields_json(decoded.data) == json);
+}
+
 TEST_CASE("atoms: records built on several threads at once") {
     constexpr int kThreads = 4, kRecords = 300, kShared = 40;
     // Shared paths, in and out of order, and paths of one thread only; false

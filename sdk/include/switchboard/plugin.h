@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define SB_ABI_MAJOR 1
-#define SB_ABI_MINOR 1
+#define SB_ABI_MINOR 2
 
 /* The one symbol a plugin library exports. Returns a pointer to a descriptor
  * with static storage duration; it is called once, on the main thread, right
@@ -147,6 +147,8 @@ typedef struct sb_instance sb_instance;   /* plugin-owned instance state */
 typedef struct sb_host_ctx sb_host_ctx;   /* host-owned per-instance context */
 typedef struct sb_record sb_record;       /* host-owned record */
 typedef struct sb_host_api sb_host_api;
+/* A record shape (ABI 1.2): field paths and categories registered once. */
+typedef struct sb_shape sb_shape;
 
 /* What a destination is asked to deliver. Read-only, valid during the call. */
 typedef struct sb_delivery {
@@ -561,6 +563,34 @@ struct sb_host_api {
      * calling it (sb::Host::audit does). */
     sb_status (*audit)(sb_host_ctx* ctx, const char* event, const char* record_id,
                        const char* detail);
+
+    /* --- record shapes (ABI 1.2) ------------------------------------------ */
+
+    /* A source whose records mostly have the same fields (the lines of one
+     * export, the rows of one query) may register that shape once and then
+     * set a whole record's fields in one call: the host checks, canonicalises
+     * and orders the paths at registration instead of for every record.
+     *
+     * shape_new registers `n` field paths (any valid spelling, any order)
+     * with their data categories (`categories` may be NULL, and any element
+     * NULL or "": "unknown"). Copies. Returns NULL, registering nothing,
+     * when a path is malformed or two of them name the same leaf or
+     * conflict (one inside the other): set such a record's fields one by
+     * one with record_set, which says which. The shape stays valid until
+     * shape_free (NULL: nothing), and records set with it do not depend on
+     * it. Any thread; a shape may be used by several threads at once.
+     *
+     * record_set_shape sets `values[i]` at `paths[i]` (as registered) with
+     * its category, on a record that has no fields yet: the same as calling
+     * record_set for each, in one call. SB_ERR_INVALID, setting nothing, if
+     * the record already has fields or a value is one record_set refuses.
+     *
+     * Added in ABI 1.2: check SB_HAS_FIELD(host, sb_host_api,
+     * record_set_shape) before using them. */
+    sb_shape* (*shape_new)(const char* const* paths, const char* const* categories, size_t n);
+    void (*shape_free)(sb_shape* shape);
+    sb_status (*record_set_shape)(sb_record* record, const sb_shape* shape,
+                                  const sb_value* values);
 };
 
 #ifdef __cplusplus

@@ -75,12 +75,12 @@ struct CaptureSink : plugin::NoJournal {
 
 } // namespace
 
-TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.1)") {
+TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.2)") {
     // Changing any of these is an ABI break: append fields (minor bump) or
     // bump the major. See docs/sdk.md.
     STATIC_REQUIRE(SB_ABI_MAJOR == SB_MESON_ABI_MAJOR);
     STATIC_REQUIRE(SB_ABI_MAJOR == 1);
-    STATIC_REQUIRE(SB_ABI_MINOR == 1);
+    STATIC_REQUIRE(SB_ABI_MINOR == 2);
     STATIC_REQUIRE(sizeof(sb_plugin_descriptor) == 160);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, struct_size) == 0);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, abi_major) == 4);
@@ -88,11 +88,13 @@ TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.1)
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, name) == 8);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, create) == 88);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, transform) == 152);
-    STATIC_REQUIRE(sizeof(sb_host_api) == 360);
+    STATIC_REQUIRE(sizeof(sb_host_api) == 384);
     STATIC_REQUIRE(offsetof(sb_host_api, set_error) == 8);
     STATIC_REQUIRE(offsetof(sb_host_api, emit) == 216);
     STATIC_REQUIRE(offsetof(sb_host_api, timer_cancel) == 344);
     STATIC_REQUIRE(offsetof(sb_host_api, audit) == 352); // ABI 1.1
+    STATIC_REQUIRE(offsetof(sb_host_api, shape_new) == 360); // ABI 1.2
+    STATIC_REQUIRE(offsetof(sb_host_api, record_set_shape) == 376);
     STATIC_REQUIRE(sizeof(sb_config_field) == 64);
     STATIC_REQUIRE(sizeof(sb_delivery) == 64);
     STATIC_REQUIRE(sizeof(sb_erase_request) == 48);
@@ -101,6 +103,7 @@ TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.1)
     STATIC_REQUIRE(sizeof(sb_attachment) == 56);
     REQUIRE(sb::detail::descriptor_size_for_minor(0) == 160);
     REQUIRE(sb::detail::descriptor_size_for_minor(1) == 160);
+    REQUIRE(sb::detail::descriptor_size_for_minor(2) == 160);
 }
 
 TEST_CASE("a plugin built for another ABI major is refused, naming file, expected and found") {
@@ -113,14 +116,14 @@ TEST_CASE("a plugin built for another ABI major is refused, naming file, expecte
 TEST_CASE("a plugin built for a newer minor is refused") {
     CHECK(refusal_of("newer-minor") ==
           "plugin " + plugin_file("newer-minor").string() +
-              ": refused: expected plugin ABI minor 1 or older, found 2 (the plugin needs a newer "
+              ": refused: expected plugin ABI minor 2 or older, found 3 (the plugin needs a newer "
               "Switchboard)");
 }
 
 TEST_CASE("a descriptor smaller than the one the host knows is refused") {
     CHECK(refusal_of("small-descriptor") ==
           "plugin " + plugin_file("small-descriptor").string() +
-              ": refused: expected a descriptor of at least 160 bytes for ABI 1.1, found 64 bytes");
+              ": refused: expected a descriptor of at least 160 bytes for ABI 1.2, found 64 bytes");
 }
 
 TEST_CASE("a library without the entry point is refused") {

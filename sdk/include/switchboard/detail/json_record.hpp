@@ -1297,11 +1297,18 @@ inline bool read_flat_json(std::string_view text, sb_record& record, JsonError& 
 // sets them on the record in path order, in which the host stores each one
 // without searching or moving the others. The order, and the categories,
 // depend only on the line's shape (its paths in document order), which is
-// the same for most lines of an export: both are kept per shape.
+// the same for most lines of an export: both are kept per shape, and a host
+// of ABI 1.2 or later is given the shape once (shape_new) and then each
+// record's values in one call (record_set_shape).
 class SortingSink final : public RecordSink {
 public:
     SortingSink(const sb_host_api* api, const CategoryMap* categories)
-        : api_(api), categories_(categories) {}
+        : api_(api), categories_(categories),
+          host_shapes_(api && SB_HAS_FIELD(api, sb_host_api, record_set_shape) && api->shape_new &&
+                       api->shape_free && api->record_set_shape) {}
+    SortingSink(const SortingSink&) = delete;
+    SortingSink& operator=(const SortingSink&) = delete;
+    ~SortingSink() override { forget_shapes(); }
 
     void begin(sb_record* record) {
         record_ = record;
@@ -1333,6 +1340,15 @@ public:
     // again the plain way for the reader's own error.
     sb_status finish() {
         const Shape& shape = shape_of();
+        if (shape.host) {
+            values_out_.resize(fields_.size());
+            for (std::size_t k = 0; k < fields_.size(); ++k) {
+                const Field& f = fields_[k];
+                values_out_[k] = f.value;
+                if (f.value.type == SB_VALUE_STRING) values_out_[k].str = values_.data() + f.str;
+            }
+            return api_->record_set_shape(record_, shape.host, values_out_.data());
+        }
         for (std::uint32_t k : shape.order) {
             const Field& f = fields_[k];
             sb_value v = f.value;
@@ -1352,6 +1368,7 @@ private:
     struct Shape {
         std::vector<std::uint32_t> order;     // field indexes in path order
         std::vector<const char*> categories;  // per field (document order)
+        sb_shape* host = nullptr; // the host's, when it has shapes and took this one
     };
     static constexpr std::size_t kMaxShapes = 256;
 
@@ -1359,11 +1376,18 @@ private:
         if (last_ && last_->first == paths_) return last_->second;
         auto it = shapes_.find(paths_);
         if (it == shapes_.end()) {
-            if (shapes_.size() >= kMaxShapes) shapes_.clear(); // a source of ever new shapes
+            if (shapes_.size() >= kMaxShapes) forget_shapes(); // a source of ever new shapes
             it = shapes_.emplace(paths_, make_shape()).first;
         }
         last_ = &*it;
         return it->second;
+    }
+
+    void forget_shapes() {
+        for (auto& [paths, shape] : shapes_)
+            if (shape.host) api_->shape_free(shape.host);
+        shapes_.clear();
+        last_ = nullptr;
     }
 
     Shape make_shape() const {
@@ -1380,13 +1404,20 @@ private:
         for (std::uint32_t k = 0; k < s.order.size(); ++k) s.order[k] = k;
         std::stable_sort(s.order.begin(), s.order.end(),
                          [&](std::uint32_t a, std::uint32_t b) { return keys[a] < keys[b]; });
+        if (host_shapes_) { // null (a path repeated, say): set one by one, as before
+            std::vector<const char*> paths(fields_.size());
+            for (std::size_t k = 0; k < fields_.size(); ++k) paths[k] = paths_.data() + fields_[k].path;
+            s.host = api_->shape_new(paths.data(), s.categories.data(), paths.size());
+        }
         return s;
     }
 
     const sb_host_api* api_;
     const CategoryMap* categories_;
+    const bool host_shapes_;
     sb_record* record_ = nullptr;
     std::vector<Field> fields_;
+    std::vector<sb_value> values_out_; // finish(): the values in document order
     std::string paths_;  // this line's paths, NUL-separated: its shape
     std::string values_; // its string values
     std::unordered_map<std::string, Shape> shapes_;

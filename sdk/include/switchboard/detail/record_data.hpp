@@ -508,6 +508,29 @@ inline bool is_rfc3339(std::string_view s) {
            s[i + 3] == ':' && num(i + 4, 2, om) && oh <= 23 && om <= 59;
 }
 
+// A record shape registered by a source (ABI 1.2, host->shape_new): the
+// paths and categories of a record's fields, checked, interned and put in
+// path order once, so that setting a record of that shape
+// (RecordData::set_shape) neither parses, looks up nor orders anything.
+struct ShapeData {
+    struct Entry {
+        const PathAtom* path;
+        const CategoryAtom* category;
+        std::uint32_t value; // index of its value: the order the paths were given in
+    };
+    std::vector<Entry> entries; // in path order
+    // Atoms the intern table had no room for (a record adopts a copy).
+    std::vector<std::unique_ptr<PathAtom>> owned_paths;
+    std::vector<std::unique_ptr<CategoryAtom>> owned_categories;
+
+    // Null when a path is NULL or malformed, or when two name the same
+    // leaf or conflict (one inside the other, a container used both as
+    // object and array): the caller sets such fields one by one, and
+    // record_set says which.
+    static std::unique_ptr<ShapeData> make(const char* const* paths, const char* const* categories,
+                                           std::size_t n);
+};
+
 class RecordData {
 public:
     RecordData() = default;
@@ -605,6 +628,37 @@ public:
         if (value.type == SB_VALUE_INT || value.type == SB_VALUE_BOOL)
             leaf.i = value.type == SB_VALUE_BOOL ? (value.i != 0) : value.i;
         if (value.type == SB_VALUE_FLOAT) leaf.f = value.f;
+        dirty();
+        return SB_OK;
+    }
+
+    // Sets every field of `shape` (values[k] for the path given k-th) on a
+    // record that has none yet: what set() does for each, without looking
+    // anything up. SB_ERR_INVALID if the record has fields, or for a value
+    // set() refuses (then nothing is set).
+    sb_status set_shape(const ShapeData& shape, const sb_value* values) {
+        if (!leaves_.empty() || !values) return SB_ERR_INVALID;
+        for (const ShapeData::Entry& e : shape.entries) {
+            const sb_value& v = values[e.value];
+            auto type = raw_enum(v.type);
+            if (type < SB_VALUE_NULL || type > SB_VALUE_BOOL) return SB_ERR_INVALID;
+            if (type == SB_VALUE_STRING && v.str == nullptr && v.len != 0) return SB_ERR_INVALID;
+        }
+        leaves_.reserve(std::max<std::size_t>(shape.entries.size(), 32));
+        for (const ShapeData::Entry& e : shape.entries) {
+            const sb_value& v = values[e.value];
+            Leaf& leaf = leaves_.emplace_back();
+            leaf.path_ = adopt(e.path);
+            leaf.category_ = adopt(e.category);
+            leaf.type = v.type;
+            switch (v.type) {
+            case SB_VALUE_STRING: leaf.str.assign(v.str ? v.str : "", v.len); break;
+            case SB_VALUE_INT: leaf.i = v.i; break;
+            case SB_VALUE_BOOL: leaf.i = v.i != 0; break;
+            case SB_VALUE_FLOAT: leaf.f = v.f; break;
+            default: break;
+            }
+        }
         dirty();
         return SB_OK;
     }
@@ -864,6 +918,8 @@ public:
     }
 
 private:
+    friend struct ShapeData; // orders and checks its paths as set() does
+
     static void write_value(std::string& out, const Leaf& leaf) {
         switch (leaf.type) {
         case SB_VALUE_STRING: append_json_string(out, leaf.str); break;
@@ -966,11 +1022,39 @@ private:
     mutable bool json_valid_ = false;
 };
 
+inline std::unique_ptr<ShapeData> ShapeData::make(const char* const* paths,
+                                                  const char* const* categories, std::size_t n) {
+    if (!paths && n) return nullptr;
+    auto shape = std::make_unique<ShapeData>();
+    shape->entries.reserve(n);
+    for (std::size_t k = 0; k < n; ++k) {
+        if (!paths[k]) return nullptr;
+        std::unique_ptr<PathAtom> owned_path;
+        const PathAtom* path = intern(std::string_view(paths[k]), owned_path);
+        if (!path) return nullptr;
+        if (owned_path) shape->owned_paths.push_back(std::move(owned_path));
+        const char* name = categories && categories[k] && *categories[k] ? categories[k] : "unknown";
+        std::unique_ptr<CategoryAtom> owned_category;
+        const CategoryAtom* category = intern(std::string_view(name), owned_category);
+        if (owned_category) shape->owned_categories.push_back(std::move(owned_category));
+        shape->entries.push_back({path, category, static_cast<std::uint32_t>(k)});
+    }
+    std::stable_sort(shape->entries.begin(), shape->entries.end(),
+                     [](const Entry& a, const Entry& b) { return RecordData::before(a.path, b.path); });
+    for (std::size_t k = 1; k < shape->entries.size(); ++k) // the same leaf twice, or a conflict
+        if (RecordData::conflicts(shape->entries[k - 1].path->key, shape->entries[k].path->key))
+            return nullptr;
+    return shape;
+}
+
 } // namespace sb::detail
 
-// The opaque handle of the C ABI, defined for the host side.
+// The opaque handles of the C ABI, defined for the host side.
 struct sb_record {
     sb::detail::RecordData data;
+};
+struct sb_shape {
+    sb::detail::ShapeData data;
 };
 
 namespace sb::detail {
@@ -993,6 +1077,21 @@ inline sb_status record_set(sb_record* r, const char* path, const sb_value* valu
                             const char* category) {
     if (!r || !path || !value) return SB_ERR_INVALID;
     return r->data.set(path, *value, category);
+}
+
+inline sb_shape* shape_new(const char* const* paths, const char* const* categories, size_t n) {
+    std::unique_ptr<ShapeData> data = ShapeData::make(paths, categories, n);
+    if (!data) return nullptr;
+    auto* shape = new sb_shape;
+    shape->data = std::move(*data);
+    return shape;
+}
+
+inline void shape_free(sb_shape* shape) { delete shape; }
+
+inline sb_status record_set_shape(sb_record* r, const sb_shape* shape, const sb_value* values) {
+    if (!r || !shape) return SB_ERR_INVALID;
+    return r->data.set_shape(shape->data, values);
 }
 
 inline sb_status record_add_attachment(sb_record* r, const sb_attachment* a) {
@@ -1071,6 +1170,9 @@ inline void fill_record_api(sb_host_api& api) {
     api.record_attachment_count = &record_attachment_count;
     api.record_attachment_at = &record_attachment_at;
     api.record_json = &record_json;
+    api.shape_new = &shape_new;
+    api.shape_free = &shape_free;
+    api.record_set_shape = &record_set_shape;
 }
 
 } // namespace sb::detail
