@@ -275,6 +275,29 @@ const FieldRule* Profile::rule_for(const sb::detail::PathAtom* atom) const {
     return rule;
 }
 
+const std::int32_t* Profile::rules_of_shape(const sb::detail::RecordData& record) const {
+    const std::uint64_t shape = record.shape_id();
+    if (shape == 0) return nullptr;
+    struct Memo {
+        std::uint64_t profile = 0, shape = 0;
+        std::vector<std::int32_t> rules; // per leaf: index in rules_, -1 for none
+    };
+    constexpr unsigned kBits = 6;
+    static thread_local Memo memo[std::size_t{1} << kBits];
+    Memo& m = memo[((shape ^ (id_ << 32)) * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+    const auto& leaves = record.leaves();
+    if (m.profile != id_ || m.shape != shape || m.rules.size() != leaves.size()) {
+        m.profile = id_;
+        m.shape = shape;
+        m.rules.resize(leaves.size());
+        for (std::size_t k = 0; k < leaves.size(); ++k) {
+            const FieldRule* rule = rule_for(leaves[k]);
+            m.rules[k] = rule ? static_cast<std::int32_t>(rule - rules_.data()) : -1;
+        }
+    }
+    return m.rules.data();
+}
+
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
                            std::vector<FieldDecision>* decisions, std::string* summary) const {
     out.data = sb::detail::RecordData();
@@ -315,8 +338,12 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
     };
 
     std::vector<pii::Finding> findings;
-    for (const Leaf& leaf : in.data.leaves()) {
-        const FieldRule* rule = rule_for(leaf);
+    const auto& leaves = in.data.leaves();
+    const std::int32_t* memo = rules_of_shape(in.data); // the leaves' rules, when it has a shape
+    for (std::size_t k = 0; k < leaves.size(); ++k) {
+        const Leaf& leaf = leaves[k];
+        const FieldRule* rule =
+            memo ? (memo[k] < 0 ? nullptr : &rules_[static_cast<std::size_t>(memo[k])]) : rule_for(leaf);
         // Art. 9 first: it is the reason that holds whatever the profile says.
         if (!route_has_lawful_basis && is_special(leaf.category())) {
             decide(leaf.path(), leaf.category(), Action::Dropped, rule, special_dropped);

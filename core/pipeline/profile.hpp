@@ -113,6 +113,10 @@ private:
         std::vector<std::uint32_t> rules;
     };
     const std::vector<std::uint32_t>& candidates(std::string_view path) const;
+    // The rule of each leaf of `record` (index in rules_, -1 for none) when
+    // it has a shape (ABI 1.2: records of one source mostly share a few),
+    // from this thread's memo of the last shapes met; else null.
+    const std::int32_t* rules_of_shape(const sb::detail::RecordData& record) const;
 
     // Tells this profile's rules from another's in the per-thread cache of
     // rule_for(leaf): unique per compile() (copies share it, and their rules).

@@ -45,35 +45,85 @@ std::size_t varint_size(std::uint64_t v) {
     return n;
 }
 
+// Writes what version 2 keeps of each leaf before its type: the bytes of
+// the path shared with the previous leaf's, the rest of it, the category.
+// It depends only on the leaves' paths and categories, in order.
+class HeadEncoder {
+public:
+    void put(const sb::detail::Leaf& l, std::string& out) {
+        std::string_view path = l.path();
+        std::size_t shared = 0;
+        std::size_t n = std::min(path.size(), prev_.size());
+        while (shared < n && path[shared] == prev_[shared]) ++shared;
+        put_varint(out, shared);
+        put_string(out, path.substr(shared));
+        prev_ = path;
+        std::size_t ref = 0;
+        const sb::detail::CategoryAtom* cat = l.category_atom();
+        for (std::size_t k = 0; k < ncats_; ++k)
+            if (cats_[k] == cat || ((!cat->interned || !cats_[k]->interned) && cats_[k]->name == cat->name)) {
+                ref = k + 1;
+                break;
+            }
+        put_varint(out, ref);
+        if (ref == 0) {
+            put_string(out, l.category());
+            if (ncats_ < std::size(cats_)) cats_[ncats_++] = cat; // else: written in full again
+        }
+    }
+
+private:
+    std::string_view prev_;
+    // Categories seen so far, by first appearance (a record has a handful).
+    // Interned atoms are one per name: their pointers tell them apart; a
+    // record's own (not interned) atom is compared by name.
+    const sb::detail::CategoryAtom* cats_[64];
+    std::size_t ncats_ = 0;
+};
+
+// The heads of a record of a shape (RecordData::shape_id), from this
+// thread's memo of the last shapes met (most records of a source share a
+// few): leaf k's head is heads[ends[k-1], ends[k]).
+struct Heads {
+    std::uint64_t shape = 0;
+    std::string heads;
+    std::vector<std::uint32_t> ends;
+};
+const Heads* heads_of_shape(const sb::detail::RecordData& r) {
+    const std::uint64_t shape = r.shape_id();
+    if (shape == 0) return nullptr;
+    constexpr unsigned kBits = 4;
+    static thread_local Heads memo[std::size_t{1} << kBits];
+    Heads& h = memo[(shape * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+    const auto& leaves = r.leaves();
+    if (h.shape != shape || h.ends.size() != leaves.size()) {
+        h.shape = shape;
+        h.heads.clear();
+        h.ends.clear();
+        HeadEncoder e;
+        for (const auto& l : leaves) {
+            e.put(l, h.heads);
+            h.ends.push_back(static_cast<std::uint32_t>(h.heads.size()));
+        }
+    }
+    return &h;
+}
+
 // Appends everything after the meta values: leaves and attachments.
 void encode_rest(const sb::detail::RecordData& r, std::string& body) {
     const auto& leaves = r.leaves();
     put_varint(body, leaves.size());
-    std::string_view prev;
-    // Categories seen so far, by first appearance (a record has a handful).
-    // Interned atoms are one per name: their pointers tell them apart; a
-    // record's own (not interned) atom is compared by name.
-    const sb::detail::CategoryAtom* cats[64];
-    std::size_t ncats = 0;
+    const Heads* memo = heads_of_shape(r);
+    HeadEncoder own; // without a shape
+    std::uint32_t from = 0;
+    std::size_t k = 0;
     for (const auto& l : leaves) {
-        std::string_view path = l.path();
-        std::size_t shared = 0;
-        std::size_t n = std::min(path.size(), prev.size());
-        while (shared < n && path[shared] == prev[shared]) ++shared;
-        put_varint(body, shared);
-        put_string(body, path.substr(shared));
-        prev = path;
-        std::size_t ref = 0;
-        const sb::detail::CategoryAtom* cat = l.category_atom();
-        for (std::size_t k = 0; k < ncats; ++k)
-            if (cats[k] == cat || ((!cat->interned || !cats[k]->interned) && cats[k]->name == cat->name)) {
-                ref = k + 1;
-                break;
-            }
-        put_varint(body, ref);
-        if (ref == 0) {
-            put_string(body, l.category());
-            if (ncats < std::size(cats)) cats[ncats++] = cat; // else: written in full again
+        if (memo) {
+            const std::uint32_t to = memo->ends[k++];
+            body.append(memo->heads.data() + from, to - from);
+            from = to;
+        } else {
+            own.put(l, body);
         }
         body.push_back(static_cast<char>(l.type));
         switch (l.type) {

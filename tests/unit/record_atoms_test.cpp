@@ -327,3 +327,149 @@ TEST_CASE("atoms: profiles remember their rule per path, each its own") {
     CHECK(b.rule_for(*owned.data.find("rc.owned")) == b.rule_for("rc.owned"));
     CHECK(a.rule_for(*owned.data.find("rc.owned")) == nullptr);
 }
+
+TEST_CASE("atoms: a record keeps its shape's id while its paths are the shape's") {
+    const char* p1[] = {"sid.b", "sid.a"};
+    const char* p2[] = {"sid.a", "sid.c"};
+    sb_shape* s1 = sb::detail::shape_new(p1, nullptr, 2);
+    sb_shape* s1_again = sb::detail::shape_new(p1, nullptr, 2);
+    sb_shape* s2 = sb::detail::shape_new(p2, nullptr, 2);
+    REQUIRE((s1 && s1_again && s2));
+    const sb_value v[] = {{SB_VALUE_STRING, "one", 3, 0, 0}, {SB_VALUE_INT, nullptr, 0, 2, 0}};
+    auto shaped = [&](sb_shape* s) {
+        sb_record r;
+        REQUIRE(sb::detail::record_set_shape(&r, s, v) == SB_OK);
+        return r;
+    };
+    sb_record a = shaped(s1), b = shaped(s1), c = shaped(s1_again), d = shaped(s2);
+    CHECK(a.data.shape_id() != 0);
+    CHECK(a.data.shape_id() == b.data.shape_id());
+    CHECK(c.data.shape_id() != a.data.shape_id()); // ids are per registration, never reused
+    CHECK(d.data.shape_id() != a.data.shape_id());
+    sb_record plain;
+    REQUIRE(set_str(plain.data, "sid.a", "x") == SB_OK);
+    CHECK(plain.data.shape_id() == 0);
+
+    // Copies keep it, and so do changes of values only.
+    sb_record copy = a;
+    CHECK(copy.data.shape_id() == a.data.shape_id());
+    for (Leaf& l : copy.data.mutable_leaves()) l.str = "changed";
+    CHECK(copy.data.shape_id() == a.data.shape_id());
+    // Any change of paths drops it, even one that ends with the same paths.
+    sb_record set_again = a;
+    REQUIRE(set_int(set_again.data, "sid.a", 9) == SB_OK);
+    CHECK(set_again.data.shape_id() == 0);
+    sb_record erased = a;
+    CHECK(erased.data.erase("sid.b") == 1);
+    CHECK(erased.data.shape_id() == 0);
+    CHECK(erased.data.erase("sid.none") == 0);
+    sb_record appended = a;
+    appended.data.append_path_of(*d.data.find("sid.c"));
+    CHECK(appended.data.shape_id() == 0);
+    for (sb_shape* s : {s1, s1_again, s2}) sb::detail::shape_free(s);
+}
+
+TEST_CASE("atoms: profiles decide records of a shape as they decide the same record set field by field") {
+    // Profiles memoise each leaf's rule per record shape and thread: two
+    // profiles over records of two shapes, taking turns, and records whose
+    // paths changed after they were set by shape, must not mix.
+    const auto a = profile("a", R"(fields = { "ps.x" = "keep", "ps.y" = "redact" })");
+    const auto b = profile("b", R"(fields = { "ps.y" = "keep", "ps.*" = "mask:1" })");
+    const char* p1[] = {"ps.z", "ps.y", "ps.x"};
+    const char* p2[] = {"ps.x", "ps.w"};
+    sb_shape* s1 = sb::detail::shape_new(p1, nullptr, 3);
+    sb_shape* s2 = sb::detail::shape_new(p2, nullptr, 2);
+    REQUIRE((s1 && s2));
+    const sb_value v[] = {{SB_VALUE_STRING, "aa", 2, 0, 0}, {SB_VALUE_STRING, "bb", 2, 0, 0},
+                          {SB_VALUE_STRING, "cc", 2, 0, 0}};
+    auto summary_of = [](const pipeline::Profile& p, const sb_record& in) {
+        sb_record out;
+        std::string summary;
+        p.apply(in, out, false, 0, nullptr, &summary);
+        return summary + " " + out.data.json().substr(out.data.json().find("\"fields\""));
+    };
+    auto by_fields = [&](const char* const* paths, std::size_t n) {
+        sb_record r;
+        for (std::size_t k = 0; k < n; ++k) REQUIRE(r.data.set(paths[k], v[k], nullptr) == SB_OK);
+        return r;
+    };
+    sb_record r1, r2;
+    REQUIRE(sb::detail::record_set_shape(&r1, s1, v) == SB_OK);
+    REQUIRE(sb::detail::record_set_shape(&r2, s2, v) == SB_OK);
+    const sb_record f1 = by_fields(p1, 3), f2 = by_fields(p2, 2);
+    for (int round = 0; round < 3; ++round)
+        for (const pipeline::Profile* p : {&a, &b})
+            for (auto [shaped, plain] : {std::pair{&r1, &f1}, std::pair{&r2, &f2}}) {
+                CHECK(summary_of(*p, *shaped) == summary_of(*p, *plain));
+                CHECK(shaped->data.shape_id() != 0);
+            }
+    // More profiles than the memo has slots: some share one, and each still
+    // gets its own rules.
+    std::vector<pipeline::Profile> many;
+    for (int i = 0; i < 80; ++i)
+        many.push_back(profile("m", i % 2 ? R"(fields = { "ps.x" = "keep" })" : R"(fields = { "ps.y" = "keep" })"));
+    for (int round = 0; round < 2; ++round)
+        for (std::size_t i = 0; i < many.size(); ++i) {
+            INFO("profile " << i);
+            CHECK(summary_of(many[i], r1) == summary_of(many[i], f1));
+            CHECK(summary_of(many[i], r1).starts_with(i % 2 ? "ps.x:keep " : "ps.y:keep "));
+        }
+    CHECK(summary_of(a, r1).starts_with("ps.x:keep,ps.y:redact "));
+    CHECK(summary_of(b, r2).starts_with("ps.w:mask:1,ps.x:mask:1 "));
+    // A record of shape 1 whose paths changed is decided by its own paths.
+    sb_record changed = r1;
+    REQUIRE(changed.data.erase("ps.x") == 1);
+    REQUIRE(set_str(changed.data, "ps.w", "dd") == SB_OK);
+    CHECK(summary_of(a, changed).starts_with("ps.y:redact "));
+    CHECK(summary_of(b, changed).starts_with("ps.w:mask:1,ps.y:keep,ps.z:mask:1 "));
+    sb::detail::shape_free(s1);
+    sb::detail::shape_free(s2);
+}
+
+TEST_CASE("atoms: the store encodes a record of a shape as it encodes the same record set field by field") {
+    // The encoder memoises the path and category bytes per record shape and
+    // thread: more shapes than its slots, taking turns, must not mix.
+    std::vector<std::vector<std::string>> path_sets;
+    for (int i = 0; i < 24; ++i)
+        path_sets.push_back({"enc.b" + std::to_string(i), "enc.a.x", "enc.a.y", "enc.list[1]", "enc.list[0]",
+                             "enc.z" + std::to_string(i % 3)});
+    const char* cats[] = {"c.one", "c.two", nullptr, "c.one", "c.three", "c.two"};
+    std::vector<sb_shape*> shapes;
+    for (const auto& ps : path_sets) {
+        std::vector<const char*> p;
+        for (const auto& s : ps) p.push_back(s.c_str());
+        shapes.push_back(sb::detail::shape_new(p.data(), cats, p.size()));
+        REQUIRE(shapes.back());
+    }
+    const sb_value v[] = {{SB_VALUE_STRING, "b", 1, 0, 0},  {SB_VALUE_INT, nullptr, 0, -5, 0},
+                          {SB_VALUE_NULL, nullptr, 0, 0, 0}, {SB_VALUE_FLOAT, nullptr, 0, 0, 1.25},
+                          {SB_VALUE_BOOL, nullptr, 0, 1, 0}, {SB_VALUE_STRING, "zed", 3, 0, 0}};
+    for (int round = 0; round < 3; ++round)
+        for (std::size_t i = 0; i < shapes.size(); ++i) {
+            INFO("shape " << i << ", round " << round);
+            sb_record shaped, plain;
+            REQUIRE(sb::detail::record_set_shape(&shaped, shapes[i], v) == SB_OK);
+            for (std::size_t k = 0; k < path_sets[i].size(); ++k)
+                REQUIRE(plain.data.set(path_sets[i][k], v[k], cats[k]) == SB_OK);
+            std::string a, b;
+            store::encode(shaped, a);
+            store::encode(plain, b);
+            CHECK(a == b);
+            sb_record back;
+            std::size_t pos = 0;
+            REQUIRE(store::decode(a, pos, back));
+            CHECK(back.data.json() == plain.data.json());
+            // A value changed in place keeps the shape, and is encoded.
+            sb_record changed = shaped;
+            for (Leaf& l : changed.data.mutable_leaves())
+                if (l.type == SB_VALUE_STRING) l.str = "changed";
+            std::string c;
+            store::encode(changed, c);
+            pos = 0;
+            sb_record back2;
+            REQUIRE(store::decode(c, pos, back2));
+            CHECK(back2.data.json().find("changed") != std::string::npos);
+            CHECK(back2.data.json().find("zed") == std::string::npos);
+        }
+    for (sb_shape* s : shapes) sb::detail::shape_free(s);
+}

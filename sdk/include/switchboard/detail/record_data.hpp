@@ -10,6 +10,7 @@
 #include <switchboard/plugin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -519,6 +521,10 @@ struct ShapeData {
         std::uint32_t value; // index of its value: the order the paths were given in
     };
     std::vector<Entry> entries; // in path order
+    // Unique for the life of the process (never reused, unlike an
+    // address): a record set by this shape keeps it while its paths are
+    // those of the shape, for what the host memoises per shape.
+    std::uint64_t id = 0;
     // Atoms the intern table had no room for (a record adopts a copy).
     std::vector<std::unique_ptr<PathAtom>> owned_paths;
     std::vector<std::unique_ptr<CategoryAtom>> owned_categories;
@@ -547,6 +553,7 @@ public:
         attachments_ = other.attachments_;
         json_ = other.json_;
         json_valid_ = other.json_valid_;
+        shape_id_ = other.shape_id_;
         owned_paths_.clear();
         owned_categories_.clear();
         for (Leaf& leaf : leaves_) {
@@ -628,6 +635,7 @@ public:
         if (value.type == SB_VALUE_INT || value.type == SB_VALUE_BOOL)
             leaf.i = value.type == SB_VALUE_BOOL ? (value.i != 0) : value.i;
         if (value.type == SB_VALUE_FLOAT) leaf.f = value.f;
+        shape_id_ = 0;
         dirty();
         return SB_OK;
     }
@@ -659,9 +667,14 @@ public:
             default: break;
             }
         }
+        shape_id_ = shape.id;
         dirty();
         return SB_OK;
     }
+
+    // The id of the shape (ShapeData::id) whose set_shape() gave this
+    // record its paths, while they are still exactly those; else 0.
+    std::uint64_t shape_id() const { return shape_id_; }
 
     // Appends a copy of `src`, a leaf of another record. Valid
     // only when `src` comes after every leaf here in path order and those
@@ -683,6 +696,7 @@ public:
         Leaf& leaf = leaves_.emplace_back();
         leaf.path_ = adopt(src.path_);
         leaf.category_ = adopt(src.category_);
+        shape_id_ = 0;
         dirty();
         return leaf;
     }
@@ -703,7 +717,10 @@ public:
         auto last = first;
         while (last != leaves_.end() && last->key().compare(0, prefix.size(), prefix) == 0) ++last;
         leaves_.erase(first, last);
-        if (leaves_.size() != before) dirty();
+        if (leaves_.size() != before) {
+            shape_id_ = 0;
+            dirty();
+        }
         return before - leaves_.size();
     }
 
@@ -768,8 +785,9 @@ public:
         dirty();
     }
 
-    // Mutable access to string values (ingest redaction rewrites them in place).
-    std::vector<Leaf>& mutable_leaves() {
+    // Mutable access to the values (ingest redaction rewrites them in
+    // place); a leaf's path and category stay as they are.
+    std::span<Leaf> mutable_leaves() {
         sort_leaves();
         dirty();
         return leaves_;
@@ -804,6 +822,7 @@ public:
         Leaf& leaf = leaves_.emplace_back();
         leaf.path_ = path;
         leaf.category_ = category;
+        shape_id_ = 0;
         dirty();
         return leaf;
     }
@@ -1020,12 +1039,15 @@ private:
     std::vector<std::unique_ptr<CategoryAtom>> owned_categories_;
     mutable std::string json_;
     mutable bool json_valid_ = false;
+    std::uint64_t shape_id_ = 0; // shape_id()
 };
 
 inline std::unique_ptr<ShapeData> ShapeData::make(const char* const* paths,
                                                   const char* const* categories, std::size_t n) {
     if (!paths && n) return nullptr;
+    static std::atomic<std::uint64_t> last_id{0};
     auto shape = std::make_unique<ShapeData>();
+    shape->id = ++last_id;
     shape->entries.reserve(n);
     for (std::size_t k = 0; k < n; ++k) {
         if (!paths[k]) return nullptr;
