@@ -275,27 +275,24 @@ const FieldRule* Profile::rule_for(const sb::detail::PathAtom* atom) const {
     return rule;
 }
 
-const std::int32_t* Profile::rules_of_shape(const sb::detail::RecordData& record) const {
+const Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& record) const {
     const std::uint64_t shape = record.shape_id();
     if (shape == 0) return nullptr;
-    struct Memo {
-        std::uint64_t profile = 0, shape = 0;
-        std::vector<std::int32_t> rules; // per leaf: index in rules_, -1 for none
-    };
     constexpr unsigned kBits = 6;
-    static thread_local Memo memo[std::size_t{1} << kBits];
-    Memo& m = memo[((shape ^ (id_ << 32)) * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+    static thread_local ShapeMemo memo[std::size_t{1} << kBits];
+    ShapeMemo& m = memo[((shape ^ (id_ << 32)) * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
     const auto& leaves = record.leaves();
     if (m.profile != id_ || m.shape != shape || m.rules.size() != leaves.size()) {
         m.profile = id_;
         m.shape = shape;
+        m.copy_shape = sb::detail::new_shape_id();
         m.rules.resize(leaves.size());
         for (std::size_t k = 0; k < leaves.size(); ++k) {
             const FieldRule* rule = rule_for(leaves[k]);
             m.rules[k] = rule ? static_cast<std::int32_t>(rule - rules_.data()) : -1;
         }
     }
-    return m.rules.data();
+    return &m;
 }
 
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
@@ -339,11 +336,15 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
 
     std::vector<pii::Finding> findings;
     const auto& leaves = in.data.leaves();
-    const std::int32_t* memo = rules_of_shape(in.data); // the leaves' rules, when it has a shape
+    const ShapeMemo* memo = memo_of_shape(in.data); // the leaves' rules, when it has a shape
+    // Whether a leaf was dropped for its value (a transform that could not
+    // apply), not for its path or category: the copy's paths are then not
+    // those of every copy of this shape.
+    bool dropped_for_value = false;
     for (std::size_t k = 0; k < leaves.size(); ++k) {
         const Leaf& leaf = leaves[k];
-        const FieldRule* rule =
-            memo ? (memo[k] < 0 ? nullptr : &rules_[static_cast<std::size_t>(memo[k])]) : rule_for(leaf);
+        const std::int32_t r = memo ? memo->rules[k] : 0;
+        const FieldRule* rule = memo ? (r < 0 ? nullptr : &rules_[static_cast<std::size_t>(r)]) : rule_for(leaf);
         // Art. 9 first: it is the reason that holds whatever the profile says.
         if (!route_has_lawful_basis && is_special(leaf.category())) {
             decide(leaf.path(), leaf.category(), Action::Dropped, rule, special_dropped);
@@ -370,6 +371,7 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
             // Null carries no value: it stays null, except where a
             // generalisation needs something to generalise.
             if (generalise) {
+                dropped_for_value = true;
                 decide(leaf.path(), leaf.category(), Action::Dropped, rule,
                        [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
                 continue;
@@ -394,6 +396,7 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
         }
         if (!result) {
             // Never the raw value instead.
+            dropped_for_value = true;
             if (rule->transform == Transform::Hash)
                 decide(leaf.path(), leaf.category(), Action::Dropped, rule,
                        [&] { return "dropped: profile " + name_ + " has no usable hash_key"; });
@@ -414,6 +417,10 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
             }
         });
     }
+
+    // Copies of one shape made by this profile have the same paths unless
+    // a value was dropped: they share a shape of their own.
+    if (memo && !dropped_for_value) out.data.assume_shape(memo->copy_shape);
 
     // Attachments: by reference, with keep only.
     const auto& attachments = in.data.attachments();

@@ -113,10 +113,17 @@ private:
         std::vector<std::uint32_t> rules;
     };
     const std::vector<std::uint32_t>& candidates(std::string_view path) const;
-    // The rule of each leaf of `record` (index in rules_, -1 for none) when
-    // it has a shape (ABI 1.2: records of one source mostly share a few),
-    // from this thread's memo of the last shapes met; else null.
-    const std::int32_t* rules_of_shape(const sb::detail::RecordData& record) const;
+    // What this profile does with records of one shape (ABI 1.2: records of
+    // one source mostly share a few), from this thread's memo of the last
+    // shapes met; null when `record` has no shape.
+    struct ShapeMemo {
+        std::uint64_t profile = 0, shape = 0;
+        std::vector<std::int32_t> rules; // per leaf: index in rules_, -1 for none
+        // The shape of the copies, when no value was dropped: their paths
+        // and categories are then the same (RecordData::assume_shape).
+        std::uint64_t copy_shape = 0;
+    };
+    const ShapeMemo* memo_of_shape(const sb::detail::RecordData& record) const;
 
     // Tells this profile's rules from another's in the per-thread cache of
     // rule_for(leaf): unique per compile() (copies share it, and their rules).

@@ -455,6 +455,7 @@ TEST_CASE("atoms: the store encodes a record of a shape as it encodes the same r
             store::encode(shaped, a);
             store::encode(plain, b);
             CHECK(a == b);
+            CHECK(shaped.data.json() == plain.data.json()); // the JSON skeleton is memoised per shape too
             sb_record back;
             std::size_t pos = 0;
             REQUIRE(store::decode(a, pos, back));
@@ -472,4 +473,33 @@ TEST_CASE("atoms: the store encodes a record of a shape as it encodes the same r
             CHECK(back2.data.json().find("zed") == std::string::npos);
         }
     for (sb_shape* s : shapes) sb::detail::shape_free(s);
+}
+
+TEST_CASE("atoms: a profile's copies of one shape share a shape, unless a value was dropped") {
+    const auto p = profile("p", R"(fields = { "cs.when" = "generalise:month", "cs.name" = "keep", "cs.n[*]" = "keep" })");
+    const char* paths[] = {"cs.name", "cs.when", "cs.other", "cs.n[0]", "cs.n[2]"};
+    sb_shape* shape = sb::detail::shape_new(paths, nullptr, 5);
+    REQUIRE(shape);
+    auto copy_of = [&](std::string_view when) {
+        const sb_value v[] = {{SB_VALUE_STRING, "Ann", 3, 0, 0}, {SB_VALUE_STRING, when.data(), when.size(), 0, 0},
+                              {SB_VALUE_STRING, "x", 1, 0, 0}, {SB_VALUE_INT, nullptr, 0, 1, 0},
+                              {SB_VALUE_BOOL, nullptr, 0, 0, 0}};
+        sb_record in, out;
+        REQUIRE(sb::detail::record_set_shape(&in, shape, v) == SB_OK);
+        p.apply(in, out, false, 0);
+        return out;
+    };
+    const sb_record a = copy_of("2025-01-06"), b = copy_of("2024-12-31");
+    CHECK(a.data.shape_id() != 0);
+    CHECK(a.data.shape_id() == b.data.shape_id());
+    CHECK(a.data.json().find(R"("fields":{"cs":{"n":[1,null,false],"name":"Ann","when":"2025-01"}})") !=
+          std::string::npos);
+    CHECK(b.data.json().find(R"("when":"2024-12")") != std::string::npos);
+    // Not a date: dropped, so this copy's paths are not the others'.
+    const sb_record c = copy_of("soon");
+    CHECK(c.data.shape_id() == 0);
+    CHECK(c.data.json().find(R"("fields":{"cs":{"n":[1,null,false],"name":"Ann"}})") != std::string::npos);
+    // And the next good one is the shape's again.
+    CHECK(copy_of("2025-02-01").data.shape_id() == a.data.shape_id());
+    sb::detail::shape_free(shape);
 }

@@ -510,6 +510,12 @@ inline bool is_rfc3339(std::string_view s) {
            s[i + 3] == ':' && num(i + 4, 2, om) && oh <= 23 && om <= 59;
 }
 
+// A new shape id: unique for the life of the process, never 0.
+inline std::uint64_t new_shape_id() {
+    static std::atomic<std::uint64_t> last{0};
+    return ++last;
+}
+
 // A record shape registered by a source (ABI 1.2, host->shape_new): the
 // paths and categories of a record's fields, checked, interned and put in
 // path order once, so that setting a record of that shape
@@ -675,6 +681,12 @@ public:
     // The id of the shape (ShapeData::id) whose set_shape() gave this
     // record its paths, while they are still exactly those; else 0.
     std::uint64_t shape_id() const { return shape_id_; }
+
+    // For the host: gives the record shape id `id` (from new_shape_id()),
+    // which the caller gives only to records whose leaves have exactly the
+    // same paths and categories, in order (copies a profile made from
+    // records of one shape). What is memoised per shape relies on it.
+    void assume_shape(std::uint64_t id) { shape_id_ = id; }
 
     // Appends a copy of `src`, a leaf of another record. Valid
     // only when `src` comes after every leaf here in path order and those
@@ -892,6 +904,28 @@ public:
     // The field tree as a JSON object: {"citizen":{"name":"…"},"turns":[…]}.
     // Gaps in arrays are written as null.
     void write_fields_json(std::string& out) const {
+        if (shape_id_ != 0) { // the skeleton of its shape, and the values in it
+            const Skeleton& sk = skeleton();
+            const std::vector<Leaf>& ls = leaves();
+            std::uint32_t from = 0;
+            for (std::size_t k = 0; k < ls.size(); ++k) {
+                out.append(sk.text.data() + from, sk.value_at[k] - from);
+                from = sk.value_at[k];
+                write_value(out, ls[k]);
+            }
+            out.append(sk.text.data() + from, sk.text.size() - from);
+            return;
+        }
+        write_fields_skeleton(out, [](std::string& o, const Leaf& leaf) { write_value(o, leaf); });
+    }
+
+private:
+    friend struct ShapeData; // orders and checks its paths as set() does
+
+    // The fields as JSON, calling value(out, leaf) where each leaf's value
+    // goes: everything else depends only on the paths.
+    template <class Value>
+    void write_fields_skeleton(std::string& out, Value value) const {
         struct Open {
             bool array;
             bool first;
@@ -930,14 +964,33 @@ public:
                     stack[depth++] = {array, true, 0};
                 }
             }
-            write_value(out, leaf);
+            value(out, leaf);
             prev = &cur;
         }
         while (depth > 0) out.push_back(stack[--depth].array ? ']' : '}');
     }
 
-private:
-    friend struct ShapeData; // orders and checks its paths as set() does
+    // The JSON of a shape's fields without their values, from this thread's
+    // memo of the last shapes met: leaf k's value goes at value_at[k].
+    struct Skeleton {
+        std::uint64_t shape = 0;
+        std::string text;
+        std::vector<std::uint32_t> value_at;
+    };
+    const Skeleton& skeleton() const {
+        constexpr unsigned kBits = 4;
+        static thread_local Skeleton memo[std::size_t{1} << kBits];
+        Skeleton& sk = memo[(shape_id_ * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+        if (sk.shape != shape_id_ || sk.value_at.size() != leaves_.size()) {
+            sk.shape = shape_id_;
+            sk.text.clear();
+            sk.value_at.clear();
+            write_fields_skeleton(sk.text, [&](std::string& o, const Leaf&) {
+                sk.value_at.push_back(static_cast<std::uint32_t>(o.size()));
+            });
+        }
+        return sk;
+    }
 
     static void write_value(std::string& out, const Leaf& leaf) {
         switch (leaf.type) {
@@ -1045,9 +1098,8 @@ private:
 inline std::unique_ptr<ShapeData> ShapeData::make(const char* const* paths,
                                                   const char* const* categories, std::size_t n) {
     if (!paths && n) return nullptr;
-    static std::atomic<std::uint64_t> last_id{0};
     auto shape = std::make_unique<ShapeData>();
-    shape->id = ++last_id;
+    shape->id = new_shape_id();
     shape->entries.reserve(n);
     for (std::size_t k = 0; k < n; ++k) {
         if (!paths[k]) return nullptr;
