@@ -807,20 +807,44 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
             c.record = std::make_shared<sb_record>();
             summary.clear();
             route->profile->apply(*rec, *c.record, route->has_lawful_basis(), now, nullptr, &summary);
-            // After "destination" and "seq" (the seq is known at commit).
-            std::string& tail = c.detail_tail;
-            tail.reserve(64 + summary.size() + route->label.size() + route->purpose.size());
-            tail.push_back('-'); // so that append_attr puts ';' before the first
-            audit::append_attr(tail, "purpose", route->purpose);
-            audit::append_attr(tail, "profile",
-                               route->profile->name() + "@" + std::to_string(route->profile->version()));
-            audit::append_attr(tail, "route", route->label);
-            if (route->has_lawful_basis()) audit::append_attr(tail, "lawful_basis", route->lawful_basis);
-            audit::append_attr(tail, "sent", summary.empty() ? std::string_view("-") : std::string_view(summary));
-            tail.erase(0, 1);
+            c.detail_tail = disclose_tail(*route, *c.record, data.attachments().empty(), summary);
         }
         p.body = store::PreEncoded(*rec);
     }
+}
+
+std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, const sb_record& copy,
+                                                         bool no_attachments, const std::string& summary) {
+    auto build = [&] {
+        std::string tail;
+        tail.reserve(64 + summary.size() + route.label.size() + route.purpose.size());
+        tail.push_back('-'); // so that append_attr puts ';' before the first
+        audit::append_attr(tail, "purpose", route.purpose);
+        audit::append_attr(tail, "profile", route.profile->name() + "@" + std::to_string(route.profile->version()));
+        audit::append_attr(tail, "route", route.label);
+        if (route.has_lawful_basis()) audit::append_attr(tail, "lawful_basis", route.lawful_basis);
+        audit::append_attr(tail, "sent", summary.empty() ? std::string_view("-") : std::string_view(summary));
+        tail.erase(0, 1);
+        return std::make_shared<const std::string>(std::move(tail));
+    };
+    // The fields sent are those of the copy's shape (attachments aside):
+    // every copy of one shape on one route has the same tail.
+    const std::uint64_t shape = no_attachments ? copy.data.shape_id() : 0;
+    if (shape == 0) return build();
+    struct Memo {
+        const Route* route = nullptr;
+        std::uint64_t shape = 0;
+        std::shared_ptr<const std::string> tail;
+    };
+    constexpr unsigned kBits = 6;
+    static thread_local Memo memo[std::size_t{1} << kBits];
+    Memo& m = memo[(((reinterpret_cast<std::uintptr_t>(&route) >> 4) ^ shape) * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+    if (m.route != &route || m.shape != shape) {
+        m.route = &route;
+        m.shape = shape;
+        m.tail = build();
+    }
+    return m.tail;
 }
 
 void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
@@ -943,7 +967,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 detail.clear();
                 audit::append_attr(detail, "destination", route->destination);
                 audit::append_attr(detail, "seq", std::to_string(seq));
-                detail += c.detail_tail;
+                detail += *c.detail_tail;
                 audit_.append(now, audit::kind::disclose, id, detail);
 
                 // A row holds consecutive seqs of one destination: a new one

@@ -254,7 +254,9 @@ private:
         struct Copy {                 // one per route with a profile
             const Route* route = nullptr;
             std::shared_ptr<sb_record> record; // minimised, without its id
-            std::string detail_tail;           // disclose detail after destination and seq
+            // The disclose detail after destination and seq; shared by
+            // the copies of one shape on one route (disclose_tail).
+            std::shared_ptr<const std::string> detail_tail;
         };
         std::vector<Copy> copies;
     };
@@ -319,6 +321,8 @@ private:
         std::vector<store::OutboxRow> rows;
         std::map<std::string, std::size_t> open_row; // destination: its newest row
     };
+    static std::shared_ptr<const std::string> disclose_tail(const Route& route, const sb_record& copy,
+                                                            bool no_attachments, const std::string& summary);
     void store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
                      std::map<std::int64_t, OpenChunk>& chunks,
                      std::map<std::string, std::vector<OutboxEntry>>& out,

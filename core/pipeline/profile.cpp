@@ -275,7 +275,7 @@ const FieldRule* Profile::rule_for(const sb::detail::PathAtom* atom) const {
     return rule;
 }
 
-const Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& record) const {
+Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& record) const {
     const std::uint64_t shape = record.shape_id();
     if (shape == 0) return nullptr;
     constexpr unsigned kBits = 6;
@@ -286,6 +286,8 @@ const Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& r
         m.profile = id_;
         m.shape = shape;
         m.copy_shape = sb::detail::new_shape_id();
+        m.summary.clear();
+        m.summary_ready = false;
         m.rules.resize(leaves.size());
         for (std::size_t k = 0; k < leaves.size(); ++k) {
             const FieldRule* rule = rule_for(leaves[k]);
@@ -297,6 +299,12 @@ const Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& r
 
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
                            std::vector<FieldDecision>* decisions, std::string* summary) const {
+    return apply(in, out, route_has_lawful_basis, now_ms, decisions, summary, true);
+}
+
+std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
+                           std::vector<FieldDecision>* decisions, std::string* summary,
+                           bool memoised_summary) const {
     out.data = sb::detail::RecordData();
     // The input's envelope is valid already: copied as it is.
     static const auto sent_meta = [] {
@@ -311,13 +319,18 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
     if (summary) summary->clear();
 
     std::size_t sent = 0;
+    // The leaves' part of the summary is the same for every record of a
+    // shape from which no value was dropped: taken from the memo when it
+    // has it (summary_on false while the leaves are decided).
+    ShapeMemo* memo = memo_of_shape(in.data); // the leaves' rules, when it has a shape
+    bool summary_on = summary && !(memo && memo->summary_ready && memoised_summary);
     // Reason texts are only built when asked for: the delivery path never
     // pays for them.
     auto decide = [&](std::string_view path, const std::string& category, Action action, const FieldRule* rule,
                       auto&& reason) {
         if (action != Action::Dropped) {
             ++sent;
-            if (summary) {
+            if (summary_on) {
                 if (!summary->empty()) summary->push_back(',');
                 summary->append(path);
                 summary->push_back(':');
@@ -336,7 +349,6 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
 
     std::vector<pii::Finding> findings;
     const auto& leaves = in.data.leaves();
-    const ShapeMemo* memo = memo_of_shape(in.data); // the leaves' rules, when it has a shape
     // Whether a leaf was dropped for its value (a transform that could not
     // apply), not for its path or category: the copy's paths are then not
     // those of every copy of this shape.
@@ -421,6 +433,17 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
     // Copies of one shape made by this profile have the same paths unless
     // a value was dropped: they share a shape of their own.
     if (memo && !dropped_for_value) out.data.assume_shape(memo->copy_shape);
+    if (summary && memo) {
+        if (!summary_on) { // the memo's, unless this record lost a value
+            if (dropped_for_value)
+                return apply(in, out, route_has_lawful_basis, now_ms, decisions, summary, false);
+            summary->assign(memo->summary);
+        } else if (!dropped_for_value && memoised_summary) {
+            memo->summary = *summary;
+            memo->summary_ready = true;
+        }
+    }
+    summary_on = summary != nullptr; // attachments: always built
 
     // Attachments: by reference, with keep only.
     const auto& attachments = in.data.attachments();

@@ -122,8 +122,13 @@ private:
         // The shape of the copies, when no value was dropped: their paths
         // and categories are then the same (RecordData::assume_shape).
         std::uint64_t copy_shape = 0;
+        // apply()'s summary of those leaves, once made.
+        std::string summary;
+        bool summary_ready = false;
     };
-    const ShapeMemo* memo_of_shape(const sb::detail::RecordData& record) const;
+    ShapeMemo* memo_of_shape(const sb::detail::RecordData& record) const;
+    std::size_t apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
+                      std::vector<FieldDecision>* decisions, std::string* summary, bool memoised_summary) const;
 
     // Tells this profile's rules from another's in the per-thread cache of
     // rule_for(leaf): unique per compile() (copies share it, and their rules).

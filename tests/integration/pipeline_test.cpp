@@ -28,6 +28,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <cstring>
 #include <sstream>
 #include <thread>
 
@@ -345,6 +346,94 @@ retention = "7d"
     CHECK(audit::AuditLog::verify(node.data() / "audit").ok);
     // The idempotency keys went with the records: the vendor may resend.
     CHECK(node.store->expired_chunks(INT64_MAX, 10).empty());
+}
+
+TEST_CASE("pipeline: disclosure entries of records of one shape name each route's purpose and the fields "
+          "each record sent") {
+    // The journal and the profiles memoise per record shape what is the
+    // same for every record of it (the rules, the summary of the fields
+    // sent, the disclosure's text per route): a record that lost a value or
+    // has an attachment must still be audited as what it sent.
+    Node node(R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+[destinations.d.config]
+output = "d.jsonl"
+[destinations.e]
+plugin = "memory-sink"
+[destinations.e.config]
+output = "e.jsonl"
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[[route]]
+category = "unclassified"
+destination = "e"
+purpose = "another purpose"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+"when" = "generalise:month"
+"attachments.scan" = "keep"
+)");
+    const char* paths[] = {"when", "other", "a"};
+    sb_shape* shape = sb::detail::shape_new(paths, nullptr, 3);
+    REQUIRE(shape);
+    auto shaped = [&](const char* when, bool attachment) {
+        auto r = std::make_unique<sb_record>();
+        const sb_value v[] = {{SB_VALUE_STRING, when, std::strlen(when), 0, 0},
+                              {SB_VALUE_STRING, "o", 1, 0, 0},
+                              {SB_VALUE_STRING, "x", 1, 0, 0}};
+        REQUIRE(sb::detail::record_set_shape(r.get(), shape, v) == SB_OK);
+        REQUIRE(r->data.set_meta("channel", "web_chat") == SB_OK);
+        if (attachment) {
+            sb_attachment a{};
+            a.struct_size = sizeof a;
+            a.name = "scan";
+            a.uri = "file:///scan.pdf";
+            REQUIRE(r->data.add_attachment(a) == SB_OK);
+        }
+        return r;
+    };
+    const std::string full = "sent=a:keep,when:generalise:month";
+    const std::vector<std::string> want = {full, "sent=a:keep", full + ",attachments.scan:keep", full};
+    for (int round = 0; round < 2; ++round) {
+        std::vector<std::unique_ptr<sb_record>> batch;
+        batch.push_back(shaped("2025-01-06", false));
+        batch.push_back(shaped("soon", false)); // not a date: not sent
+        batch.push_back(shaped("2025-02-01", true));
+        batch.push_back(shaped("2025-03-01", false));
+        for (sb_status st : node.emit("hook", std::move(batch))) CHECK(st == SB_OK);
+    }
+    sb::detail::shape_free(shape);
+    node.wait_delivered("d", 8);
+    node.wait_delivered("e", 8);
+    node.journal->flush_audit();
+    std::vector<std::string> d, e;
+    for (const auto& f : std::filesystem::directory_iterator(node.data() / "audit")) {
+        if (f.path().extension() != ".log") continue;
+        std::istringstream in(sbtest::read_file(f.path()));
+        for (std::string line; std::getline(in, line);) {
+            if (line.find("\tdisclose\t") == std::string::npos) continue;
+            const bool to_d = line.find("destination=d;") != std::string::npos;
+            CHECK(line.find(to_d ? "purpose=review;profile=p@1;route=route[0];"
+                                 : "purpose=another purpose;profile=p@1;route=route[1];") != std::string::npos);
+            const std::size_t at = line.find("sent=");
+            REQUIRE(at != std::string::npos);
+            (to_d ? d : e).push_back(line.substr(at, line.find('\t', at) - at));
+        }
+    }
+    std::vector<std::string> twice = want;
+    twice.insert(twice.end(), want.begin(), want.end());
+    CHECK(d == twice);
+    CHECK(e == twice);
+    CHECK(audit::AuditLog::verify(node.data() / "audit").ok);
 }
 
 TEST_CASE("pipeline: a repeated external id is acknowledged as a duplicate and delivered once") {

@@ -501,5 +501,34 @@ TEST_CASE("atoms: a profile's copies of one shape share a shape, unless a value 
     CHECK(c.data.json().find(R"("fields":{"cs":{"n":[1,null,false],"name":"Ann"}})") != std::string::npos);
     // And the next good one is the shape's again.
     CHECK(copy_of("2025-02-01").data.shape_id() == a.data.shape_id());
+
+    // The summary of the fields sent (for the audit trail) is memoised per
+    // shape as well: the same for every record that sent them all, its own
+    // for one that lost a value, with attachments after the leaves.
+    const auto p2 = profile("p2", R"(fields = { "cs.when" = "generalise:month", "cs.name" = "keep", "attachments.scan" = "keep" })");
+    auto summary_of = [&](std::string_view when, bool attachment, bool with_memo_first) {
+        const sb_value v[] = {{SB_VALUE_STRING, "Ann", 3, 0, 0}, {SB_VALUE_STRING, when.data(), when.size(), 0, 0},
+                              {SB_VALUE_STRING, "x", 1, 0, 0}, {SB_VALUE_INT, nullptr, 0, 1, 0},
+                              {SB_VALUE_BOOL, nullptr, 0, 0, 0}};
+        sb_record in, out;
+        REQUIRE(sb::detail::record_set_shape(&in, shape, v) == SB_OK);
+        if (attachment) {
+            sb_attachment a{};
+            a.struct_size = sizeof a;
+            a.name = "scan";
+            a.uri = "file:///s";
+            REQUIRE(in.data.add_attachment(a) == SB_OK);
+        }
+        std::string summary;
+        if (with_memo_first) p2.apply(in, out, false, 0, nullptr, &summary);
+        p2.apply(in, out, false, 0, nullptr, &summary);
+        return summary;
+    };
+    for (int round = 0; round < 2; ++round) {
+        CHECK(summary_of("2025-01-06", false, round == 0) == "cs.name:keep,cs.when:generalise:month");
+        CHECK(summary_of("soon", false, false) == "cs.name:keep");
+        CHECK(summary_of("2025-01-06", true, false) == "cs.name:keep,cs.when:generalise:month,attachments.scan:keep");
+        CHECK(summary_of("soon", true, false) == "cs.name:keep,attachments.scan:keep");
+    }
     sb::detail::shape_free(shape);
 }
