@@ -836,9 +836,7 @@ std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, co
         std::uint64_t shape = 0;
         std::shared_ptr<const std::string> tail;
     };
-    constexpr unsigned kBits = 6;
-    static thread_local Memo memo[std::size_t{1} << kBits];
-    Memo& m = memo[(((reinterpret_cast<std::uintptr_t>(&route) >> 4) ^ shape) * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+    Memo& m = sb::detail::thread_memo_slot<Memo, 6>((reinterpret_cast<std::uintptr_t>(&route) >> 4) ^ shape);
     if (m.route != &route || m.shape != shape) {
         m.route = &route;
         m.shape = shape;

@@ -263,11 +263,7 @@ const FieldRule* Profile::rule_for(const sb::detail::PathAtom* atom) const {
         const sb::detail::PathAtom* atom = nullptr;
         std::int64_t rule = -1; // index in rules_; -1 for none
     };
-    constexpr std::size_t kSlots = 1024;
-    static thread_local Entry cache[kSlots];
-    const std::uint64_t h = ((reinterpret_cast<std::uintptr_t>(atom) >> 4) ^ id_) * 0x9E3779B97F4A7C15u;
-    Entry& e = cache[h >> 54]; // top 10 bits
-    static_assert(kSlots == std::size_t{1} << 10);
+    Entry& e = sb::detail::thread_memo_slot<Entry, 10>((reinterpret_cast<std::uintptr_t>(atom) >> 4) ^ id_);
     if (e.profile == id_ && e.atom == atom && e.rule < static_cast<std::int64_t>(rules_.size()))
         return e.rule < 0 ? nullptr : &rules_[static_cast<std::size_t>(e.rule)];
     const FieldRule* rule = rule_for(std::string_view(atom->path));
@@ -278,9 +274,7 @@ const FieldRule* Profile::rule_for(const sb::detail::PathAtom* atom) const {
 Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& record) const {
     const std::uint64_t shape = record.shape_id();
     if (shape == 0) return nullptr;
-    constexpr unsigned kBits = 6;
-    static thread_local ShapeMemo memo[std::size_t{1} << kBits];
-    ShapeMemo& m = memo[((shape ^ (id_ << 32)) * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+    ShapeMemo& m = sb::detail::thread_memo_slot<ShapeMemo, 6>(shape ^ (id_ << 32));
     const auto& leaves = record.leaves();
     if (m.profile != id_ || m.shape != shape || m.rules.size() != leaves.size()) {
         m.profile = id_;

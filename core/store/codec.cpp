@@ -92,9 +92,7 @@ struct Heads {
 const Heads* heads_of_shape(const sb::detail::RecordData& r) {
     const std::uint64_t shape = r.shape_id();
     if (shape == 0) return nullptr;
-    constexpr unsigned kBits = 4;
-    static thread_local Heads memo[std::size_t{1} << kBits];
-    Heads& h = memo[(shape * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+    Heads& h = sb::detail::thread_memo_slot<Heads, 4>(shape);
     const auto& leaves = r.leaves();
     if (h.shape != shape || h.ends.size() != leaves.size()) {
         h.shape = shape;

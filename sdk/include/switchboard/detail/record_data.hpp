@@ -510,6 +510,17 @@ inline bool is_rfc3339(std::string_view s) {
            s[i + 3] == ':' && num(i + 4, 2, om) && oh <= 23 && om <= 59;
 }
 
+// This thread's slot for `key` in a direct-mapped memo of 2^Bits T's (one
+// array per T): the per-thread memos of what a record shape determines.
+// The caller checks that the slot holds what it wants, and refills it if
+// not.
+template <class T, unsigned Bits>
+T& thread_memo_slot(std::uint64_t key) {
+    static_assert(Bits > 0 && Bits < 32);
+    static thread_local T memo[std::size_t{1} << Bits];
+    return memo[(key * 0x9E3779B97F4A7C15u) >> (64 - Bits)];
+}
+
 // A new shape id: unique for the life of the process, never 0.
 inline std::uint64_t new_shape_id() {
     static std::atomic<std::uint64_t> last{0};
@@ -598,11 +609,7 @@ public:
         std::unique_ptr<PathAtom> owned; // set when the table is full
         const PathAtom* atom = intern(path, owned);
         if (!atom) return SB_ERR_INVALID;
-        // A C plugin may pass any int as the type: check it as an int.
-        auto type = raw_enum(value.type);
-        if (type < SB_VALUE_NULL || type > SB_VALUE_BOOL) return SB_ERR_INVALID;
-        if (type == SB_VALUE_STRING && value.str == nullptr && value.len != 0)
-            return SB_ERR_INVALID;
+        if (!valid_value(value)) return SB_ERR_INVALID;
         Leaf* target = nullptr;
         if (leaves_.capacity() == 0) leaves_.reserve(32); // records have a few dozen leaves
         if (order_.empty() && (leaves_.empty() || before(leaves_.back().path_, atom))) {
@@ -633,14 +640,7 @@ public:
         if (owned && atom == owned.get()) owned_paths_.push_back(std::move(owned));
         leaf.path_ = atom;
         leaf.category_ = category_atom((category && *category) ? category : "unknown");
-        leaf.type = value.type;
-        leaf.str.clear();
-        leaf.i = 0;
-        leaf.f = 0;
-        if (value.type == SB_VALUE_STRING) leaf.str.assign(value.str ? value.str : "", value.len);
-        if (value.type == SB_VALUE_INT || value.type == SB_VALUE_BOOL)
-            leaf.i = value.type == SB_VALUE_BOOL ? (value.i != 0) : value.i;
-        if (value.type == SB_VALUE_FLOAT) leaf.f = value.f;
+        assign_value(leaf, value);
         shape_id_ = 0;
         dirty();
         return SB_OK;
@@ -652,26 +652,14 @@ public:
     // set() refuses (then nothing is set).
     sb_status set_shape(const ShapeData& shape, const sb_value* values) {
         if (!leaves_.empty() || !values) return SB_ERR_INVALID;
-        for (const ShapeData::Entry& e : shape.entries) {
-            const sb_value& v = values[e.value];
-            auto type = raw_enum(v.type);
-            if (type < SB_VALUE_NULL || type > SB_VALUE_BOOL) return SB_ERR_INVALID;
-            if (type == SB_VALUE_STRING && v.str == nullptr && v.len != 0) return SB_ERR_INVALID;
-        }
+        for (const ShapeData::Entry& e : shape.entries)
+            if (!valid_value(values[e.value])) return SB_ERR_INVALID;
         leaves_.reserve(std::max<std::size_t>(shape.entries.size(), 32));
         for (const ShapeData::Entry& e : shape.entries) {
-            const sb_value& v = values[e.value];
             Leaf& leaf = leaves_.emplace_back();
             leaf.path_ = adopt(e.path);
             leaf.category_ = adopt(e.category);
-            leaf.type = v.type;
-            switch (v.type) {
-            case SB_VALUE_STRING: leaf.str.assign(v.str ? v.str : "", v.len); break;
-            case SB_VALUE_INT: leaf.i = v.i; break;
-            case SB_VALUE_BOOL: leaf.i = v.i != 0; break;
-            case SB_VALUE_FLOAT: leaf.f = v.f; break;
-            default: break;
-            }
+            assign_value(leaf, values[e.value]);
         }
         shape_id_ = shape.id;
         dirty();
@@ -922,6 +910,28 @@ public:
 private:
     friend struct ShapeData; // orders and checks its paths as set() does
 
+    // Whether set() takes `v`: a known type (a C plugin may pass any int
+    // as the type: checked as an int), and a string's bytes when it has any.
+    static bool valid_value(const sb_value& v) {
+        const auto type = raw_enum(v.type);
+        if (type < SB_VALUE_NULL || type > SB_VALUE_BOOL) return false;
+        return !(type == SB_VALUE_STRING && v.str == nullptr && v.len != 0);
+    }
+    // Gives `leaf` the value `v` (valid_value), replacing what it had.
+    static void assign_value(Leaf& leaf, const sb_value& v) {
+        leaf.type = v.type;
+        leaf.str.clear();
+        leaf.i = 0;
+        leaf.f = 0;
+        switch (v.type) {
+        case SB_VALUE_STRING: leaf.str.assign(v.str ? v.str : "", v.len); break;
+        case SB_VALUE_INT: leaf.i = v.i; break;
+        case SB_VALUE_BOOL: leaf.i = v.i != 0; break;
+        case SB_VALUE_FLOAT: leaf.f = v.f; break;
+        default: break;
+        }
+    }
+
     // The fields as JSON, calling value(out, leaf) where each leaf's value
     // goes: everything else depends only on the paths.
     template <class Value>
@@ -978,9 +988,7 @@ private:
         std::vector<std::uint32_t> value_at;
     };
     const Skeleton& skeleton() const {
-        constexpr unsigned kBits = 4;
-        static thread_local Skeleton memo[std::size_t{1} << kBits];
-        Skeleton& sk = memo[(shape_id_ * 0x9E3779B97F4A7C15u) >> (64 - kBits)];
+        Skeleton& sk = thread_memo_slot<Skeleton, 4>(shape_id_);
         if (sk.shape != shape_id_ || sk.value_at.size() != leaves_.size()) {
             sk.shape = shape_id_;
             sk.text.clear();
