@@ -10,7 +10,17 @@
 // page costs a WAL frame, a checkpoint copy and the kernel's per-page work;
 // 16 KiB pages took about a fifth off the daemon's CPU per record in the
 // benchmarks (docs/performance.md). A journal made earlier keeps its size.
+//
+// Chunk bodies are not in the database but in segment files beside it
+// (chunk_files.hpp): a chunk row says where its body is (seg, off, len). A
+// body is appended to the current segment inside the write transaction and
+// synced before the commit that names it; a deleted or replaced body's
+// range is listed in chunk_holes in the same transaction and punched out of
+// its file once that commits (again at the next write, after a crash in
+// between). A chunk written by an earlier version, its body in the row, is
+// still read from there.
 
+#include "store/chunk_files.hpp"
 #include "store/codec.hpp"
 #include "store/store.hpp"
 
@@ -19,6 +29,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 
 namespace switchboard::store {
 
@@ -31,7 +42,10 @@ CREATE TABLE IF NOT EXISTS chunks(
   created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL,
   count INTEGER NOT NULL,
-  body BLOB NOT NULL);
+  body BLOB NOT NULL,
+  seg INTEGER,
+  off INTEGER,
+  len INTEGER);
 CREATE INDEX IF NOT EXISTS chunks_expiry ON chunks(expires_at);
 CREATE TABLE IF NOT EXISTS outbox(
   destination TEXT NOT NULL,
@@ -94,7 +108,15 @@ CREATE TABLE IF NOT EXISTS erasure_records(
   PRIMARY KEY(erasure, record_id));
 )";
 // Tables are created with IF NOT EXISTS: a journal made by an earlier
-// version gains the tables it lacks (holds, erasures, ...) when opened.
+// version gains the tables it lacks (holds, erasures, ...) when opened, and
+// the columns (migrate_chunks()).
+
+// Where chunk bodies are: the segment of each (for chunk_holes and removing
+// a segment none of whose chunks is left), and the ranges to punch out.
+const char* kChunkFilesSchema = R"(
+CREATE INDEX IF NOT EXISTS chunks_seg ON chunks(seg) WHERE seg IS NOT NULL;
+CREATE TABLE IF NOT EXISTS chunk_holes(seg INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL);
+)";
 
 // A hold is in force at ?1 when it has not ended and its end date is later.
 #define SB_HOLD_IN_FORCE "h.ended_at=0 AND (h.until=0 OR h.until>?1)"
@@ -205,7 +227,8 @@ private:
 
 class SqliteStore : public Store {
 public:
-    explicit SqliteStore(const std::string& file) {
+    SqliteStore(const std::string& file, std::uint64_t segment_bytes)
+        : files_(file + "-chunks"), segment_bytes_(segment_bytes) {
         if (sqlite3_open_v2(file.c_str(), &db_,
                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                             nullptr) != SQLITE_OK) {
@@ -222,7 +245,8 @@ public:
         exec("PRAGMA temp_store=MEMORY");
         exec("PRAGMA cache_size=-16384"); // 16 MiB: bounded whatever the backlog
         exec(kSchema);
-        prepare();
+        migrate_chunks();
+        exec(kChunkFilesSchema);
     }
     ~SqliteStore() override {
         stmts_.clear();
@@ -235,14 +259,28 @@ public:
     void write(const std::function<void(Txn&)>& fn) override {
         std::lock_guard lock(mutex_);
         exec("BEGIN IMMEDIATE");
+        seg_ = SegmentTxn{};
         try {
+            settle_holes();
             SqliteTxn txn(*this);
             fn(txn);
+            if (seg_.appended) {
+                // The bodies are on disk before the commit that names them.
+                files_.sync(seg_.seg);
+                txn.set_meta("chunks.segment", std::to_string(seg_.seg));
+                txn.set_meta("chunks.end", std::to_string(seg_.end));
+            }
             exec("COMMIT");
         } catch (...) {
             sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+            if (seg_.appended) try { // what it wrote is cut off now (else at the next write)
+                files_.open_for_append(seg_.seg, seg_.begin);
+            } catch (const StoreError&) {
+            }
+            seg_ = SegmentTxn{};
             throw;
         }
+        punch_holes();
     }
 
     void scrub() override {
@@ -271,11 +309,26 @@ public:
 
     std::optional<std::string> chunk_body(std::int64_t id) override {
         std::lock_guard lock(mutex_);
-        Stmt& s = st("SELECT body FROM chunks WHERE id=?1");
-        Reset r{s};
-        s.bind(1, id);
-        if (!s.step()) return std::nullopt;
-        return s.bytes(0);
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            auto place = chunk_place(id);
+            if (!place) return std::nullopt;
+            if (place->seg == 0) { // an earlier version's chunk: the body is in the row
+                Stmt& s = st("SELECT body FROM chunks WHERE id=?1");
+                Reset r{s};
+                s.bind(1, id);
+                if (!s.step()) return std::nullopt;
+                return s.bytes(0);
+            }
+            std::string body;
+            files_.read(place->seg, place->off, place->len, id, body);
+            // Another process (a command run beside the daemon) may have
+            // deleted or moved the chunk, and punched it out, between the
+            // look-up and the read: what was read stands if it is still there.
+            auto now = chunk_place(id);
+            if (!now) return std::nullopt;
+            if (*now == *place) return body;
+        }
+        throw StoreError("chunk " + std::to_string(id) + " kept moving while it was read");
     }
 
     std::optional<ChunkInfo> chunk_info(std::int64_t id) override {
@@ -529,7 +582,52 @@ public:
         return out[0];
     }
 
-    // For SqliteTxn.
+    // For SqliteTxn: where a body goes, and what becomes of the old one.
+    struct Place {
+        std::int64_t seg = 0; // 0: in the row (an earlier version's chunk)
+        std::uint64_t off = 0, len = 0;
+        bool operator==(const Place&) const = default;
+    };
+    Place append_body(std::string_view body) {
+        if (!seg_.loaded) {
+            std::optional<std::int64_t> seg;
+            std::uint64_t end = 0;
+            if (auto v = meta_value("chunks.segment")) seg = std::stoll(*v);
+            if (auto v = meta_value("chunks.end")) end = std::stoull(*v);
+            if (!seg) {
+                Stmt& m = st("SELECT coalesce(max(seg), 0) FROM chunks");
+                Reset r{m};
+                m.step();
+                seg = m.i64(0) + 1;
+                end = 0;
+            } else if (end >= segment_bytes_) {
+                seg_.left = *seg; // may have no chunk left: see punch_holes()
+                seg = *seg + 1;
+                end = 0;
+            }
+            files_.open_for_append(*seg, end);
+            seg_.loaded = true;
+            seg_.seg = *seg;
+            seg_.begin = seg_.end = end;
+        }
+        Place p{seg_.seg, seg_.end, body.size()};
+        files_.write(seg_.seg, seg_.end, body);
+        seg_.end += body.size();
+        seg_.appended = true;
+        return p;
+    }
+    // The chunk's body is to be punched out once this transaction commits.
+    void forget_body(std::int64_t id) {
+        auto place = chunk_place(id);
+        if (!place || place->seg == 0) return;
+        st("INSERT INTO chunk_holes(seg, off, len) VALUES(?1, ?2, ?3)")
+            .bind(1, place->seg)
+            .bind(2, static_cast<std::int64_t>(place->off))
+            .bind(3, static_cast<std::int64_t>(place->len))
+            .run();
+        seg_.holes.push_back({sqlite3_last_insert_rowid(db_), *place});
+    }
+
     Stmt& st(const char* sql) {
         auto it = stmts_.find(sql);
         if (it == stmts_.end()) it = stmts_.emplace(sql, std::make_unique<Stmt>(db_, sql)).first;
@@ -546,8 +644,6 @@ private:
             throw StoreError(std::string("store: ") + msg);
         }
     }
-
-    void prepare() {}
 
     std::vector<ChunkInfo> chunk_list(const char* sql, std::int64_t t, std::size_t limit) {
         std::lock_guard lock(mutex_);
@@ -637,9 +733,121 @@ private:
         return d;
     }
 
+    std::optional<std::string> meta_value(const char* key) {
+        Stmt& s = st("SELECT value FROM meta WHERE key=?1");
+        Reset r{s};
+        s.bind(1, std::string_view(key));
+        if (!s.step()) return std::nullopt;
+        return s.text(0);
+    }
+
+    std::optional<Place> chunk_place(std::int64_t id) {
+        Stmt& s = st("SELECT seg, off, len FROM chunks WHERE id=?1");
+        Reset r{s};
+        s.bind(1, id);
+        if (!s.step()) return std::nullopt;
+        if (s.is_null(0)) return Place{};
+        return Place{s.i64(0), static_cast<std::uint64_t>(s.i64(1)), static_cast<std::uint64_t>(s.i64(2))};
+    }
+
+    // A journal made before chunk bodies moved to files gains the columns.
+    void migrate_chunks() {
+        auto has_seg = [&] {
+            Stmt s(db_, "SELECT 1 FROM pragma_table_info('chunks') WHERE name='seg'");
+            return s.step();
+        };
+        if (has_seg()) return;
+        exec("BEGIN IMMEDIATE");
+        try {
+            if (!has_seg())
+                exec("ALTER TABLE chunks ADD COLUMN seg INTEGER; ALTER TABLE chunks ADD COLUMN off INTEGER; "
+                     "ALTER TABLE chunks ADD COLUMN len INTEGER;");
+            exec("COMMIT");
+        } catch (...) {
+            sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
+    }
+
+    // At the start of a write: ranges listed to be punched that were not
+    // (a crash, or a failure, after their commit; or another process's), and
+    // the list emptied.
+    void settle_holes() {
+        Stmt& s = st("SELECT rowid, seg, off, len FROM chunk_holes");
+        std::vector<Place> left;
+        bool any = false;
+        {
+            Reset r{s};
+            while (s.step()) {
+                any = true;
+                if (!punched_.count(s.i64(0)))
+                    left.push_back({s.i64(1), static_cast<std::uint64_t>(s.i64(2)),
+                                    static_cast<std::uint64_t>(s.i64(3))});
+            }
+        }
+        punched_.clear();
+        if (!any) return;
+        punch(left); // throws, and the write with it, if the file system refuses
+        exec("DELETE FROM chunk_holes");
+    }
+
+    // After a commit: its deleted bodies punched out, and a segment none of
+    // whose chunks is left removed. A failure leaves them listed for the
+    // next write, which says why if it fails again.
+    void punch_holes() noexcept {
+        std::vector<Place> holes;
+        for (const auto& h : seg_.holes) holes.push_back(h.place);
+        if (seg_.left) holes.push_back({seg_.left, 0, 0});
+        try {
+            punch(holes);
+            for (const auto& h : seg_.holes) punched_.insert(h.rowid);
+        } catch (const StoreError&) {
+        }
+        seg_ = SegmentTxn{};
+    }
+
+    void punch(const std::vector<Place>& holes) {
+        std::set<std::int64_t> segs;
+        for (const Place& h : holes) {
+            files_.punch(h.seg, h.off, h.len);
+            segs.insert(h.seg);
+        }
+        auto active = meta_value("chunks.segment");
+        for (std::int64_t seg : segs) {
+            Stmt& s = st("SELECT 1 FROM chunks WHERE seg=?1 LIMIT 1");
+            bool live;
+            {
+                Reset r{s};
+                s.bind(1, seg);
+                live = s.step();
+            }
+            if (!live && (!active || std::stoll(*active) != seg))
+                files_.remove(seg);
+            else if (std::filesystem::exists(files_.path(seg)))
+                files_.sync(seg); // the zeros, on disk
+        }
+    }
+
+    // The segment work of the write transaction in progress.
+    struct Hole {
+        std::int64_t rowid;
+        Place place;
+    };
+    struct SegmentTxn {
+        bool loaded = false, appended = false;
+        std::int64_t seg = 0;  // appending to
+        std::uint64_t begin = 0, end = 0; // of what is written
+        std::int64_t left = 0; // the segment before, when this one began here
+        std::vector<Hole> holes;
+    };
+
     sqlite3* db_ = nullptr;
     std::recursive_mutex mutex_; // reads may happen inside a write transaction
     std::map<const char*, std::unique_ptr<Stmt>> stmts_;
+    ChunkFiles files_;
+    const std::uint64_t segment_bytes_;
+    SegmentTxn seg_;
+    std::set<std::int64_t> punched_; // chunk_holes rows punched since their commit
 };
 
 bool SqliteTxn::claim(std::uint64_t key_hash, std::int64_t expires_at) {
@@ -660,20 +868,33 @@ std::int64_t SqliteTxn::next_chunk_id() {
 }
 
 void SqliteTxn::put_chunk(const ChunkInfo& info, std::string_view body) {
-    s_.st("INSERT INTO chunks(id, created_at, expires_at, count, body) VALUES(?1, ?2, ?3, ?4, ?5)")
+    const auto place = s_.append_body(body);
+    s_.st("INSERT INTO chunks(id, created_at, expires_at, count, body, seg, off, len) "
+          "VALUES(?1, ?2, ?3, ?4, X'', ?5, ?6, ?7)")
         .bind(1, info.id)
         .bind(2, info.created_at)
         .bind(3, info.expires_at)
         .bind(4, static_cast<std::int64_t>(info.count))
-        .blob(5, body)
+        .bind(5, place.seg)
+        .bind(6, static_cast<std::int64_t>(place.off))
+        .bind(7, static_cast<std::int64_t>(place.len))
         .run();
 }
 
 void SqliteTxn::replace_chunk_body(std::int64_t id, std::string_view body) {
-    s_.st("UPDATE chunks SET body=?2 WHERE id=?1").bind(1, id).blob(2, body).run();
+    s_.forget_body(id);
+    const auto place = s_.append_body(body);
+    // An earlier version's body in the row is overwritten (secure_delete).
+    s_.st("UPDATE chunks SET body=X'', seg=?2, off=?3, len=?4 WHERE id=?1")
+        .bind(1, id)
+        .bind(2, place.seg)
+        .bind(3, static_cast<std::int64_t>(place.off))
+        .bind(4, static_cast<std::int64_t>(place.len))
+        .run();
 }
 
 void SqliteTxn::delete_chunk(std::int64_t id) {
+    s_.forget_body(id);
     s_.st("DELETE FROM chunks WHERE id=?1").bind(1, id).run();
 }
 
@@ -948,6 +1169,8 @@ bool decode_items(std::string_view in, std::vector<EraseItem>& items) {
     return pos == in.size();
 }
 
-std::unique_ptr<Store> open_sqlite(const std::string& file) { return std::make_unique<SqliteStore>(file); }
+std::unique_ptr<Store> open_sqlite(const std::string& file, std::uint64_t segment_bytes) {
+    return std::make_unique<SqliteStore>(file, segment_bytes);
+}
 
 } // namespace switchboard::store

@@ -255,7 +255,9 @@ public:
     virtual std::optional<Erasure> erasure(std::int64_t id) = 0;
 };
 
-// The embedded default: <data_dir>/journal.db.
-std::unique_ptr<Store> open_sqlite(const std::string& file);
+// The embedded default: <data_dir>/journal.db, its chunk bodies in segment
+// files of about `segment_bytes` each in <data_dir>/journal.db-chunks/.
+inline constexpr std::uint64_t kSegmentBytes = 64ull << 20;
+std::unique_ptr<Store> open_sqlite(const std::string& file, std::uint64_t segment_bytes = kSegmentBytes);
 
 } // namespace switchboard::store

@@ -6,7 +6,9 @@
 #include "store/store.hpp"
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -341,4 +343,177 @@ TEST_CASE("store: after deletion and scrub, no byte of a deleted value remains i
         CHECK(raw.find("kept") != std::string::npos);
     }
     CHECK(slurp_dir(dir.path).find("Canary-Name-") == std::string::npos);
+}
+
+// --- Chunk bodies in segment files (<journal>-chunks/) ---------------------
+
+namespace {
+
+std::string canary_body(int n, std::size_t size) {
+    std::string body = "Canary-Body-" + std::to_string(n) + "-";
+    while (body.size() < size) body += static_cast<char>('a' + body.size() % 26);
+    return body;
+}
+
+std::vector<std::string> segment_files(const std::filesystem::path& journal) {
+    std::vector<std::string> out;
+    const auto dir = std::filesystem::path(journal.string() + "-chunks");
+    if (!std::filesystem::exists(dir)) return out;
+    for (auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// Runs SQL on the journal as another program would (the test's own
+// connection), for what the store's interface cannot do: an old layout, a
+// crash half way.
+void raw_sql(const std::filesystem::path& journal, const std::string& sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(journal.c_str(), &db) == SQLITE_OK);
+    char* err = nullptr;
+    int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    std::string msg = err ? err : "";
+    sqlite3_free(err);
+    sqlite3_close(db);
+    INFO(msg);
+    REQUIRE(rc == SQLITE_OK);
+}
+
+} // namespace
+
+TEST_CASE("store: chunk bodies are in segment files, a new one past its size, and one with no chunk left is removed") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    auto s = store::open_sqlite(file.string(), 8192);
+    std::vector<std::int64_t> ids;
+    for (int n = 0; n < 6; ++n) // 3,000 bytes each: three to a segment of 8 KiB
+        s->write([&](store::Txn& t) {
+            ids.push_back(t.next_chunk_id());
+            t.put_chunk({ids.back(), 0, 1000 + n, 1}, canary_body(n, 3000));
+        });
+    CHECK(segment_files(file) == std::vector<std::string>{"00000001.seg", "00000002.seg"});
+    for (int n = 0; n < 6; ++n) CHECK(s->chunk_body(ids[n]) == canary_body(n, 3000));
+    // Not in the database file, nor in its write-ahead log.
+    s->scrub();
+    CHECK(sbtest::read_file(file).find("Canary-Body-") == std::string::npos);
+
+    // The first segment's chunks go: so does the file. The current one
+    // stays even when it is empty, and is appended to.
+    s->write([&](store::Txn& t) {
+        for (int n = 0; n < 3; ++n) t.delete_chunk(ids[n]);
+    });
+    CHECK(segment_files(file) == std::vector<std::string>{"00000002.seg"});
+    s->write([&](store::Txn& t) {
+        for (int n = 3; n < 6; ++n) t.delete_chunk(ids[n]);
+    });
+    CHECK(segment_files(file) == std::vector<std::string>{"00000002.seg"});
+    CHECK(slurp_dir(dir.path).find("Canary-Body-") == std::string::npos);
+    s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 2000, 1}, canary_body(9, 100)); });
+    CHECK(segment_files(file) == std::vector<std::string>{"00000003.seg"}); // 2 was full, and empty
+    CHECK(s->chunk_body(ids.back() + 1) == canary_body(9, 100));
+    CHECK_FALSE(s->chunk_body(ids[0]));
+}
+
+TEST_CASE("store: a replaced body leaves no byte of the old one, and a rolled back one none of its own") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    auto s = store::open_sqlite(file.string());
+    std::int64_t id = 0;
+    s->write([&](store::Txn& t) {
+        id = t.next_chunk_id();
+        t.put_chunk({id, 0, 1000, 1}, canary_body(1, 5000));
+        t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, "neighbour");
+    });
+    s->write([&](store::Txn& t) { t.replace_chunk_body(id, "the same chunk without the erased record"); });
+    CHECK(s->chunk_body(id) == "the same chunk without the erased record");
+    CHECK(s->chunk_body(id + 1) == "neighbour");
+    CHECK(slurp_dir(dir.path).find("Canary-Body-1") == std::string::npos);
+
+    CHECK_THROWS(s->write([&](store::Txn& t) {
+        t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, canary_body(2, 5000));
+        throw std::runtime_error("fail half way");
+    }));
+    CHECK(slurp_dir(dir.path).find("Canary-Body-2") == std::string::npos);
+    s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, "after"); });
+    CHECK(s->chunk_body(id + 1) == "neighbour");
+    CHECK(s->chunk_body(id + 2) == "after"); // the id taken by the rollback, taken again
+}
+
+TEST_CASE("store: a deletion committed but not punched out (a crash between) is punched at the next write") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    {
+        auto s = store::open_sqlite(file.string());
+        s->write([&](store::Txn& t) {
+            t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, canary_body(1, 3000));
+            t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, "kept");
+        });
+    }
+    // What the commit leaves when the process dies before punching.
+    raw_sql(file, "BEGIN; INSERT INTO chunk_holes(seg, off, len) SELECT seg, off, len FROM chunks WHERE id=1; "
+                  "DELETE FROM chunks WHERE id=1; COMMIT;");
+    REQUIRE(slurp_dir(dir.path).find("Canary-Body-1") != std::string::npos);
+    auto s = store::open_sqlite(file.string());
+    s->write([&](store::Txn& t) { t.set_meta("k", "v"); });
+    CHECK(slurp_dir(dir.path).find("Canary-Body-1") == std::string::npos);
+    CHECK(s->chunk_body(2) == "kept");
+}
+
+TEST_CASE("store: a journal whose bodies are in its rows (the earlier layout) is read, and moves them out when they change") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    raw_sql(file, "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; "
+                  "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                  "CREATE TABLE chunks(id INTEGER PRIMARY KEY, created_at INTEGER NOT NULL, "
+                  "expires_at INTEGER NOT NULL, count INTEGER NOT NULL, body BLOB NOT NULL);"
+                  "INSERT INTO chunks VALUES(1, 0, 1000, 1, CAST('Canary-Old-Layout' AS BLOB));"
+                  "INSERT INTO chunks VALUES(2, 0, 1000, 1, CAST('old neighbour' AS BLOB));"
+                  "INSERT INTO meta VALUES('next_chunk', '3');");
+    auto s = store::open_sqlite(file.string());
+    CHECK(s->chunk_body(1) == "Canary-Old-Layout");
+    s->write([&](store::Txn& t) {
+        t.replace_chunk_body(1, "replaced");
+        t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, "new layout");
+    });
+    CHECK(s->chunk_body(1) == "replaced");
+    CHECK(s->chunk_body(2) == "old neighbour");
+    CHECK(s->chunk_body(3) == "new layout");
+    s->write([&](store::Txn& t) { t.delete_chunk(2); });
+    s->scrub();
+    const std::string raw = slurp_dir(dir.path);
+    CHECK(raw.find("Canary-Old-Layout") == std::string::npos);
+    CHECK(raw.find("old neighbour") == std::string::npos);
+}
+
+TEST_CASE("store: two handles on one journal (the daemon and a command) append after each other's bodies") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    auto a = store::open_sqlite(file.string());
+    auto b = store::open_sqlite(file.string());
+    for (int n = 0; n < 4; ++n) {
+        auto& s = n % 2 ? b : a;
+        s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, canary_body(n, 700)); });
+    }
+    for (int n = 0; n < 4; ++n) {
+        CHECK(a->chunk_body(n + 1) == canary_body(n, 700));
+        CHECK(b->chunk_body(n + 1) == canary_body(n, 700));
+    }
+    b->write([&](store::Txn& t) { t.delete_chunk(2); });
+    CHECK_FALSE(a->chunk_body(2));
+    CHECK(a->chunk_body(3) == canary_body(2, 700));
+}
+
+TEST_CASE("store: a segment file cut short is an error that names it, not a short body") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    auto s = store::open_sqlite(file.string());
+    s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, canary_body(1, 4000)); });
+    std::filesystem::resize_file(file.string() + "-chunks/00000001.seg", 1000);
+    try {
+        (void)s->chunk_body(1);
+        FAIL("no error");
+    } catch (const store::StoreError& e) {
+        CHECK_THAT(e.what(), Catch::Contains("journal.db-chunks/00000001.seg") &&
+                                 Catch::Contains("chunk 1 has 1000 of its 4000 bytes"));
+    }
 }
