@@ -302,12 +302,11 @@ const Profile* Journal::profile_by_fingerprint(const std::string& fingerprint, s
     return p;
 }
 
-Journal::Chunk::Chunk(std::string_view bytes) : size_(bytes.size()) {
+Journal::Chunk::Chunk(std::size_t size) : size_(size) {
     if (size_ == 0) return;
     void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
     data_ = static_cast<char*>(p);
-    std::memcpy(data_, bytes.data(), size_);
 }
 
 Journal::Chunk::~Chunk() {
@@ -319,10 +318,12 @@ std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
         std::lock_guard lock(chunks_mutex_);
         if (auto it = chunks_.find(id); it != chunks_.end()) return it->second;
     }
-    auto body = store_.chunk_body(id);
-    if (!body) return nullptr;
-    auto chunk = std::make_shared<Chunk>(*body);
-    body.reset();
+    std::shared_ptr<Chunk> chunk; // the body read straight into its pages
+    if (!store_.read_chunk_body(id, [&](std::size_t size) {
+            chunk = std::make_shared<Chunk>(size);
+            return chunk->data();
+        }))
+        return nullptr;
     for (std::size_t pos = 0; pos < chunk->body().size();) {
         chunk->offsets.push_back(pos);
         if (!store::skip(chunk->body(), pos)) {
@@ -870,7 +871,15 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
     std::vector<const store::OutboxRow*> rows;
     for (auto& [bucket, chunk] : chunks) {
         (void)bucket;
-        txn.put_chunk(chunk.info, chunk.body);
+        std::vector<std::string_view> pieces;
+        pieces.reserve(2 * chunk.records.size());
+        std::size_t from = 0;
+        for (const auto& [heads_end, body] : chunk.records) {
+            pieces.emplace_back(chunk.heads.data() + from, heads_end - from);
+            pieces.push_back(body->tail());
+            from = heads_end;
+        }
+        txn.put_chunk(chunk.info, pieces);
         for (const store::OutboxRow& row : chunk.rows) rows.push_back(&row);
     }
     std::sort(rows.begin(), rows.end(),
@@ -936,20 +945,6 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             info.id = txn.next_chunk_id();
             info.created_at = now;
         }
-        // The body grows slice by slice: reserving exactly what each slice
-        // needs would move the whole body again for every slice. The
-        // bucket's first slice reserves for the rest of the batch, as if
-        // it took the same share of it, and a later slice that does not
-        // fit at least doubles it.
-        std::size_t slice_bytes = 0;
-        for (std::size_t k : members) slice_bytes += in.prepared[k].body.size();
-        const std::size_t need = chunk.body.size() + slice_bytes;
-        if (need > chunk.body.capacity()) {
-            std::size_t want = std::max(need, 2 * chunk.body.capacity());
-            if (chunk.body.empty())
-                want = std::max(want, slice_bytes / (to - from) * (records.size() - from) * 9 / 8);
-            chunk.body.reserve(want);
-        }
         for (std::size_t k : members) {
             Prepared& p = in.prepared[k];
             sb_record& rec = *records[k];
@@ -1003,7 +998,8 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 encode_reference(ref, row.payloads);
                 out[route->destination].push_back(std::move(e));
             }
-            p.body.append(id, chunk.body);
+            p.body.append_head(id, chunk.heads);
+            chunk.records.emplace_back(chunk.heads.size(), &p.body);
             ++count;
         }
     }

@@ -216,11 +216,12 @@ public:
         // when the chunk goes: cached bodies come and go by the thousand, and
         // kept on the heap among small blocks they left it fragmented (RSS
         // growing while a backlog drained).
-        explicit Chunk(std::string_view bytes);
+        explicit Chunk(std::size_t size); // to be filled through data()
         ~Chunk();
         Chunk(const Chunk&) = delete;
         Chunk& operator=(const Chunk&) = delete;
         std::string_view body() const { return {data_, size_}; }
+        char* data() { return data_; }
         std::vector<std::size_t> offsets; // of each record in body()
 
     private:
@@ -317,7 +318,11 @@ private:
     // end of the ingest (so that a batch makes chunks as large as before).
     struct OpenChunk {
         store::ChunkInfo info;
-        std::string body;
+        // The body is written from where its pieces are: per record, its
+        // head (to the id) in `heads`, up to heads_end, then its
+        // PreEncoded::tail().
+        std::string heads;
+        std::vector<std::pair<std::size_t, const store::PreEncoded*>> records;
         std::vector<store::OutboxRow> rows;
         std::map<std::string, std::size_t> open_row; // destination: its newest row
     };

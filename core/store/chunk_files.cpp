@@ -8,7 +8,9 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <climits>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace switchboard::store {
@@ -79,17 +81,45 @@ void ChunkFiles::write(std::int64_t seg, std::uint64_t offset, std::string_view 
     }
 }
 
+void ChunkFiles::write(std::int64_t seg, std::uint64_t offset, const std::vector<std::string_view>& pieces) {
+    int f = fd(seg, true);
+    std::vector<iovec> iov;
+    iov.reserve(std::min<std::size_t>(pieces.size(), IOV_MAX));
+    std::size_t next = 0;
+    while (next < pieces.size() || !iov.empty()) {
+        while (next < pieces.size() && iov.size() < IOV_MAX) {
+            if (!pieces[next].empty())
+                iov.push_back({const_cast<char*>(pieces[next].data()), pieces[next].size()});
+            ++next;
+        }
+        if (iov.empty()) break;
+        ssize_t n = ::pwritev(f, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(offset));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot write", path(seg));
+        }
+        offset += static_cast<std::uint64_t>(n);
+        // Drop what was written, a piece partly written kept for the rest.
+        std::size_t done = static_cast<std::size_t>(n), k = 0;
+        while (k < iov.size() && done >= iov[k].iov_len) done -= iov[k++].iov_len;
+        if (k < iov.size()) {
+            iov[k].iov_base = static_cast<char*>(iov[k].iov_base) + done;
+            iov[k].iov_len -= done;
+        }
+        iov.erase(iov.begin(), iov.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+}
+
 void ChunkFiles::sync(std::int64_t seg) {
     if (::fdatasync(fd(seg, false)) != 0) fail("cannot sync", path(seg));
 }
 
 void ChunkFiles::read(std::int64_t seg, std::uint64_t offset, std::uint64_t len, std::int64_t chunk,
-                      std::string& out) {
+                      char* out) {
     int f = fd(seg, false);
-    out.resize(len);
     std::uint64_t got = 0;
     while (got < len) {
-        ssize_t n = ::pread(f, out.data() + got, len - got, static_cast<off_t>(offset + got));
+        ssize_t n = ::pread(f, out + got, len - got, static_cast<off_t>(offset + got));
         if (n < 0) {
             if (errno == EINTR) continue;
             fail("cannot read chunk " + std::to_string(chunk), path(seg));

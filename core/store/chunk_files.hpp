@@ -23,6 +23,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace switchboard::store {
 
@@ -42,11 +43,13 @@ public:
     void open_for_append(std::int64_t seg, std::uint64_t end);
     // Writes all of `bytes` at `offset`.
     void write(std::int64_t seg, std::uint64_t offset, std::string_view bytes);
+    // Writes the pieces one after the other from `offset` (pwritev).
+    void write(std::int64_t seg, std::uint64_t offset, const std::vector<std::string_view>& pieces);
     // fdatasync.
     void sync(std::int64_t seg);
     // Reads `len` bytes at `offset` into `out`; throws StoreError naming the
     // file and `chunk` if they are not all there.
-    void read(std::int64_t seg, std::uint64_t offset, std::uint64_t len, std::int64_t chunk, std::string& out);
+    void read(std::int64_t seg, std::uint64_t offset, std::uint64_t len, std::int64_t chunk, char* out);
     // Makes [offset, offset + len) read as zeros and frees its blocks.
     void punch(std::int64_t seg, std::uint64_t offset, std::uint64_t len);
     // Removes the segment's file (no error if it is gone already).

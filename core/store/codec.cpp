@@ -216,12 +216,16 @@ PreEncoded::PreEncoded(const sb_record& record) {
     encode_rest(r, tail_);
 }
 
-void PreEncoded::append(std::string_view id, std::string& out) const {
+void PreEncoded::append_head(std::string_view id, std::string& out) const {
     std::size_t len = 1 + varint_size(mask_) + varint_size(id.size()) + id.size() + tail_.size();
     put_varint(out, len);
     out.push_back(static_cast<char>(kVersion));
     put_varint(out, mask_);
     put_string(out, id);
+}
+
+void PreEncoded::append(std::string_view id, std::string& out) const {
+    append_head(id, out);
     out.append(tail_);
 }
 

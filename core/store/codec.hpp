@@ -38,6 +38,10 @@ public:
     PreEncoded() = default;
     explicit PreEncoded(const sb_record& record);
     void append(std::string_view id, std::string& out) const;
+    // append() in two pieces: what comes up to the id (a few bytes), then
+    // tail(), which the caller may write from where it is.
+    void append_head(std::string_view id, std::string& out) const;
+    std::string_view tail() const { return tail_; }
     std::size_t size() const { return tail_.size() + 32; } // about what append() adds
 
 private:

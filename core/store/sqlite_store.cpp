@@ -172,6 +172,7 @@ public:
         return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
     }
     bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+    sqlite3_stmt* raw() const { return s_; }
 
 private:
     sqlite3_stmt* s_ = nullptr;
@@ -191,6 +192,7 @@ public:
     bool claim(std::uint64_t key_hash, std::int64_t expires_at) override;
     std::int64_t next_chunk_id() override;
     void put_chunk(const ChunkInfo& info, std::string_view body) override;
+    void put_chunk(const ChunkInfo& info, const std::vector<std::string_view>& pieces) override;
     void replace_chunk_body(std::int64_t id, std::string_view body) override;
     void delete_chunk(std::int64_t id) override;
     void put_outbox(const OutboxRow& row) override;
@@ -308,25 +310,38 @@ public:
     }
 
     std::optional<std::string> chunk_body(std::int64_t id) override {
+        std::string body;
+        if (!read_chunk_body(id, [&](std::size_t size) {
+                body.resize(size);
+                return body.data();
+            }))
+            return std::nullopt;
+        return body;
+    }
+
+    bool read_chunk_body(std::int64_t id, const std::function<char*(std::size_t)>& buffer) override {
         std::lock_guard lock(mutex_);
         for (int attempt = 0; attempt < 3; ++attempt) {
             auto place = chunk_place(id);
-            if (!place) return std::nullopt;
+            if (!place) return false;
             if (place->seg == 0) { // an earlier version's chunk: the body is in the row
                 Stmt& s = st("SELECT body FROM chunks WHERE id=?1");
                 Reset r{s};
                 s.bind(1, id);
-                if (!s.step()) return std::nullopt;
-                return s.bytes(0);
+                if (!s.step()) return false;
+                const auto* p = static_cast<const char*>(sqlite3_column_blob(s.raw(), 0));
+                const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s.raw(), 0));
+                char* to = buffer(n);
+                if (n) std::memcpy(to, p, n);
+                return true;
             }
-            std::string body;
-            files_.read(place->seg, place->off, place->len, id, body);
+            files_.read(place->seg, place->off, place->len, id, buffer(place->len));
             // Another process (a command run beside the daemon) may have
             // deleted or moved the chunk, and punched it out, between the
             // look-up and the read: what was read stands if it is still there.
             auto now = chunk_place(id);
-            if (!now) return std::nullopt;
-            if (*now == *place) return body;
+            if (!now) return false;
+            if (*now == *place) return true;
         }
         throw StoreError("chunk " + std::to_string(id) + " kept moving while it was read");
     }
@@ -588,7 +603,8 @@ public:
         std::uint64_t off = 0, len = 0;
         bool operator==(const Place&) const = default;
     };
-    Place append_body(std::string_view body) {
+    Place append_body(std::string_view body) { return append_body(std::vector<std::string_view>{body}); }
+    Place append_body(const std::vector<std::string_view>& pieces) {
         if (!seg_.loaded) {
             std::optional<std::int64_t> seg;
             std::uint64_t end = 0;
@@ -610,9 +626,11 @@ public:
             seg_.seg = *seg;
             seg_.begin = seg_.end = end;
         }
-        Place p{seg_.seg, seg_.end, body.size()};
-        files_.write(seg_.seg, seg_.end, body);
-        seg_.end += body.size();
+        std::uint64_t size = 0;
+        for (std::string_view piece : pieces) size += piece.size();
+        Place p{seg_.seg, seg_.end, size};
+        files_.write(seg_.seg, seg_.end, pieces);
+        seg_.end += size;
         seg_.appended = true;
         return p;
     }
@@ -868,7 +886,11 @@ std::int64_t SqliteTxn::next_chunk_id() {
 }
 
 void SqliteTxn::put_chunk(const ChunkInfo& info, std::string_view body) {
-    const auto place = s_.append_body(body);
+    put_chunk(info, std::vector<std::string_view>{body});
+}
+
+void SqliteTxn::put_chunk(const ChunkInfo& info, const std::vector<std::string_view>& pieces) {
+    const auto place = s_.append_body(pieces);
     s_.st("INSERT INTO chunks(id, created_at, expires_at, count, body, seg, off, len) "
           "VALUES(?1, ?2, ?3, ?4, X'', ?5, ?6, ?7)")
         .bind(1, info.id)

@@ -16,6 +16,7 @@
 // expired, never a scan.
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -153,6 +154,13 @@ public:
     virtual bool claim(std::uint64_t key_hash, std::int64_t expires_at) = 0;
     virtual std::int64_t next_chunk_id() = 0;
     virtual void put_chunk(const ChunkInfo& info, std::string_view body) = 0;
+    // The same with the body given as the pieces it is made of, in order,
+    // so that it need not be put together in memory first.
+    virtual void put_chunk(const ChunkInfo& info, const std::vector<std::string_view>& pieces) {
+        std::string body;
+        for (std::string_view p : pieces) body.append(p);
+        put_chunk(info, body);
+    }
     virtual void replace_chunk_body(std::int64_t id, std::string_view body) = 0;
     virtual void delete_chunk(std::int64_t id) = 0;
     virtual void put_outbox(const OutboxRow& row) = 0;
@@ -218,6 +226,16 @@ public:
     virtual std::optional<std::string> state(const std::string& instance, const std::string& key) = 0;
     virtual std::optional<std::string> meta(const std::string& key) = 0;
     virtual std::optional<std::string> chunk_body(std::int64_t id) = 0;
+    // The same, read straight into memory of the caller's: `buffer(size)`
+    // gives where to put a body of `size` bytes (it may be asked again, if
+    // the chunk changed meanwhile). False if there is no such chunk.
+    virtual bool read_chunk_body(std::int64_t id, const std::function<char*(std::size_t)>& buffer) {
+        auto body = chunk_body(id);
+        if (!body) return false;
+        if (!body->empty()) std::memcpy(buffer(body->size()), body->data(), body->size());
+        else buffer(0);
+        return true;
+    }
     virtual std::optional<ChunkInfo> chunk_info(std::int64_t id) = 0;
     // Chunks expired at `now` that no hold in force at `now` keeps.
     virtual std::vector<ChunkInfo> expired_chunks(std::int64_t now, std::size_t limit) = 0;

@@ -517,3 +517,30 @@ TEST_CASE("store: a segment file cut short is an error that names it, not a shor
                                  Catch::Contains("chunk 1 has 1000 of its 4000 bytes"));
     }
 }
+
+TEST_CASE("store: a body given in pieces (more than one system call takes) is stored as one") {
+    TempDir dir;
+    auto s = store::open_sqlite((dir.path / "journal.db").string());
+    std::vector<std::string> parts;
+    std::string whole;
+    for (int k = 0; k < 3000; ++k) { // IOV_MAX is 1024
+        parts.push_back(k % 7 == 0 ? std::string() : "piece-" + std::to_string(k) + ";");
+        whole += parts.back();
+    }
+    std::vector<std::string_view> pieces(parts.begin(), parts.end());
+    s->write([&](store::Txn& t) {
+        t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, "before");
+        t.put_chunk({t.next_chunk_id(), 0, 1000, 3000}, pieces);
+        t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, "after");
+    });
+    CHECK(s->chunk_body(1) == "before");
+    CHECK(s->chunk_body(2) == whole);
+    CHECK(s->chunk_body(3) == "after");
+    std::string into;
+    CHECK(s->read_chunk_body(2, [&](std::size_t n) {
+        into.assign(n, '\0');
+        return into.data();
+    }));
+    CHECK(into == whole);
+    CHECK_FALSE(s->read_chunk_body(4, [&](std::size_t) -> char* { FAIL("asked for memory"); return nullptr; }));
+}
