@@ -6,7 +6,8 @@
 //
 // The interface is what the pipeline needs and nothing SQL-specific, so that
 // a PostgreSQL backend (several nodes, one database) can implement it. The
-// embedded default is SqliteStore, a file in the data directory.
+// embedded default is SqliteStore, a file in the data directory, with the
+// chunks' bodies in segment files beside it (chunk_files.hpp).
 //
 // Records are stored in chunks rather than one row per record: a row costs
 // several microseconds in any database, and the pipeline's budget is ten
