@@ -335,16 +335,25 @@ public:
     void stop() { shutdown(); }
 
     sb::Status deliver(const sb::Delivery& d) {
+        // Written in place (one allocation): a message per record.
+        using sb::detail::append_json_int;
+        using sb::detail::append_json_string;
         std::string body;
         std::string_view record = d.record.json();
         body.reserve(record.size() + 256);
-        body += "{\"seq\":" + std::to_string(d.sequence);
-        body += ",\"id\":" + sb::json_quote(d.record_id);
-        body += ",\"purpose\":" + sb::json_quote(d.purpose);
-        body += ",\"profile\":" + sb::json_quote(d.profile);
-        body += ",\"profile_version\":" + std::to_string(d.profile_version);
-        auto expires = d.record.meta("expires_at");
-        body += ",\"expires_at\":" + (expires ? sb::json_quote(*expires) : std::string("null"));
+        body += "{\"seq\":";
+        append_json_int(body, static_cast<std::int64_t>(d.sequence));
+        body += ",\"id\":";
+        append_json_string(body, d.record_id);
+        body += ",\"purpose\":";
+        append_json_string(body, d.purpose);
+        body += ",\"profile\":";
+        append_json_string(body, d.profile);
+        body += ",\"profile_version\":";
+        append_json_int(body, static_cast<std::int64_t>(d.profile_version));
+        body += ",\"expires_at\":";
+        if (auto expires = d.record.meta("expires_at")) append_json_string(body, *expires);
+        else body += "null";
         body += ",\"record\":";
         body += record.empty() ? std::string_view("null") : record;
         body += "}";
