@@ -318,6 +318,7 @@ public:
         zmq_getsockopt(router_.s, ZMQ_LAST_ENDPOINT, last, &len);
         bound_ = last;
         wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        wake_pending_ = false;
         if (wake_fd_ < 0) {
             shutdown();
             throw sb::Error(SB_ERR_INTERNAL, std::string("eventfd: ") + std::strerror(errno));
@@ -475,8 +476,11 @@ private:
         wake_fd_ = -1;
     }
 
+    // One write per wake-up of the I/O thread, not per record: a record
+    // queued while a wake-up is pending is taken by the same pass (the I/O
+    // thread clears the flag before it looks at the queue).
     void wake() {
-        if (wake_fd_ < 0) return;
+        if (wake_fd_ < 0 || wake_pending_.exchange(true)) return;
         std::uint64_t one = 1;
         [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
     }
@@ -498,6 +502,7 @@ private:
             if (items[2].revents & ZMQ_POLLIN) {
                 std::uint64_t n;
                 [[maybe_unused]] auto r = ::read(wake_fd_, &n, sizeof n);
+                wake_pending_.store(false);
             }
             // The ZAP handler before the feed: a handshake waits on it.
             for (int k = 0; k < 64 && receive(zap_.s, frames); ++k) answer_zap(frames);
@@ -946,6 +951,7 @@ private:
     Socket router_, zap_;
     std::string bound_;
     int wake_fd_ = -1;
+    std::atomic<bool> wake_pending_{false};
     std::atomic<bool> stopping_{false};
     std::thread thread_;
 
