@@ -56,6 +56,10 @@ int ChunkFiles::fd(std::int64_t seg, bool create) {
         if (f >= 0) sync_dir(dir_);
     }
     if (f < 0) fail(create ? "cannot create" : "cannot open", file);
+    if (fds_.size() >= kMaxOpen) { // the oldest segment is the least likely to be read again
+        ::close(fds_.begin()->second);
+        fds_.erase(fds_.begin());
+    }
     fds_.emplace(seg, f);
     return f;
 }

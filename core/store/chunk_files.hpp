@@ -55,6 +55,10 @@ public:
     // Removes the segment's file (no error if it is gone already).
     void remove(std::int64_t seg);
 
+    // Files kept open at most: a long backlog spans many segments, and
+    // reading it must not run out of file descriptors.
+    static constexpr std::size_t kMaxOpen = 16;
+
 private:
     int fd(std::int64_t seg, bool create);
 

@@ -2,6 +2,7 @@
 // outbox progress, and that deleted values do not linger in the files.
 
 #include "process.hpp"
+#include "store/chunk_files.hpp"
 #include "store/codec.hpp"
 #include "store/store.hpp"
 
@@ -543,4 +544,22 @@ TEST_CASE("store: a body given in pieces (more than one system call takes) is st
     }));
     CHECK(into == whole);
     CHECK_FALSE(s->read_chunk_body(4, [&](std::size_t) -> char* { FAIL("asked for memory"); return nullptr; }));
+}
+
+TEST_CASE("store: reading a backlog across many segments keeps a bounded number of files open") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    auto open_fds = [] {
+        std::size_t n = 0;
+        for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+        return n;
+    };
+    auto s = store::open_sqlite(file.string(), 100); // a segment per chunk
+    const std::size_t before = open_fds();
+    for (int n = 0; n < 60; ++n)
+        s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, canary_body(n, 200)); });
+    REQUIRE(segment_files(file).size() == 60);
+    for (int round = 0; round < 2; ++round)
+        for (int n = 0; n < 60; ++n) CHECK(s->chunk_body(n + 1) == canary_body(n, 200));
+    CHECK(open_fds() <= before + store::ChunkFiles::kMaxOpen);
 }
