@@ -936,6 +936,19 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
 
     std::string detail, id;
     EntryRef ref;
+    // Each route's destination's next seq and outbox entries: looked up in
+    // their maps once per slice, not once per copy (map nodes stay put).
+    struct RouteSlots {
+        const Route* route;
+        std::uint64_t* seq;
+        std::vector<OutboxEntry>* out;
+    };
+    std::vector<RouteSlots> slots;
+    auto slots_of = [&](const Route* route) -> RouteSlots {
+        for (const RouteSlots& s : slots)
+            if (s.route == route) return s;
+        return slots.emplace_back(RouteSlots{route, &seqs[route->destination], &out[route->destination]});
+    };
     for (auto& [bucket, members] : buckets) {
         // The bucket's chunk of this batch: opened by its first slice,
         // written once the batch is all stored (ingest()).
@@ -956,7 +969,8 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
 
             for (Prepared::Copy& c : p.copies) {
                 const Route* route = c.route;
-                std::uint64_t seq = ++seqs[route->destination];
+                const RouteSlots slot = slots_of(route);
+                std::uint64_t seq = ++*slot.seq;
                 detail.clear();
                 audit::append_attr(detail, "destination", route->destination);
                 audit::append_attr(detail, "seq", std::to_string(seq));
@@ -965,14 +979,18 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
 
                 // A row holds consecutive seqs of one destination: a new one
                 // when another bucket's chunk took the seqs in between.
-                auto open = chunk.open_row.find(route->destination);
+                auto open = std::find_if(chunk.open_row.begin(), chunk.open_row.end(),
+                                         [&](const auto& o) { return o.first == route->destination; });
                 if (open == chunk.open_row.end() ||
                     chunk.rows[open->second].first_seq + chunk.rows[open->second].count != seq) {
                     store::OutboxRow& row = chunk.rows.emplace_back();
                     row.destination = route->destination;
                     row.first_seq = seq;
                     row.chunk = info.id;
-                    open = chunk.open_row.insert_or_assign(route->destination, chunk.rows.size() - 1).first;
+                    if (open == chunk.open_row.end())
+                        open = chunk.open_row.insert(open, {route->destination, chunk.rows.size() - 1});
+                    else
+                        open->second = chunk.rows.size() - 1;
                 }
                 store::OutboxRow& row = chunk.rows[open->second];
                 OutboxEntry e;
@@ -996,7 +1014,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 ref.lawful_basis = route->has_lawful_basis();
                 ref.routed_at = now;
                 encode_reference(ref, row.payloads);
-                out[route->destination].push_back(std::move(e));
+                slot.out->push_back(std::move(e));
             }
             p.body.append_head(id, chunk.heads);
             chunk.records.emplace_back(chunk.heads.size(), &p.body);

@@ -324,7 +324,8 @@ private:
         std::string heads;
         std::vector<std::pair<std::size_t, const store::PreEncoded*>> records;
         std::vector<store::OutboxRow> rows;
-        std::map<std::string, std::size_t> open_row; // destination: its newest row
+        // Destination: its newest row (a handful: searched in order).
+        std::vector<std::pair<std::string_view, std::size_t>> open_row;
     };
     static std::shared_ptr<const std::string> disclose_tail(const Route& route, const sb_record& copy,
                                                             bool no_attachments, const std::string& summary);
