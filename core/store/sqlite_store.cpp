@@ -325,10 +325,10 @@ public:
             auto place = chunk_place(id);
             if (!place) return false;
             if (place->seg == 0) { // an earlier version's chunk: the body is in the row
-                Stmt& s = st("SELECT body FROM chunks WHERE id=?1");
+                Stmt& s = st("SELECT body FROM chunks WHERE id=?1 AND seg IS NULL");
                 Reset r{s};
                 s.bind(1, id);
-                if (!s.step()) return false;
+                if (!s.step()) continue; // gone, or moved out meanwhile (another process)
                 const auto* p = static_cast<const char*>(sqlite3_column_blob(s.raw(), 0));
                 const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s.raw(), 0));
                 char* to = buffer(n);
