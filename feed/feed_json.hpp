@@ -10,7 +10,9 @@
 
 #include <switchboard/detail/json_record.hpp>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -277,11 +279,21 @@ inline std::string one_line(std::string_view text) {
     std::string out;
     out.reserve(text.size());
     // A run at a time: the daemon's JSON has no raw line breaks at all.
-    for (std::size_t at = 0; at < text.size();) {
-        std::size_t end = text.find_first_of("\r\n", at);
-        if (end == std::string_view::npos) end = text.size();
-        out.append(text, at, end - at);
-        at = end + 1;
+    // Each of the two is looked for with memchr (find_first_of("\r\n")
+    // calls memchr on the two-byte set for every byte of the text: a fifth
+    // of the client's time).
+    const char* p = text.data();
+    const char* const end = p + text.size();
+    auto next = [&](char c) { return static_cast<const char*>(std::memchr(p, c, static_cast<std::size_t>(end - p))); };
+    const char* lf = next('\n');
+    const char* cr = next('\r');
+    for (;;) {
+        const char* stop = std::min(lf ? lf : end, cr ? cr : end);
+        out.append(p, static_cast<std::size_t>(stop - p));
+        if (stop == end) break;
+        p = stop + 1;
+        if (lf && lf < p) lf = next('\n');
+        if (cr && cr < p) cr = next('\r');
     }
     return out;
 }

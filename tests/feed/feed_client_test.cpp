@@ -577,3 +577,16 @@ TEST_CASE("the client's JSON reader checks the whole message and reads its top-l
     CHECK_FALSE(json::parse_object(nested(200), err));
     CHECK_FALSE(json::parse_object(nested(100000), err)); // no stack overflow
 }
+
+TEST_CASE("a message is written on one line: its raw line breaks, wherever they are, taken out", "[feed]") {
+    namespace json = switchboard::feed::json;
+    CHECK(json::one_line("") == "");
+    CHECK(json::one_line("{\"a\":1}") == "{\"a\":1}");
+    CHECK(json::one_line("\n{\"a\":\r\n 1,\r\"b\"\n\n:2}\r") == "{\"a\": 1,\"b\":2}");
+    CHECK(json::one_line("\r\n\r\n") == "");
+    std::string big(5000, 'x');
+    big[0] = '\n';
+    big[2500] = '\r';
+    big[4999] = '\n';
+    CHECK(json::one_line(big) == std::string(4997, 'x'));
+}
