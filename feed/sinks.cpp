@@ -108,15 +108,16 @@ public:
     bool write(const FeedRecord& r, std::string&) override {
         // The same id twice is a resend that crossed a crash between the
         // data sync and the position write: keep the first copy only.
-        if (index_.count(r.id) || pending_ids_.count(r.id)) {
+        const std::string& file = day_file();
+        auto [it, fresh] = index_.try_emplace(r.id, file_no(file));
+        if (!fresh) {
             ++duplicates_;
             return true;
         }
-        const std::string& file = day_file();
         auto& buf = pending_[file];
         buf += r.body;
         buf.push_back('\n');
-        pending_ids_.emplace(r.id, file);
+        pending_ids_.push_back(&it->first); // a node's key stays put
         return true;
     }
 
@@ -159,20 +160,22 @@ public:
                     log_(LogLevel::Error, "cannot cut " + d.path.string() + " back after a failed write: " +
                                               std::strerror(errno) + "; resent records may appear twice");
             pending_.clear();
+            for (const std::string* id : pending_ids_) index_.erase(std::string(*id)); // not written
             pending_ids_.clear();
             return false;
         }
-        for (auto& [id, file] : pending_ids_) index_[id] = file;
         pending_.clear();
         pending_ids_.clear();
         return true;
     }
 
     std::vector<EraseResult> erase(const std::vector<EraseNotice>& notices) override {
+        // The client flushes what it took before it applies erase notices
+        // (FeedClient::Impl::drain): nothing is pending here.
         // One rewrite per file, whatever the number of notices for it.
         std::map<std::string, std::set<std::string>> by_file;
         for (const auto& n : notices)
-            if (auto it = index_.find(n.record_id); it != index_.end()) by_file[it->second].insert(n.record_id);
+            if (auto it = index_.find(n.record_id); it != index_.end()) by_file[files_[it->second]].insert(n.record_id);
         std::map<std::string, std::string> failed;           // file -> error
         std::map<std::string, std::pair<std::string, int>> removed; // id -> (file, lines)
         for (const auto& [file, ids] : by_file) {
@@ -195,7 +198,8 @@ public:
                 r.receipt = receipt_prefix() + ": deleted " + std::to_string(it->second.second) +
                             " line(s) of record " + n.record_id + " from " + (dir_ / it->second.first).string();
             } else if (auto f = index_.find(n.record_id); f != index_.end()) {
-                r.error = failed.count(f->second) ? failed[f->second] : "not deleted";
+                const std::string& file = files_[f->second];
+                r.error = failed.count(file) ? failed[file] : "not deleted";
             } else {
                 r.ok = true;
                 r.receipt = receipt_prefix() + ": no copy of record " + n.record_id + " held in " + dir_.string() +
@@ -221,6 +225,14 @@ private:
     }
     std::int64_t day_ = 0;
     std::string day_file_;
+
+    // The number of a day file in files_ (a few: the newest is asked for).
+    std::uint32_t file_no(const std::string& name) {
+        for (std::size_t k = files_.size(); k-- > 0;)
+            if (files_[k] == name) return static_cast<std::uint32_t>(k);
+        files_.push_back(name);
+        return static_cast<std::uint32_t>(files_.size() - 1);
+    }
 
     static std::optional<std::string> line_id(const std::string& line) {
         std::string err;
@@ -255,7 +267,7 @@ private:
             if (end == std::string::npos) end = data.size();
             ++lineno;
             if (auto id = line_id(data.substr(start, end - start)))
-                index_[*id] = name;
+                index_[*id] = file_no(name);
             else
                 ++bad;
             start = end + 1;
@@ -318,9 +330,12 @@ private:
 
     fs::path dir_;
     LogFn log_;
-    std::unordered_map<std::string, std::string> index_; // record id -> day file
-    std::map<std::string, std::string> pending_;         // day file -> lines not yet flushed
-    std::unordered_map<std::string, std::string> pending_ids_;
+    // Record id -> its day file (in files_), for duplicates and erasure;
+    // the ids of records not flushed yet are in it too (pending_ids_).
+    std::unordered_map<std::string, std::uint32_t> index_;
+    std::vector<std::string> files_;             // day files, by number
+    std::map<std::string, std::string> pending_; // day file -> lines not yet flushed
+    std::vector<const std::string*> pending_ids_;
     std::uint64_t duplicates_ = 0;
 };
 
