@@ -249,6 +249,7 @@ public:
         exec(kSchema);
         migrate_chunks();
         exec(kChunkFilesSchema);
+        remove_orphan_segments();
     }
     ~SqliteStore() override {
         stmts_.clear();
@@ -766,6 +767,43 @@ private:
         if (!s.step()) return std::nullopt;
         if (s.is_null(0)) return Place{};
         return Place{s.i64(0), static_cast<std::uint64_t>(s.i64(1)), static_cast<std::uint64_t>(s.i64(2))};
+    }
+
+    // Segment files that no chunk of the journal names, but the one being
+    // appended to, are removed when the store is opened: a database removed
+    // or replaced without its segments (they would never expire), or a
+    // segment begun by a transaction that did not commit. Looked at under the
+    // write lock, so that no other process is in the middle of writing one.
+    void remove_orphan_segments() {
+        auto orphans = [&] {
+            std::vector<std::int64_t> out;
+            std::error_code ec;
+            if (!std::filesystem::is_directory(files_.dir(), ec)) return out;
+            std::optional<std::int64_t> active;
+            if (auto v = meta_value("chunks.segment")) active = std::stoll(*v);
+            for (const auto& e : std::filesystem::directory_iterator(files_.dir(), ec)) {
+                const std::string name = e.path().filename().string();
+                if (name.size() != 12 || !name.ends_with(".seg") ||
+                    name.find_first_not_of("0123456789") != 8)
+                    continue;
+                const std::int64_t seg = std::stoll(name.substr(0, 8));
+                if (active && seg == *active) continue;
+                Stmt& s = st("SELECT 1 FROM chunks WHERE seg=?1 LIMIT 1");
+                Reset r{s};
+                s.bind(1, seg);
+                if (!s.step()) out.push_back(seg);
+            }
+            return out;
+        };
+        if (orphans().empty()) return; // the usual case: no lock taken
+        exec("BEGIN IMMEDIATE");
+        try {
+            for (std::int64_t seg : orphans()) files_.remove(seg);
+            exec("COMMIT");
+        } catch (...) {
+            sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
     }
 
     // A journal made before chunk bodies moved to files gains the columns.

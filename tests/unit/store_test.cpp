@@ -563,3 +563,33 @@ TEST_CASE("store: reading a backlog across many segments keeps a bounded number 
         for (int n = 0; n < 60; ++n) CHECK(s->chunk_body(n + 1) == canary_body(n, 200));
     CHECK(open_fds() <= before + store::ChunkFiles::kMaxOpen);
 }
+
+TEST_CASE("store: segment files the journal does not name are removed when it is opened") {
+    TempDir dir;
+    const auto file = dir.path / "journal.db";
+    {
+        auto s = store::open_sqlite(file.string(), 4000);
+        for (int n = 0; n < 3; ++n) // three segments
+            s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, canary_body(n, 5000)); });
+        // A transaction that began a fourth and did not commit.
+        CHECK_THROWS(s->write([&](store::Txn& t) {
+            t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, canary_body(7, 5000));
+            throw std::runtime_error("fail half way");
+        }));
+    }
+    CHECK(segment_files(file).size() == 4);
+    {
+        auto s = store::open_sqlite(file.string(), 4000);
+        CHECK(segment_files(file) == std::vector<std::string>{"00000001.seg", "00000002.seg", "00000003.seg"});
+        CHECK(s->chunk_body(3) == canary_body(2, 5000));
+    }
+    // The database removed without its segments: they would never expire.
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(file.string() + suffix);
+    {
+        auto s = store::open_sqlite(file.string(), 4000);
+        CHECK(segment_files(file).empty());
+        CHECK(slurp_dir(dir.path).find("Canary-Body-") == std::string::npos);
+        s->write([&](store::Txn& t) { t.put_chunk({t.next_chunk_id(), 0, 1000, 1}, "anew"); });
+        CHECK(s->chunk_body(1) == "anew");
+    }
+}
