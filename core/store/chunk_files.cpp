@@ -73,16 +73,7 @@ void ChunkFiles::open_for_append(std::int64_t seg, std::uint64_t end) {
 }
 
 void ChunkFiles::write(std::int64_t seg, std::uint64_t offset, std::string_view bytes) {
-    int f = fd(seg, true);
-    while (!bytes.empty()) {
-        ssize_t n = ::pwrite(f, bytes.data(), bytes.size(), static_cast<off_t>(offset));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            fail("cannot write", path(seg));
-        }
-        bytes.remove_prefix(static_cast<std::size_t>(n));
-        offset += static_cast<std::uint64_t>(n);
-    }
+    write(seg, offset, std::vector<std::string_view>{bytes});
 }
 
 void ChunkFiles::write(std::int64_t seg, std::uint64_t offset, const std::vector<std::string_view>& pieces) {

@@ -607,10 +607,9 @@ public:
     Place append_body(std::string_view body) { return append_body(std::vector<std::string_view>{body}); }
     Place append_body(const std::vector<std::string_view>& pieces) {
         if (!seg_.loaded) {
-            std::optional<std::int64_t> seg;
             std::uint64_t end = 0;
-            if (auto v = meta_value("chunks.segment")) seg = std::stoll(*v);
-            if (auto v = meta_value("chunks.end")) end = std::stoull(*v);
+            std::optional<std::int64_t> seg = active_segment();
+            if (auto v = meta("chunks.end")) end = std::stoull(*v);
             if (!seg) {
                 Stmt& m = st("SELECT coalesce(max(seg), 0) FROM chunks");
                 Reset r{m};
@@ -752,12 +751,18 @@ private:
         return d;
     }
 
-    std::optional<std::string> meta_value(const char* key) {
-        Stmt& s = st("SELECT value FROM meta WHERE key=?1");
+    // The segment being appended to, once a body has been written.
+    std::optional<std::int64_t> active_segment() {
+        if (auto v = meta("chunks.segment")) return std::stoll(*v);
+        return std::nullopt;
+    }
+
+    // Whether any chunk's body is in segment `seg`.
+    bool segment_named(std::int64_t seg) {
+        Stmt& s = st("SELECT 1 FROM chunks WHERE seg=?1 LIMIT 1");
         Reset r{s};
-        s.bind(1, std::string_view(key));
-        if (!s.step()) return std::nullopt;
-        return s.text(0);
+        s.bind(1, seg);
+        return s.step();
     }
 
     std::optional<Place> chunk_place(std::int64_t id) {
@@ -779,19 +784,14 @@ private:
             std::vector<std::int64_t> out;
             std::error_code ec;
             if (!std::filesystem::is_directory(files_.dir(), ec)) return out;
-            std::optional<std::int64_t> active;
-            if (auto v = meta_value("chunks.segment")) active = std::stoll(*v);
+            const auto active = active_segment();
             for (const auto& e : std::filesystem::directory_iterator(files_.dir(), ec)) {
                 const std::string name = e.path().filename().string();
                 if (name.size() != 12 || !name.ends_with(".seg") ||
                     name.find_first_not_of("0123456789") != 8)
                     continue;
                 const std::int64_t seg = std::stoll(name.substr(0, 8));
-                if (active && seg == *active) continue;
-                Stmt& s = st("SELECT 1 FROM chunks WHERE seg=?1 LIMIT 1");
-                Reset r{s};
-                s.bind(1, seg);
-                if (!s.step()) out.push_back(seg);
+                if (seg != active && !segment_named(seg)) out.push_back(seg);
             }
             return out;
         };
@@ -868,16 +868,9 @@ private:
             files_.punch(h.seg, h.off, h.len);
             segs.insert(h.seg);
         }
-        auto active = meta_value("chunks.segment");
+        const auto active = active_segment();
         for (std::int64_t seg : segs) {
-            Stmt& s = st("SELECT 1 FROM chunks WHERE seg=?1 LIMIT 1");
-            bool live;
-            {
-                Reset r{s};
-                s.bind(1, seg);
-                live = s.step();
-            }
-            if (!live && (!active || std::stoll(*active) != seg))
+            if (seg != active && !segment_named(seg))
                 files_.remove(seg);
             else if (std::filesystem::exists(files_.path(seg)))
                 files_.sync(seg); // the zeros, on disk
