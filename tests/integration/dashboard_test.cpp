@@ -145,7 +145,9 @@ struct Node {
             sbtest::switchboard_binary(), "run", "-c", config.string(), "--plugin-dir", sbtest::plugin_dir(),
             "--set", "http.listen=127.0.0.1:0"});
         port = sbtest::ready_port(*daemon);
-        // Records flowing: both departments have had theirs.
+        // Records flowing: both departments have had theirs, and their
+        // progress is committed (the journal writes it with a later commit,
+        // or after a short delay: records_out counts before that).
         bool delivered = sbtest::wait_until([&] {
             auto d = parse(get(port, "/dashboard/data.json").body);
             auto dests = d->getArray("destinations");
@@ -153,7 +155,7 @@ struct Node {
                 auto o = dests->getObject(static_cast<unsigned>(i));
                 if (o->getValue<std::string>("name") == "stuck") continue;
                 int want = o->getValue<std::string>("name") == "revenues" ? ctax : bins;
-                if (o->getValue<int>("records_out") < want) return false;
+                if (o->getValue<int>("records_out") < want || o->getValue<int>("acked_seq") < want) return false;
             }
             return true;
         });
