@@ -284,13 +284,14 @@ private:
             send({"WELCOME", "{\"protocol\":1,\"destination\":\"" + opt_.destination + "\"" +
                                  (opt_.feed_id.empty() ? "" : ",\"feed\":\"" + opt_.feed_id + "\"") +
                                  ",\"next\":" + std::to_string(next) + "}"});
+            // Records before erase notices, as the real server does (an
+            // erase notice follows its record while that is in flight): a
+            // client must not be sent a record after its erase notice.
+            pump();
+            // A forgetful server resends only once; then it behaves.
+            opt_.resend_from_start = false;
             for (const auto& [notice, b] : erases_) send({"ERASE", b});
             erases_to_send_.clear();
-            // A forgetful server resends only once; then it behaves.
-            if (opt_.resend_from_start) {
-                pump();
-                opt_.resend_from_start = false;
-            }
         } else if (type == "ACK") {
             acked_ = std::max(acked_, body->optValue<Poco::Int64>("upto", 0));
             if (sent_upto_ < acked_) sent_upto_ = acked_;
@@ -325,10 +326,10 @@ private:
             std::lock_guard lock(m_);
             for (auto& raw : raw_) send(raw);
             raw_.clear();
+            pump();
             for (const auto& n : erases_to_send_)
                 if (auto it = erases_.find(n); it != erases_.end()) send({"ERASE", it->second});
             if (!peer_.empty()) erases_to_send_.clear();
-            pump();
             cv_.notify_all();
         }
     }
