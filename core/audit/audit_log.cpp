@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace switchboard::audit {
 namespace {
@@ -24,6 +25,8 @@ constexpr std::int64_t ms_per_day = 86'400'000;
 // Clamp times to 0000..9999 so the time field is always 24 characters.
 constexpr std::int64_t max_ms = 253'402'300'799'999; // 9999-12-31T23:59:59.999Z
 constexpr std::size_t hash_len = 64;
+constexpr std::size_t set_id_len = 16;
+constexpr std::string_view set_attr = "set=";
 
 std::int64_t clamp_ms(std::int64_t ms) { return std::clamp<std::int64_t>(ms, 0, max_ms); }
 
@@ -248,6 +251,23 @@ public:
         chain(prev, body, out.data());
         return out;
     }
+    // The id of a set of shared attributes: the first 16 hex digits of
+    // SHA-256(attributes, as written) (AuditLog::append_shared).
+    std::string set_id(std::string_view shared) {
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned n = 0;
+        if (EVP_DigestInit_ex2(ctx_, md_, nullptr) != 1 ||
+            EVP_DigestUpdate(ctx_, shared.data(), shared.size()) != 1 ||
+            EVP_DigestFinal_ex(ctx_, digest, &n) != 1 || n != 32)
+            throw std::runtime_error("audit: SHA-256 failed");
+        static constexpr char hex[] = "0123456789abcdef";
+        std::string out(set_id_len, '0');
+        for (std::size_t i = 0; i < set_id_len / 2; ++i) {
+            out[2 * i] = hex[digest[i] >> 4];
+            out[2 * i + 1] = hex[digest[i] & 15];
+        }
+        return out;
+    }
 
 private:
     void release() {
@@ -329,6 +349,60 @@ Record to_record(const LineView& v) {
     r.hash = std::string(v.hash);
     return r;
 }
+
+bool is_set_id(std::string_view id) {
+    return id.size() == set_id_len && std::all_of(id.begin(), id.end(), [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+           });
+}
+
+// The id a detail refers to with its last attribute "set=<id>" (what
+// append_shared writes), or empty.
+std::string_view set_reference(std::string_view detail) {
+    constexpr std::size_t n = set_attr.size() + set_id_len;
+    if (detail.size() < n) return {};
+    const std::size_t at = detail.size() - n;
+    if (at > 0 && detail[at - 1] != ';') return {};
+    if (detail.substr(at, set_attr.size()) != set_attr) return {};
+    const std::string_view id = detail.substr(at + set_attr.size());
+    return is_set_id(id) ? id : std::string_view();
+}
+
+// A set entry's "set=<id>;<shared>": the id and the shared attributes.
+bool split_set(std::string_view detail, std::string_view& id, std::string_view& shared) {
+    if (detail.substr(0, set_attr.size()) != set_attr) return false;
+    id = detail.substr(set_attr.size(), set_id_len);
+    if (!is_set_id(id) || detail.size() < set_attr.size() + set_id_len + 2 ||
+        detail[set_attr.size() + set_id_len] != ';')
+        return false;
+    shared = detail.substr(set_attr.size() + set_id_len + 1);
+    return true;
+}
+
+// Reading back: remembers the set entries seen so far and puts their
+// attributes back in place of set=<id> in the entries that refer to them.
+class SetExpander {
+public:
+    // True for a set entry (remembered; not an entry about a record).
+    bool see(const LineView& v) {
+        if (v.kind != kind::set.view()) return false;
+        std::string_view id, shared;
+        if (split_set(v.detail, id, shared)) sets_.insert_or_assign(std::string(id), std::string(shared));
+        return true;
+    }
+    void expand(Record& r) const {
+        const std::string_view id = set_reference(r.detail);
+        if (id.empty()) return;
+        auto it = sets_.find(std::string(id));
+        if (it == sets_.end()) return; // verify reports it
+        r.detail.resize(r.detail.size() - set_attr.size() - set_id_len); // keeps the ';' before it
+        if (r.detail.empty()) r.detail = it->second;
+        else r.detail += it->second;
+    }
+
+private:
+    std::unordered_map<std::string, std::string> sets_;
+};
 
 // ---------------------------------------------------------------- files
 
@@ -449,6 +523,7 @@ public:
         file_ = std::move(name);
         line_ = 0;
         ++result_.files;
+        sets_.clear(); // a set is defined in each file that uses it
     }
 
     void line(std::string_view text) {
@@ -457,6 +532,7 @@ public:
         if (parse_line(text, v)) {
             ++result_.entries;
             observe(v.seq, v.hash, v.body, true);
+            check_sets(v);
             return;
         }
         const auto seq = lenient_seq(text);
@@ -516,6 +592,25 @@ public:
     }
 
 private:
+    // Shared attributes (AuditLog::append_shared): a set entry's id is that
+    // of its attributes, and a reference names a set entry earlier in the
+    // same file.
+    void check_sets(const LineView& v) {
+        if (v.kind == kind::set.view()) {
+            std::string_view id, shared;
+            if (!split_set(v.detail, id, shared))
+                problem(v.seq, "set entry without \"set=<16 hex digits>;<attributes>\"");
+            else if (sha_.set_id(shared) != id)
+                problem(v.seq, "set entry " + std::string(id) + ": the id does not match its attributes");
+            else
+                sets_.insert(std::string(id));
+            return;
+        }
+        const std::string_view id = set_reference(v.detail);
+        if (!id.empty() && !sets_.count(std::string(id)))
+            problem(v.seq, "refers to set " + std::string(id) + ", which no set entry earlier in this file defines");
+    }
+
     static constexpr std::size_t max_problems = 1000;
     // Hashes of recent entries by seq, so a link can be checked when entries
     // arrive slightly out of order (two swapped lines) without holding all.
@@ -544,6 +639,8 @@ private:
         std::uint64_t seq = 0;
         std::array<char, hash_len> hash{};
     };
+
+    std::set<std::string, std::less<>> sets_; // ids of the set entries of this file so far
 
     Loc here() const { return {file_index_, file_, line_}; }
     void add(Loc at, std::uint64_t seq, std::string what) {
@@ -708,6 +805,24 @@ struct AuditLog::State {
     Sha256 sha;
     std::int64_t date_day = INT64_MIN; // the cached "YYYY-MM-DD" below
     char date[10] = {};
+
+    // Shared attributes (append_shared). By the caller's string: its text
+    // as written and id (the string is kept alive so that its address is
+    // not reused for another). By id: the day file and generation of the
+    // set entry that defines it; `generation` changes when entries are taken
+    // back (rollback), so that a set entry taken back is written again.
+    struct Shared {
+        std::shared_ptr<const std::string> keep;
+        std::string text, id;
+    };
+    struct Defined {
+        std::int64_t day;
+        std::uint64_t generation;
+    };
+    std::unordered_map<const std::string*, Shared> shared;
+    std::unordered_map<std::string, Defined> defined;
+    std::uint64_t generation = 0;
+    static constexpr std::size_t max_shared = 4096; // then forgotten, and written again as needed
 
     std::mutex sync_mu; // order of syncs; the open file
     std::string writing;
@@ -902,13 +1017,50 @@ void AuditLog::append_line(std::int64_t ts_ms, Name kind, std::string_view recor
                            const std::vector<Attr>* attrs, std::string_view detail) {
     State& s = *s_;
     ts_ms = clamp_ms(ts_ms);
-    const std::int64_t ts_day = ts_ms / ms_per_day;
-
     std::lock_guard lock(s.mu);
     if (s.failed) {
         ++s.dropped; // sync() reports the failure; buffering more would only grow
         return;
     }
+    append_locked(s, ts_ms, kind, record_id, attrs, detail, {});
+}
+
+void AuditLog::append_shared(std::int64_t ts_ms, Name kind, std::string_view record_id,
+                             std::string_view detail, const std::shared_ptr<const std::string>& shared) {
+    if (!shared) {
+        append_line(ts_ms, kind, record_id, nullptr, detail);
+        return;
+    }
+    State& s = *s_;
+    ts_ms = clamp_ms(ts_ms);
+    std::lock_guard lock(s.mu);
+    if (s.failed) {
+        ++s.dropped;
+        return;
+    }
+    if (s.shared.size() >= State::max_shared && !s.shared.count(shared.get())) s.shared.clear();
+    State::Shared& sh = s.shared[shared.get()];
+    if (!sh.keep) {
+        sh.keep = shared;
+        append_escaped(sh.text, *shared, Esc::LineOnly); // as it will be written
+        sh.id = s.sha.set_id(sh.text);
+    }
+    const std::int64_t day = std::max(ts_ms / ms_per_day, s.day);
+    if (s.defined.size() >= State::max_shared && !s.defined.count(sh.id)) s.defined.clear();
+    State::Defined& d = s.defined.try_emplace(sh.id, State::Defined{INT64_MIN, 0}).first->second;
+    if (d.day != day || d.generation != s.generation) {
+        std::string set;
+        set.reserve(set_attr.size() + set_id_len + 1 + sh.text.size());
+        set.append(set_attr).append(sh.id).append(1, ';').append(sh.text);
+        append_locked(s, ts_ms, kind::set, {}, nullptr, set, {});
+        d = {day, s.generation};
+    }
+    append_locked(s, ts_ms, kind, record_id, nullptr, detail, sh.id);
+}
+
+void AuditLog::append_locked(State& s, std::int64_t ts_ms, Name kind, std::string_view record_id,
+                             const std::vector<Attr>* attrs, std::string_view detail, std::string_view set_id) {
+    const std::int64_t ts_day = ts_ms / ms_per_day;
     const std::int64_t day = std::max(ts_day, s.day);
     std::string& out = s.pending;
     const std::size_t mark = out.size();
@@ -952,6 +1104,11 @@ void AuditLog::append_line(std::int64_t ts_ms, Name kind, std::string_view recor
         }
     } else {
         append_escaped(out, detail, Esc::LineOnly);
+    }
+    if (!set_id.empty()) {
+        if (!detail.empty() || (attrs && !attrs->empty())) out += ';';
+        out += set_attr;
+        out += set_id;
     }
 
     char h[hash_len];
@@ -1014,6 +1171,7 @@ std::uint64_t AuditLog::cut_after(const Head& head) {
     std::lock_guard sync_lock(s.sync_mu);
     std::lock_guard lock(s.mu);
     if (!s.pending.empty()) throw std::logic_error("AuditLog::cut_after with entries not yet written");
+    ++s.generation; // entries may go: set entries are written again
     if (s.seq < head.seq) {
         s.warning("the trail ends at entry " + std::to_string(s.seq) + " but the journal committed entries up to " +
                   std::to_string(head.seq) + ": entries are missing (run `switchboard audit verify`)");
@@ -1107,11 +1265,13 @@ void AuditLog::rollback(const Mark& mark) {
     s.day = mark.day;
     s.seq = mark.head.seq;
     std::copy(mark.head.hash.begin(), mark.head.hash.end(), s.hash.begin());
+    ++s.generation; // set entries taken back are written again
 }
 
 void AuditLog::append_saved(std::string_view lines) {
     State& s = *s_;
     std::lock_guard lock(s.mu);
+    ++s.generation;
     while (!lines.empty()) {
         auto nl = lines.find('\n');
         if (nl == std::string_view::npos) throw std::runtime_error("saved audit lines are torn");
@@ -1247,10 +1407,21 @@ void AuditLog::scan(const std::filesystem::path& dir,
 std::vector<Record> AuditLog::read_records(const std::filesystem::path& dir,
                                            const std::set<std::string, std::less<>>& record_ids) {
     std::vector<Record> out;
-    scan(dir, [&](const Record& r) {
-        if (record_ids.count(r.record_id)) out.push_back(r);
-        return true;
-    });
+    SetExpander sets;
+    for (const auto& f : list_files(dir)) {
+        LineReader reader(dir / f.name);
+        std::string_view line;
+        while (reader.next(line) == LineReader::Got::Line) {
+            LineView v;
+            if (!parse_line(line, v) || sets.see(v)) continue;
+            // Most entries are about other records: unescape only when it may matter.
+            if (v.record_id == "-") continue;
+            Record r = to_record(v);
+            if (!record_ids.count(r.record_id)) continue;
+            sets.expand(r);
+            out.push_back(std::move(r));
+        }
+    }
     return out;
 }
 
@@ -1272,11 +1443,16 @@ std::vector<Record> AuditLog::read_range(const std::filesystem::path& dir, std::
         if (starts[i] > last) break;
         LineReader reader(dir / files[i].name);
         std::string_view line;
+        SetExpander sets; // a file defines the sets it uses
         while (reader.next(line) == LineReader::Got::Line) {
             LineView v;
-            if (!parse_line(line, v) || v.seq < first) continue;
+            if (!parse_line(line, v)) continue;
             if (v.seq > last) break;
-            out.push_back(to_record(v));
+            const bool set = sets.see(v);
+            if (v.seq < first) continue;
+            Record r = to_record(v);
+            if (!set) sets.expand(r);
+            out.push_back(std::move(r));
         }
     }
     return out;

@@ -89,6 +89,8 @@ inline constexpr Name disclose = "disclose";
 inline constexpr Name deliver = "deliver";
 inline constexpr Name erase = "erase";
 inline constexpr Name erasure = "erasure";
+// Attributes that many entries share, written once per file (append_shared).
+inline constexpr Name set = "set";
 } // namespace kind
 
 struct Attr {
@@ -165,6 +167,19 @@ public:
     // entry stays one line; backslashes are kept as they are.
     void append(std::int64_t ts_ms, Name kind, std::string_view record_id,
                 std::string_view detail);
+    // Fast path for attributes that many entries share (a disclosure's
+    // purpose, profile, route and the fields sent are the same for every
+    // record of one shape on one route): the entry is written as
+    // "<detail>;set=<id>", and `shared` (built like `detail`) once per day
+    // file, before its first use there, as an entry of kind `set`:
+    // "set=<id>;<shared>", record "-". <id> is the first 16 hex digits of
+    // SHA-256(<shared>, as written). read_records and read_range put the
+    // shared attributes back in place of set=<id>; verify checks that each
+    // set=<id> names a set entry earlier in the same file and that each set
+    // entry's id matches its attributes. Keep `shared` unchanged while
+    // referenced (the log keeps a reference to recognise it).
+    void append_shared(std::int64_t ts_ms, Name kind, std::string_view record_id,
+                       std::string_view detail, const std::shared_ptr<const std::string>& shared);
 
     // Writes everything appended so far (one write() per day file) and
     // fdatasyncs it. Callers group-commit: many appends, one sync. Returns the
@@ -247,7 +262,9 @@ public:
 
     // Reading back, for subject access reports and tests. These do not
     // verify (run verify for that); malformed lines are skipped.
-    // `visit` returns false to stop.
+    // `visit` returns false to stop. scan gives entries as written;
+    // read_records and read_range put shared attributes (append_shared) back
+    // in place of their set=<id>.
     static void scan(const std::filesystem::path& dir,
                      const std::function<bool(const Record&)>& visit);
     static std::vector<Record> read_records(const std::filesystem::path& dir,
@@ -260,6 +277,8 @@ private:
     struct State;
     void append_line(std::int64_t ts_ms, Name kind, std::string_view record_id,
                      const std::vector<Attr>* attrs, std::string_view detail);
+    void append_locked(State& s, std::int64_t ts_ms, Name kind, std::string_view record_id,
+                       const std::vector<Attr>* attrs, std::string_view detail, std::string_view set_id);
     std::unique_ptr<State> s_;
 };
 

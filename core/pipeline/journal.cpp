@@ -974,8 +974,9 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 detail.clear();
                 audit::append_attr(detail, "destination", route->destination);
                 audit::append_attr(detail, "seq", std::to_string(seq));
-                detail += *c.detail_tail;
-                audit_.append(now, audit::kind::disclose, id, detail);
+                // Purpose, profile, route and fields sent: the same for
+                // every copy of a shape on a route, written once per file.
+                audit_.append_shared(now, audit::kind::disclose, id, detail, c.detail_tail);
 
                 // A row holds consecutive seqs of one destination: a new one
                 // when another bucket's chunk took the seqs in between.

@@ -574,6 +574,84 @@ TEST_CASE("entries are read back by record id and by seq range") {
     CHECK(AuditLog::read_range(tmp.path, 36, 36).size() == 1);
 }
 
+TEST_CASE("shared attributes are written once per file and read back in place") {
+    TempDir tmp("sb-audit");
+    auto shared = std::make_shared<const std::string>("purpose=x;sent=a:keep");
+    auto same_text = std::make_shared<const std::string>(*shared); // another string, the same set
+    auto other = std::make_shared<const std::string>("purpose=y;sent=b:hash");
+    {
+        AuditLog log(tmp.path);
+        log.append_shared(at(0, 9), kind::disclose, "rec-1", "destination=d;seq=1", shared);
+        log.append_shared(at(0, 9), kind::disclose, "rec-2", "destination=d;seq=2", shared);
+        log.append_shared(at(0, 9), kind::disclose, "rec-3", "destination=d;seq=3", same_text);
+        log.append_shared(at(0, 9), kind::disclose, "rec-3", "destination=e;seq=1", other);
+        // Taken back (a transaction that failed), then again: the set too.
+        const auto m = log.mark();
+        log.append_shared(at(0, 10), kind::disclose, "rec-4", "destination=d;seq=4", shared);
+        log.rollback(m);
+        log.append_shared(at(0, 10), kind::disclose, "rec-4", "destination=d;seq=4", shared);
+        // The next day's file defines it again.
+        log.append_shared(at(1, 9), kind::disclose, "rec-5", "destination=d;seq=5", shared);
+        log.append(at(1, 9), kind::deliver, "rec-5", "destination=d;seq=5");
+        REQUIRE(log.sync().ok());
+    }
+    // By hand: printf '%s' 'purpose=x;sent=a:keep' | sha256sum | cut -c1-16
+    const std::string id = "8ba76beb9022b6d6";
+    const auto day0 = lines_of(tmp.path / "audit-2025-01-06.log");
+    REQUIRE(day0.size() == 8);
+    CHECK(split_tabs(day0[0])[2] == "set");
+    CHECK(split_tabs(day0[0])[3] == "-");
+    CHECK(split_tabs(day0[0])[4] == "set=" + id + ";purpose=x;sent=a:keep");
+    CHECK(split_tabs(day0[1])[4] == "destination=d;seq=1;set=" + id);
+    CHECK(split_tabs(day0[3])[4] == "destination=d;seq=3;set=" + id); // no second set entry
+    CHECK(split_tabs(day0[4])[2] == "set"); // the other set
+    CHECK(split_tabs(day0[6])[2] == "set"); // after the rollback
+    CHECK(split_tabs(day0[6])[4] == "set=" + id + ";purpose=x;sent=a:keep");
+    const auto day1 = lines_of(tmp.path / "audit-2025-01-07.log");
+    REQUIRE(day1.size() == 3);
+    CHECK(split_tabs(day1[0])[4] == "set=" + id + ";purpose=x;sent=a:keep");
+    CHECK(AuditLog::verify(tmp.path).ok);
+
+    // Readers see each entry whole.
+    const auto mine = AuditLog::read_records(tmp.path, {"rec-3", "rec-5"});
+    REQUIRE(mine.size() == 4);
+    CHECK(mine[0].detail == "destination=d;seq=3;purpose=x;sent=a:keep");
+    CHECK(mine[1].detail == "destination=e;seq=1;purpose=y;sent=b:hash");
+    CHECK(mine[2].detail == "destination=d;seq=5;purpose=x;sent=a:keep");
+    CHECK(mine[3].detail == "destination=d;seq=5");
+    const auto range = AuditLog::read_range(tmp.path, 8, 11);
+    REQUIRE(range.size() == 4);
+    CHECK(range[0].detail == "destination=d;seq=4;purpose=x;sent=a:keep");
+    CHECK(range[1].kind == "set");
+    CHECK(range[2].detail == "destination=d;seq=5;purpose=x;sent=a:keep");
+}
+
+TEST_CASE("verify reports a set reference with no set entry before it in the file, and a set entry "
+          "whose id does not match") {
+    TempDir tmp("sb-audit");
+    {
+        AuditLog log(tmp.path);
+        // Written by hand with a valid chain: only the set check can see these.
+        log.append(at(0, 9), kind::disclose, "rec-1", "destination=d;seq=1;set=8ba76beb9022b6d6");
+        log.append(at(0, 9), kind::set, "", "set=0123456789abcdef;purpose=x;sent=a:keep");
+        log.append(at(0, 9), kind::set, "", "set=8ba76beb9022b6d6;purpose=x;sent=a:keep");
+        log.append(at(0, 9), kind::disclose, "rec-2", "destination=d;seq=2;set=8ba76beb9022b6d6");
+        // The next day's file must define it again.
+        log.append(at(1, 9), kind::disclose, "rec-3", "destination=d;seq=3;set=8ba76beb9022b6d6");
+        REQUIRE(log.sync().ok());
+    }
+    const auto r = AuditLog::verify(tmp.path);
+    CHECK_FALSE(r.ok);
+    REQUIRE(r.problems.size() == 3);
+    CHECK(r.problems[0].seq == 1);
+    CHECK(r.problems[0].what.find("refers to set 8ba76beb9022b6d6, which no set entry earlier in this file defines") !=
+          std::string::npos);
+    CHECK(r.problems[1].seq == 2);
+    CHECK(r.problems[1].what.find("the id does not match its attributes") != std::string::npos);
+    CHECK(r.problems[2].seq == 5);
+    CHECK(r.problems[2].file == "audit-2025-01-07.log");
+}
+
 TEST_CASE("appends from several threads keep one valid chain") {
     TempDir tmp("sb-audit");
     constexpr int threads = 8, per_thread = 5000;
