@@ -811,14 +811,16 @@ struct AuditLog::State {
     // not reused for another). By id: the day file and generation of the
     // set entry that defines it; `generation` changes when entries are taken
     // back (rollback), so that a set entry taken back is written again.
-    struct Shared {
-        std::shared_ptr<const std::string> keep;
-        std::string text, id;
-    };
     struct Defined {
         std::int64_t day;
         std::uint64_t generation;
     };
+    struct Shared {
+        std::shared_ptr<const std::string> keep;
+        std::string text, id;
+        Defined* defined = nullptr; // its node in `defined` (nodes stay put)
+    };
+    // Both cleared together (Shared points into `defined`).
     std::unordered_map<const std::string*, Shared> shared;
     std::unordered_map<std::string, Defined> defined;
     std::uint64_t generation = 0;
@@ -1038,16 +1040,19 @@ void AuditLog::append_shared(std::int64_t ts_ms, Name kind, std::string_view rec
         ++s.dropped;
         return;
     }
-    if (s.shared.size() >= State::max_shared && !s.shared.count(shared.get())) s.shared.clear();
+    if (s.shared.size() >= State::max_shared && !s.shared.count(shared.get())) {
+        s.shared.clear();
+        s.defined.clear();
+    }
     State::Shared& sh = s.shared[shared.get()];
     if (!sh.keep) {
         sh.keep = shared;
         append_escaped(sh.text, *shared, Esc::LineOnly); // as it will be written
         sh.id = s.sha.set_id(sh.text);
+        sh.defined = &s.defined.try_emplace(sh.id, State::Defined{INT64_MIN, 0}).first->second;
     }
     const std::int64_t day = std::max(ts_ms / ms_per_day, s.day);
-    if (s.defined.size() >= State::max_shared && !s.defined.count(sh.id)) s.defined.clear();
-    State::Defined& d = s.defined.try_emplace(sh.id, State::Defined{INT64_MIN, 0}).first->second;
+    State::Defined& d = *sh.defined;
     if (d.day != day || d.generation != s.generation) {
         std::string set;
         set.reserve(set_attr.size() + set_id_len + 1 + sh.text.size());

@@ -626,6 +626,33 @@ TEST_CASE("shared attributes are written once per file and read back in place") 
     CHECK(range[2].detail == "destination=d;seq=5;purpose=x;sent=a:keep");
 }
 
+TEST_CASE("more distinct shared attributes than the log remembers are still each defined before use") {
+    // 5,000 sets (the log remembers 4,096, then starts again), each used
+    // twice, the second time through another string with the same text.
+    TempDir tmp("sb-audit");
+    constexpr int n = 5000;
+    {
+        AuditLog log(tmp.path);
+        for (int round = 0; round < 2; ++round)
+            for (int i = 0; i < n; ++i) {
+                auto shared = std::make_shared<const std::string>("purpose=p" + std::to_string(i) + ";sent=a:keep");
+                log.append_shared(at(0, 9), kind::disclose, "rec-" + std::to_string(i),
+                                  "destination=d;seq=" + std::to_string(round * n + i + 1), shared);
+            }
+        REQUIRE(log.sync().ok());
+    }
+    const auto r = AuditLog::verify(tmp.path);
+    for (const auto& p : r.problems) UNSCOPED_INFO(p.line << " " << p.what);
+    CHECK(r.ok);
+    CHECK(r.entries <= 4 * n); // at most one set entry per use (here, cycling through more than it remembers)
+    const auto mine = AuditLog::read_records(tmp.path, {"rec-0", "rec-4999"});
+    REQUIRE(mine.size() == 4);
+    CHECK(mine[0].detail == "destination=d;seq=1;purpose=p0;sent=a:keep");
+    CHECK(mine[1].detail == "destination=d;seq=5000;purpose=p4999;sent=a:keep");
+    CHECK(mine[2].detail == "destination=d;seq=5001;purpose=p0;sent=a:keep");
+    CHECK(mine[3].detail == "destination=d;seq=10000;purpose=p4999;sent=a:keep");
+}
+
 TEST_CASE("verify reports a set reference with no set entry before it in the file, and a set entry "
           "whose id does not match") {
     TempDir tmp("sb-audit");
