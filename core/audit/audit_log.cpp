@@ -13,6 +13,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -232,19 +233,7 @@ public:
 
     // out (64 chars) = hex(SHA-256(prev "\n" body))
     void chain(std::string_view prev, std::string_view body, char* out) {
-        unsigned char digest[EVP_MAX_MD_SIZE];
-        unsigned n = 0;
-        if (EVP_DigestInit_ex2(ctx_, md_, nullptr) != 1 ||
-            EVP_DigestUpdate(ctx_, prev.data(), prev.size()) != 1 ||
-            EVP_DigestUpdate(ctx_, "\n", 1) != 1 ||
-            EVP_DigestUpdate(ctx_, body.data(), body.size()) != 1 ||
-            EVP_DigestFinal_ex(ctx_, digest, &n) != 1 || n != 32)
-            throw std::runtime_error("audit: SHA-256 failed");
-        static constexpr char hex[] = "0123456789abcdef";
-        for (unsigned i = 0; i < 32; ++i) {
-            out[2 * i] = hex[digest[i] >> 4];
-            out[2 * i + 1] = hex[digest[i] & 15];
-        }
+        hex_digest({prev, "\n", body}, out, hash_len);
     }
     std::string chain(std::string_view prev, std::string_view body) {
         std::string out(hash_len, '0');
@@ -254,22 +243,28 @@ public:
     // The id of a set of shared attributes: the first 16 hex digits of
     // SHA-256(attributes, as written) (AuditLog::append_shared).
     std::string set_id(std::string_view shared) {
-        unsigned char digest[EVP_MAX_MD_SIZE];
-        unsigned n = 0;
-        if (EVP_DigestInit_ex2(ctx_, md_, nullptr) != 1 ||
-            EVP_DigestUpdate(ctx_, shared.data(), shared.size()) != 1 ||
-            EVP_DigestFinal_ex(ctx_, digest, &n) != 1 || n != 32)
-            throw std::runtime_error("audit: SHA-256 failed");
-        static constexpr char hex[] = "0123456789abcdef";
         std::string out(set_id_len, '0');
-        for (std::size_t i = 0; i < set_id_len / 2; ++i) {
-            out[2 * i] = hex[digest[i] >> 4];
-            out[2 * i + 1] = hex[digest[i] & 15];
-        }
+        hex_digest({shared}, out.data(), set_id_len);
         return out;
     }
 
 private:
+    // out (`digits` chars, at most 64) = the first digits of
+    // hex(SHA-256(the parts, one after the other)).
+    void hex_digest(std::initializer_list<std::string_view> parts, char* out, std::size_t digits) {
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned n = 0;
+        bool ok = EVP_DigestInit_ex2(ctx_, md_, nullptr) == 1;
+        for (std::string_view part : parts) ok = ok && EVP_DigestUpdate(ctx_, part.data(), part.size()) == 1;
+        if (!ok || EVP_DigestFinal_ex(ctx_, digest, &n) != 1 || n != 32)
+            throw std::runtime_error("audit: SHA-256 failed");
+        static constexpr char hex[] = "0123456789abcdef";
+        for (std::size_t i = 0; i < digits / 2; ++i) {
+            out[2 * i] = hex[digest[i] >> 4];
+            out[2 * i + 1] = hex[digest[i] & 15];
+        }
+    }
+
     void release() {
         EVP_MD_CTX_free(ctx_);
         EVP_MD_free(md_);
@@ -1397,36 +1392,41 @@ AuditLog::VerifyResult AuditLog::verify(const std::filesystem::path& dir, std::o
     return v.finish();
 }
 
+namespace {
+// Each well-formed entry of one file, in order (malformed lines skipped),
+// until `visit` returns false; then false.
+template <class Visit>
+bool each_entry(const std::filesystem::path& file, Visit&& visit) {
+    LineReader reader(file);
+    std::string_view line;
+    while (reader.next(line) == LineReader::Got::Line) {
+        LineView v;
+        if (parse_line(line, v) && !visit(v)) return false;
+    }
+    return true;
+}
+} // namespace
+
 void AuditLog::scan(const std::filesystem::path& dir,
                     const std::function<bool(const Record&)>& visit) {
-    for (const auto& f : list_files(dir)) {
-        LineReader reader(dir / f.name);
-        std::string_view line;
-        while (reader.next(line) == LineReader::Got::Line) {
-            LineView v;
-            if (parse_line(line, v) && !visit(to_record(v))) return;
-        }
-    }
+    for (const auto& f : list_files(dir))
+        if (!each_entry(dir / f.name, [&](const LineView& v) { return visit(to_record(v)); })) return;
 }
 
 std::vector<Record> AuditLog::read_records(const std::filesystem::path& dir,
                                            const std::set<std::string, std::less<>>& record_ids) {
     std::vector<Record> out;
     SetExpander sets;
-    for (const auto& f : list_files(dir)) {
-        LineReader reader(dir / f.name);
-        std::string_view line;
-        while (reader.next(line) == LineReader::Got::Line) {
-            LineView v;
-            if (!parse_line(line, v) || sets.see(v)) continue;
+    for (const auto& f : list_files(dir))
+        each_entry(dir / f.name, [&](const LineView& v) {
             // Most entries are about other records: unescape only when it may matter.
-            if (v.record_id == "-") continue;
+            if (sets.see(v) || v.record_id == "-") return true;
             Record r = to_record(v);
-            if (!record_ids.count(r.record_id)) continue;
+            if (!record_ids.count(r.record_id)) return true;
             sets.expand(r);
             out.push_back(std::move(r));
-        }
-    }
+            return true;
+        });
     return out;
 }
 
@@ -1446,19 +1446,16 @@ std::vector<Record> AuditLog::read_range(const std::filesystem::path& dir, std::
     for (std::size_t i = 0; i < files.size(); ++i) {
         if (i + 1 < files.size() && starts[i + 1] != 0 && starts[i + 1] <= first) continue;
         if (starts[i] > last) break;
-        LineReader reader(dir / files[i].name);
-        std::string_view line;
         SetExpander sets; // a file defines the sets it uses
-        while (reader.next(line) == LineReader::Got::Line) {
-            LineView v;
-            if (!parse_line(line, v)) continue;
-            if (v.seq > last) break;
+        each_entry(dir / files[i].name, [&](const LineView& v) {
+            if (v.seq > last) return false;
             const bool set = sets.see(v);
-            if (v.seq < first) continue;
+            if (v.seq < first) return true;
             Record r = to_record(v);
             if (!set) sets.expand(r);
             out.push_back(std::move(r));
-        }
+            return true;
+        });
     }
     return out;
 }
