@@ -8,24 +8,32 @@ namespace switchboard::store {
 //
 //   u8 version
 //   varint meta mask (bit i: kMetaKeys[i] present), then those values (strings)
-//   varint leaf count, then per leaf (in path order):
-//     version 1: string path, string category, u8 type, value
-//     version 2: varint bytes of the path shared with the previous leaf's,
-//                string rest of the path, varint category (0: a new one, as a
-//                string, that later leaves of the record can name by its
-//                number, 1-based), u8 type, value
+//   varint leaf count, then
+//     version 1, per leaf (in path order): string path, string category,
+//                u8 type, value
+//     version 2, per leaf: head, u8 type, value
+//     version 3: string heads (every leaf's head, in path order), then per
+//                leaf: u8 type, value
+//   head: varint bytes of the path shared with the previous leaf's, string
+//         rest of the path, varint category (0: a new one, as a string,
+//         that later leaves of the record can name by its number, 1-based)
 //   value: string | zigzag varint (int, bool) | 8 bytes (float) | nothing (null)
 //   varint attachment count, then per attachment: strings name, uri,
 //     media_type, sha256, category, zigzag varint size
 //
-// Version 2 is what is written: sorted paths share most of their bytes with
-// the previous one and a record has few categories, so it is about a third
-// smaller than version 1 (less to write, commit and keep); version 1 is still
-// read.
+// Version 3 is what is written. Its heads depend only on the leaves' paths
+// and categories, so records of one shape have the same heads, byte for
+// byte: a reader keeps the atoms of the last heads it met (this thread's
+// memo, checked by comparing the bytes) and neither parses nor looks up a
+// path again for the next record of that shape, and gives the records it
+// reads a shape id (RecordData::shape_id) for the memos that key on one.
+// Version 2 (the same heads, each before its leaf's value) and version 1
+// (whole paths and categories) are still read.
 
 namespace {
 constexpr std::uint8_t kVersion1 = 1;
-constexpr std::uint8_t kVersion = 2;
+constexpr std::uint8_t kVersion2 = 2;
+constexpr std::uint8_t kVersion = 3;
 constexpr int kMeta = static_cast<int>(std::size(sb::detail::kMetaKeys));
 constexpr std::size_t kMaxCategories = 1 << 16; // per record, in the encoder's table
 
@@ -83,26 +91,23 @@ private:
 
 // The heads of a record of a shape (RecordData::shape_id), from this
 // thread's memo of the last shapes met (most records of a source share a
-// few): leaf k's head is heads[ends[k-1], ends[k]).
+// few).
 struct Heads {
     std::uint64_t shape = 0;
+    std::size_t leaves = 0;
     std::string heads;
-    std::vector<std::uint32_t> ends;
 };
 const Heads* heads_of_shape(const sb::detail::RecordData& r) {
     const std::uint64_t shape = r.shape_id();
     if (shape == 0) return nullptr;
     Heads& h = sb::detail::thread_memo_slot<Heads, 4>(shape);
     const auto& leaves = r.leaves();
-    if (h.shape != shape || h.ends.size() != leaves.size()) {
+    if (h.shape != shape || h.leaves != leaves.size()) {
         h.shape = shape;
+        h.leaves = leaves.size();
         h.heads.clear();
-        h.ends.clear();
         HeadEncoder e;
-        for (const auto& l : leaves) {
-            e.put(l, h.heads);
-            h.ends.push_back(static_cast<std::uint32_t>(h.heads.size()));
-        }
+        for (const auto& l : leaves) e.put(l, h.heads);
     }
     return &h;
 }
@@ -111,18 +116,15 @@ const Heads* heads_of_shape(const sb::detail::RecordData& r) {
 void encode_rest(const sb::detail::RecordData& r, std::string& body) {
     const auto& leaves = r.leaves();
     put_varint(body, leaves.size());
-    const Heads* memo = heads_of_shape(r);
-    HeadEncoder own; // without a shape
-    std::uint32_t from = 0;
-    std::size_t k = 0;
+    if (const Heads* memo = heads_of_shape(r)) {
+        put_string(body, memo->heads);
+    } else {
+        std::string heads;
+        HeadEncoder e;
+        for (const auto& l : leaves) e.put(l, heads);
+        put_string(body, heads);
+    }
     for (const auto& l : leaves) {
-        if (memo) {
-            const std::uint32_t to = memo->ends[k++];
-            body.append(memo->heads.data() + from, to - from);
-            from = to;
-        } else {
-            own.put(l, body);
-        }
         body.push_back(static_cast<char>(l.type));
         switch (l.type) {
         case SB_VALUE_STRING: put_string(body, l.str); break;
@@ -234,12 +236,115 @@ bool skip(std::string_view in, std::size_t& pos) {
     return get_string(in, pos, body);
 }
 
+namespace {
+using sb::detail::CategoryAtom;
+using sb::detail::PathAtom;
+
+// Reads one head (versions 2 and 3) at `p`: the leaf's path, made from the
+// previous leaf's (`prev`, then this one's), and its category, from the
+// record's table of them (`cats`). The atoms are interned, or owned by `r`.
+bool read_head(std::string_view in, std::size_t& p, sb::detail::RecordData& r, std::string& prev,
+               std::string& scratch, std::vector<const CategoryAtom*>& cats, const PathAtom*& path,
+               const CategoryAtom*& category) {
+    std::uint64_t shared, ref;
+    std::string_view rest;
+    if (!get_varint(in, p, shared) || shared > prev.size() || !get_string(in, p, rest) || !get_varint(in, p, ref))
+        return false;
+    scratch.assign(prev, 0, shared);
+    scratch.append(rest);
+    path = r.path_atom(scratch);
+    scratch.swap(prev);
+    if (!path) return false; // not a path: not what encode() writes
+    if (ref == 0) {
+        std::string_view cat;
+        if (!get_string(in, p, cat)) return false;
+        category = r.category_atom(cat);
+        if (cats.size() < kMaxCategories) cats.push_back(category);
+    } else {
+        if (ref > cats.size()) return false;
+        category = cats[ref - 1];
+    }
+    return true;
+}
+
+// The atoms of a version-3 record's heads, per leaf.
+struct HeadAtoms {
+    std::string heads; // the bytes they were read from
+    std::vector<const PathAtom*> paths;
+    std::vector<const CategoryAtom*> categories;
+    std::uint64_t shape = 0;  // of records read whole; 0: not remembered
+    std::vector<char> kept;   // the leaves the last filter used with them kept
+    std::uint64_t kept_shape = 0; // of records read through that filter
+};
+
+// The atoms of `heads` (`n` leaves) for record `r`: from this thread's memo
+// when it read the same bytes last (records of one shape), else read, and
+// remembered when every atom is interned (and so outlives `r`); in `local`
+// otherwise. Null when the heads are malformed.
+HeadAtoms* atoms_of_heads(std::string_view heads, std::uint64_t n, sb::detail::RecordData& r, HeadAtoms& local) {
+    HeadAtoms& memo = sb::detail::thread_memo_slot<HeadAtoms, 4>(std::hash<std::string_view>{}(heads));
+    if (memo.shape != 0 && memo.paths.size() == n && memo.heads == heads) return &memo;
+    std::string prev, scratch;
+    std::vector<const CategoryAtom*> cats;
+    std::size_t p = 0;
+    bool interned = true;
+    local.paths.reserve(n);
+    local.categories.reserve(n);
+    for (std::uint64_t k = 0; k < n; ++k) {
+        const PathAtom* path = nullptr;
+        const CategoryAtom* category = nullptr;
+        if (!read_head(heads, p, r, prev, scratch, cats, path, category)) return nullptr;
+        local.paths.push_back(path);
+        local.categories.push_back(category);
+        interned = interned && path->interned && category->interned;
+    }
+    if (p != heads.size()) return nullptr;
+    if (!interned) return &local;
+    memo.heads.assign(heads);
+    memo.paths.swap(local.paths);
+    memo.categories.swap(local.categories);
+    memo.shape = sb::detail::new_shape_id();
+    memo.kept.clear();
+    memo.kept_shape = 0;
+    return &memo;
+}
+
+// Reads a leaf's type and value at `p` into `l`; a string is copied only
+// with `keep`.
+bool read_value(std::string_view in, std::size_t& p, sb::detail::Leaf& l, bool keep) {
+    if (p >= in.size()) return false;
+    const auto type = static_cast<std::uint8_t>(in[p++]);
+    if (type > SB_VALUE_BOOL) return false;
+    l.type = static_cast<sb_value_type>(type);
+    std::uint64_t u;
+    switch (l.type) {
+    case SB_VALUE_STRING: {
+        std::string_view v;
+        if (!get_string(in, p, v)) return false;
+        if (keep) l.str.assign(v);
+        return true;
+    }
+    case SB_VALUE_INT:
+    case SB_VALUE_BOOL:
+        if (!get_varint(in, p, u)) return false;
+        l.i = unzigzag(u);
+        return true;
+    case SB_VALUE_FLOAT:
+        if (in.size() - p < 8) return false;
+        std::memcpy(&l.f, in.data() + p, 8);
+        p += 8;
+        return true;
+    default: return true;
+    }
+}
+} // namespace
+
 bool decode(std::string_view in, std::size_t& pos, sb_record& record, const LeafFilter* keep) {
     std::string_view body;
     if (!get_string(in, pos, body)) return false;
     if (body.empty()) return false;
     const auto version = static_cast<std::uint8_t>(body[0]);
-    if (version != kVersion1 && version != kVersion) return false;
+    if (version != kVersion1 && version != kVersion2 && version != kVersion) return false;
     std::size_t p = 1;
     sb::detail::RecordData& r = record.data;
     r = sb::detail::RecordData();
@@ -253,65 +358,58 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record, const Leaf
     }
     std::uint64_t n;
     if (!get_varint(body, p, n) || n > body.size()) return false;
-    r.reserve_leaves(static_cast<std::size_t>(n));
-    // The path as written (shared bytes + rest), and the previous one's.
-    std::string path, prev_path;
-    std::vector<const sb::detail::CategoryAtom*> cats;
-    for (std::uint64_t k = 0; k < n; ++k) {
-        const sb::detail::PathAtom* path_atom = nullptr;
-        const sb::detail::CategoryAtom* category = nullptr;
-        if (version == kVersion1) {
-            std::string_view v1_path, cat;
-            if (!get_string(body, p, v1_path) || !get_string(body, p, cat)) return false;
-            path_atom = r.path_atom(v1_path);
-            category = r.category_atom(cat);
-        } else {
-            std::uint64_t shared, ref;
-            std::string_view rest;
-            if (!get_varint(body, p, shared) || shared > prev_path.size() ||
-                !get_string(body, p, rest) || !get_varint(body, p, ref))
-                return false;
-            path.assign(prev_path, 0, shared);
-            path.append(rest);
-            path_atom = r.path_atom(path);
-            path.swap(prev_path);
-            if (ref == 0) {
-                std::string_view cat;
-                if (!get_string(body, p, cat)) return false;
-                category = r.category_atom(cat);
-                if (cats.size() < kMaxCategories) cats.push_back(category);
-            } else {
-                if (ref > cats.size()) return false;
-                category = cats[ref - 1];
+    sb::detail::Leaf skipped;
+    auto wanted = [&](const PathAtom* path) { return !keep || keep->keep(keep->context, path); };
+    std::uint64_t shape = 0;
+    if (version == kVersion) {
+        std::string_view heads;
+        if (!get_string(body, p, heads)) return false;
+        HeadAtoms local;
+        HeadAtoms* atoms = atoms_of_heads(heads, n, r, local);
+        if (!atoms) return false;
+        static thread_local std::vector<char> kept;
+        kept.assign(n, 1);
+        std::size_t count = n;
+        if (keep) {
+            count = 0;
+            for (std::uint64_t k = 0; k < n; ++k) count += (kept[k] = wanted(atoms->paths[k]) ? 1 : 0);
+        }
+        // Records read from the same heads through the same choice of
+        // leaves have the same paths and categories: one shape.
+        if (atoms->shape != 0 && !keep) {
+            shape = atoms->shape;
+        } else if (atoms->shape != 0) {
+            if (atoms->kept != kept) {
+                atoms->kept = kept;
+                atoms->kept_shape = sb::detail::new_shape_id();
             }
+            shape = atoms->kept_shape;
         }
-        if (!path_atom) return false; // not a path: not what encode() writes
-        sb::detail::Leaf skipped;
-        sb::detail::Leaf& l = !keep || keep->keep(keep->context, path_atom) ? r.push_sorted(path_atom, category)
-                                                                           : skipped;
-        if (p >= body.size()) return false;
-        auto type = static_cast<std::uint8_t>(body[p++]);
-        if (type > SB_VALUE_BOOL) return false;
-        l.type = static_cast<sb_value_type>(type);
-        std::uint64_t u;
-        switch (l.type) {
-        case SB_VALUE_STRING: {
-            std::string_view v;
-            if (!get_string(body, p, v)) return false;
-            if (&l != &skipped) l.str.assign(v);
-            break;
+        r.reserve_leaves(count);
+        for (std::uint64_t k = 0; k < n; ++k) {
+            const bool take = kept[k] != 0;
+            sb::detail::Leaf& l = take ? r.push_sorted(atoms->paths[k], atoms->categories[k]) : skipped;
+            if (!read_value(body, p, l, take)) return false;
         }
-        case SB_VALUE_INT:
-        case SB_VALUE_BOOL:
-            if (!get_varint(body, p, u)) return false;
-            l.i = unzigzag(u);
-            break;
-        case SB_VALUE_FLOAT:
-            if (body.size() - p < 8) return false;
-            std::memcpy(&l.f, body.data() + p, 8);
-            p += 8;
-            break;
-        default: break;
+    } else {
+        r.reserve_leaves(static_cast<std::size_t>(n));
+        // The path as written (shared bytes + rest), and the previous one's.
+        std::string prev, scratch;
+        std::vector<const CategoryAtom*> cats;
+        for (std::uint64_t k = 0; k < n; ++k) {
+            const PathAtom* path = nullptr;
+            const CategoryAtom* category = nullptr;
+            if (version == kVersion1) {
+                std::string_view v1_path, cat;
+                if (!get_string(body, p, v1_path) || !get_string(body, p, cat)) return false;
+                path = r.path_atom(v1_path);
+                category = r.category_atom(cat);
+                if (!path) return false;
+            } else if (!read_head(body, p, r, prev, scratch, cats, path, category)) {
+                return false;
+            }
+            const bool take = wanted(path);
+            if (!read_value(body, p, take ? r.push_sorted(path, category) : skipped, take)) return false;
         }
     }
     if (!get_varint(body, p, n) || n > body.size()) return false;
@@ -331,7 +429,9 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record, const Leaf
         a.size = unzigzag(size);
         r.push_attachment(std::move(a));
     }
-    return p == body.size();
+    if (p != body.size()) return false;
+    if (shape != 0) r.assume_shape(shape);
+    return true;
 }
 
 } // namespace switchboard::store

@@ -181,6 +181,127 @@ TEST_CASE("codec: records written by the first format (version 1) are still read
     CHECK(std::string(r.data.meta("id")) == "R1-0");
 }
 
+TEST_CASE("codec: records written by the second format (version 2: each head before its value) are still read") {
+    // length, version 2, meta mask (bit of "id"), id, 3 leaves, each: bytes
+    // shared with the previous path, the rest, category (0: new, named;
+    // k: the k-th named), type, value; 0 attachments.
+    const int id_bit = sb::detail::meta_index("id");
+    std::string body;
+    body.push_back('\x02');
+    store::put_varint(body, std::uint64_t{1} << id_bit);
+    store::put_string(body, "R2-0");
+    store::put_varint(body, 3);
+    auto head = [&](std::uint64_t shared, std::string_view rest, std::uint64_t ref, std::string_view cat) {
+        store::put_varint(body, shared);
+        store::put_string(body, rest);
+        store::put_varint(body, ref);
+        if (ref == 0) store::put_string(body, cat);
+    };
+    head(0, "citizen.name", 0, "identity.name");
+    body.push_back(static_cast<char>(SB_VALUE_STRING));
+    store::put_string(body, "Canary-Name-2");
+    head(8, "nino", 0, "identifier.nino"); // "citizen." shared
+    body.push_back(static_cast<char>(SB_VALUE_STRING));
+    store::put_string(body, "QQ123456C");
+    head(8, "title", 1, ""); // the first category again
+    body.push_back(static_cast<char>(SB_VALUE_INT));
+    store::put_varint(body, 14); // zigzag of 7
+    store::put_varint(body, 0);
+    std::string buf;
+    store::put_varint(buf, body.size());
+    buf += body;
+    std::size_t pos = 0;
+    sb_record r;
+    REQUIRE(store::decode(buf, pos, r));
+    CHECK(pos == buf.size());
+    REQUIRE(r.data.leaves().size() == 3);
+    CHECK(r.data.find("citizen.name")->str == "Canary-Name-2");
+    CHECK(r.data.find("citizen.nino")->category() == "identifier.nino");
+    CHECK(r.data.find("citizen.title")->i == 7);
+    CHECK(r.data.find("citizen.title")->category() == "identity.name");
+    CHECK(r.data.shape_id() == 0); // (version 2 records are read one leaf at a time)
+}
+
+TEST_CASE("codec: records of one shape are read with one shape id, per choice of leaves") {
+    std::string buf;
+    for (int n = 0; n < 4; ++n) store::encode(sample(n), buf);
+    sb_record other = sample(9);
+    sb_value extra{SB_VALUE_STRING, "x", 1, 0, 0};
+    REQUIRE(other.data.set("citizen.zzz", extra, "identity") == SB_OK);
+    store::encode(other, buf);
+    std::size_t pos = 0;
+    std::vector<sb_record> whole(5);
+    for (auto& r : whole) REQUIRE(store::decode(buf, pos, r));
+    CHECK(pos == buf.size());
+    const std::uint64_t shape = whole[0].data.shape_id();
+    CHECK(shape != 0);
+    for (int n = 1; n < 4; ++n) {
+        CHECK(whole[n].data.shape_id() == shape);
+        CHECK(whole[n].data.json() == sample(n).data.json()); // read from the remembered heads
+    }
+    CHECK(whole[4].data.shape_id() != 0);
+    CHECK(whole[4].data.shape_id() != shape); // other paths: another shape
+    CHECK(whole[4].data.json() == other.data.json());
+
+    // Through a filter: another shape, the same for every record it reads.
+    store::LeafFilter names{[](const void*, const sb::detail::PathAtom* path) {
+                                return path->path.rfind("citizen.", 0) == 0;
+                            },
+                            nullptr};
+    store::LeafFilter scores{[](const void*, const sb::detail::PathAtom* path) { return path->path == "score"; },
+                             nullptr};
+    pos = 0;
+    sb_record a, b, c;
+    REQUIRE(store::decode(buf, pos, a, &names));
+    REQUIRE(store::decode(buf, pos, b, &names));
+    REQUIRE(store::decode(buf, pos, c, &scores));
+    CHECK(a.data.shape_id() != 0);
+    CHECK(a.data.shape_id() != shape);
+    CHECK(b.data.shape_id() == a.data.shape_id());
+    CHECK(c.data.shape_id() != 0);
+    CHECK(c.data.shape_id() != a.data.shape_id());
+    REQUIRE(a.data.leaves().size() == 1);
+    CHECK(a.data.leaves()[0].str == "Canary-Name-0");
+    REQUIRE(c.data.leaves().size() == 1);
+    CHECK(c.data.leaves()[0].f == 2.5);
+}
+
+TEST_CASE("codec: heads that do not match their record's leaves are refused, remembered or not") {
+    // A record's encoding, with its leaf count changed: the heads it carries
+    // name 5 leaves; read as 4 or 6 it must be refused, both before and
+    // after the same heads were read (and remembered) from a good record.
+    std::string good;
+    store::encode(sample(1), good);
+    // length, version, mask, id, channel ("web_chat", the last meta value),
+    // then the leaf count.
+    const std::size_t count_at = good.find("web_chat") + 8;
+    REQUIRE(static_cast<unsigned char>(good[count_at]) == 5);
+    for (char wrong : {'\x04', '\x06'}) {
+        std::string bad = good;
+        bad[count_at] = wrong;
+        for (int round = 0; round < 2; ++round) {
+            std::size_t pos = 0;
+            sb_record r;
+            CHECK_FALSE(store::decode(bad, pos, r));
+            pos = 0;
+            REQUIRE(store::decode(good, pos, r)); // now remembered
+        }
+    }
+    // A head whose path is not a path.
+    sb_record odd;
+    sb_value v{SB_VALUE_STRING, "v", 1, 0, 0};
+    REQUIRE(odd.data.set("abc", v, "identity") == SB_OK);
+    std::string bytes;
+    store::encode(odd, bytes);
+    const std::size_t at = bytes.find("abc");
+    REQUIRE(at != std::string::npos);
+    bytes[at + 1] = '.'; // "a.c" is fine, so make it "a..": an empty segment
+    bytes[at + 2] = '.';
+    std::size_t pos = 0;
+    sb_record r;
+    CHECK_FALSE(store::decode(bytes, pos, r));
+}
+
 TEST_CASE("codec: truncated or corrupt input is refused, never read past the end") {
     std::string buf;
     store::encode(sample(1), buf);
