@@ -175,6 +175,7 @@ sb_status h_emit_batch(sb_host_ctx* ctx, sb_record* const* records, size_t n,
     sb_status s = inst->services().sink->emit(inst->name(), owned, state_key, state_value,
                                               results, error);
     if (s != SB_OK && s != SB_DUPLICATE && !error.empty()) h_set_error(ctx, error.c_str());
+    for (auto& record : owned) recycle_record(std::move(record));
     return s;
 }
 
@@ -373,7 +374,27 @@ const sb_host_api kApi = make_api();
 
 } // namespace
 
-std::unique_ptr<sb_record> new_record() { return std::make_unique<sb_record>(); }
+namespace {
+// Records emitted on this thread, kept for the next ones it makes (a
+// source's batch after batch): a recycled record keeps its strings'
+// buffers, so the values of a record of the same shape mostly fit in them.
+// At most a batch's worth; the rest are freed.
+constexpr std::size_t kPooledRecords = 4096;
+thread_local std::vector<std::unique_ptr<sb_record>> pooled_records;
+} // namespace
+
+std::unique_ptr<sb_record> new_record() {
+    if (pooled_records.empty()) return std::make_unique<sb_record>();
+    std::unique_ptr<sb_record> record = std::move(pooled_records.back());
+    pooled_records.pop_back();
+    return record;
+}
+
+void recycle_record(std::unique_ptr<sb_record> record) {
+    if (!record || pooled_records.size() >= kPooledRecords) return;
+    record->data.recycle();
+    pooled_records.push_back(std::move(record));
+}
 
 void append_audit(audit::AuditLog& log, std::int64_t ts_ms, const AuditNote& note) {
     std::string detail;

@@ -176,7 +176,11 @@ private:
     std::mutex hook_mutex_; // deliver/flush/erase: one at a time per instance
 };
 
-// Makes a record for the host (what record_new hands out).
+// A new empty record for a plugin: one of this thread's recycled ones when
+// it has any (recycle_record), else a new allocation.
 std::unique_ptr<sb_record> new_record();
+// Empties `record` and keeps it for this thread's next new_record() (at
+// most a batch's worth are kept; the rest are freed).
+void recycle_record(std::unique_ptr<sb_record> record);
 
 } // namespace switchboard::plugin

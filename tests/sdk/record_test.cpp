@@ -496,6 +496,52 @@ TEST_CASE("shapes (ABI 1.2): a record set by its shape is the record set field b
     again.api.shape_free(shape);
 }
 
+TEST_CASE("a recycled record is a new record, and the next record of its shape reuses its buffers") {
+    const char* paths[] = {"note", "name", "n"};
+    const std::size_t n = std::size(paths);
+    const std::string long_note(200, 'x'), long_name = "A name longer than the inline buffer";
+    const sb_value first[] = {{SB_VALUE_STRING, long_note.c_str(), long_note.size(), 0, 0},
+                              {SB_VALUE_STRING, long_name.c_str(), long_name.size(), 0, 0},
+                              {SB_VALUE_INT, nullptr, 0, 7, 0}};
+    Rec used;
+    sb_shape* shape = used.api.shape_new(paths, nullptr, n);
+    REQUIRE(shape);
+    REQUIRE(used.api.record_set_shape(&used.rec, shape, first) == SB_OK);
+    REQUIRE(used.api.record_set_meta(&used.rec, "channel", "web_chat") == SB_OK);
+    sb_attachment a{sizeof(sb_attachment), "scan", "vendor://scan/1", nullptr, -1, nullptr, nullptr};
+    REQUIRE(used.api.record_add_attachment(&used.rec, &a) == SB_OK);
+    used.json();
+    const char* note_buffer = used.rec.data.find("note")->str.data();
+
+    used.rec.data.recycle();
+    Rec fresh;
+    CHECK(used.json() == fresh.json()); // no meta, fields or attachments left
+    CHECK(used.rec.data.meta("channel") == nullptr);
+    CHECK(used.rec.data.shape_id() == 0);
+
+    // The next record of the shape: its values, in the old buffers.
+    const std::string note2(150, 'y');
+    const sb_value second[] = {{SB_VALUE_STRING, note2.c_str(), note2.size(), 0, 0},
+                               {SB_VALUE_STRING, "Short", 5, 0, 0},
+                               {SB_VALUE_STRING, "now a string", 12, 0, 0}};
+    REQUIRE(used.api.record_set_shape(&used.rec, shape, second) == SB_OK);
+    REQUIRE(fresh.api.record_set_shape(&fresh.rec, shape, second) == SB_OK);
+    CHECK(used.json() == fresh.json());
+    CHECK(used.rec.data.find("note")->str.data() == note_buffer);
+    CHECK(used.rec.data.find("n")->str == "now a string");
+
+    // Recycled again, then set field by field (not by shape): the same.
+    used.rec.data.recycle();
+    Rec plain;
+    for (Rec* r : {&used, &plain}) {
+        REQUIRE(r->str("b.c", "value") == SB_OK);
+        REQUIRE(r->integer("a", 3) == SB_OK);
+    }
+    CHECK(used.json() == plain.json());
+    CHECK(used.paths() == plain.paths());
+    used.api.shape_free(shape);
+}
+
 TEST_CASE("shapes (ABI 1.2): what set() refuses, a shape refuses too, and nothing is set") {
     sb_host_api api{};
     sb::detail::fill_record_api(api);

@@ -605,7 +605,7 @@ public:
         if ((key == "occurred_at" || key == "received_at" || key == "expires_at") &&
             !is_rfc3339(value))
             return SB_ERR_INVALID;
-        meta_[static_cast<std::size_t>(idx)] = std::string(value);
+        meta_[static_cast<std::size_t>(idx)].assign(value); // (a recycled record's buffer)
         has_meta_ |= 1u << idx;
         dirty();
         return SB_OK;
@@ -672,9 +672,16 @@ public:
         if (!leaves_.empty() || !values) return SB_ERR_INVALID;
         for (const ShapeData::Entry& e : shape.entries)
             if (!valid_value(values[e.value])) return SB_ERR_INVALID;
+        // A recycled record's leaves are set again in place: records of one
+        // shape have values of about the same sizes at each place, which
+        // then fit in the strings' buffers.
+        if (!spare_.empty()) leaves_ = std::move(spare_);
+        spare_ = {};
         leaves_.reserve(std::max<std::size_t>(shape.entries.size(), 32));
+        leaves_.resize(shape.entries.size());
+        std::size_t k = 0;
         for (const ShapeData::Entry& e : shape.entries) {
-            Leaf& leaf = leaves_.emplace_back();
+            Leaf& leaf = leaves_[k++];
             leaf.path_ = adopt(e.path);
             leaf.category_ = adopt(e.category);
             assign_value(leaf, values[e.value]);
@@ -682,6 +689,28 @@ public:
         shape_id_ = shape.id;
         dirty();
         return SB_OK;
+    }
+
+    // Empties the record for reuse, as a new one but for the buffers of its
+    // strings, which the next set_shape() (and set_meta) fill again: a
+    // source that sets records of one shape batch after batch then
+    // allocates (and frees) nearly nothing for their values. The bytes of
+    // the old values stay in those buffers (as in any freed memory) until
+    // overwritten; nothing reads them.
+    void recycle() {
+        for (std::string& m : meta_) m.clear();
+        has_meta_ = 0;
+        // The leaves are set aside whole, for the next set_shape() to set
+        // again (any other change starts from an empty vector).
+        spare_ = std::move(leaves_);
+        leaves_ = {};
+        order_.clear();
+        attachments_.clear();
+        owned_paths_.clear();
+        owned_categories_.clear();
+        json_.clear();
+        json_valid_ = false;
+        shape_id_ = 0;
     }
 
     // The id of the shape (ShapeData::id) whose set_shape() gave this
@@ -1119,6 +1148,9 @@ private:
     mutable std::string json_;
     mutable bool json_valid_ = false;
     std::uint64_t shape_id_ = 0; // shape_id()
+    // The leaves a recycle() set aside, for their strings' buffers; not
+    // part of the record.
+    std::vector<Leaf> spare_;
 };
 
 inline std::unique_ptr<ShapeData> ShapeData::make(const char* const* paths,
