@@ -530,6 +530,19 @@ TEST_CASE("a recycled record is a new record, and the next record of its shape r
     CHECK(used.rec.data.find("note")->str.data() == note_buffer);
     CHECK(used.rec.data.find("n")->str == "now a string");
 
+    // A buffer much larger than the next value needs is not kept.
+    used.rec.data.recycle();
+    const std::string huge(100000, 'h');
+    const sb_value big[] = {{SB_VALUE_STRING, huge.c_str(), huge.size(), 0, 0},
+                            {SB_VALUE_STRING, "Short", 5, 0, 0},
+                            {SB_VALUE_INT, nullptr, 0, 1, 0}};
+    REQUIRE(used.api.record_set_shape(&used.rec, shape, big) == SB_OK);
+    CHECK(used.rec.data.find("note")->str.capacity() >= huge.size());
+    used.rec.data.recycle();
+    REQUIRE(used.api.record_set_shape(&used.rec, shape, second) == SB_OK);
+    CHECK(used.rec.data.find("note")->str.capacity() < 1000);
+    CHECK(used.json() == fresh.json());
+
     // Recycled again, then set field by field (not by shape): the same.
     used.rec.data.recycle();
     Rec plain;

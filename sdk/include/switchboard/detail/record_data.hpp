@@ -682,9 +682,14 @@ public:
         std::size_t k = 0;
         for (const ShapeData::Entry& e : shape.entries) {
             Leaf& leaf = leaves_[k++];
+            const sb_value& v = values[e.value];
+            // A buffer far larger than this value needs is given back: a
+            // recycled record keeps no more memory than its values take.
+            const std::size_t need = v.type == SB_VALUE_STRING ? v.len : 0;
+            if (leaf.str.capacity() > std::max<std::size_t>(128, 2 * need)) std::string().swap(leaf.str);
             leaf.path_ = adopt(e.path);
             leaf.category_ = adopt(e.category);
-            assign_value(leaf, values[e.value]);
+            assign_value(leaf, v);
         }
         shape_id_ = shape.id;
         dirty();
