@@ -324,7 +324,9 @@ TEST_CASE("daemon: the PII transcript is redacted before anything is stored: no 
         CHECK(raw.find(secret) == std::string::npos);
         CHECK(d.output().find(secret) == std::string::npos);
     }
-    check_log_clean(d.log(), {"4111", "QQ 12", "Gareth", "HB/0000", "Priya", "arrears"});
+    // (The card as the fixtures spell it: a bare "4111" can be part of the
+    // HTTP port the log names.)
+    check_log_clean(d.log(), {"4111 1111", "41111111", "QQ 12", "Gareth", "HB/0000", "Priya", "arrears"});
 }
 
 TEST_CASE("daemon: Landbot's sys 'archived' event (optionals missing) closes the conversation") {
