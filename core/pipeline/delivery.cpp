@@ -246,27 +246,27 @@ bool DeliveryWorker::deliver_some() {
     bool failed = std::any_of(inflight_.begin(), inflight_.end(), [](const Inflight& f) {
         return !f.expired && !f.erased && f.status != SB_OK && f.status != SB_PENDING;
     });
-    std::vector<OutboxEntry> fresh;
+    std::vector<const OutboxEntry*> fresh;
     if (!failed && inflight_.size() < window) {
         std::lock_guard lock(mutex_);
         std::size_t n = std::min(queue_.size(), window);
-        for (std::size_t i = inflight_.size(); i < n; ++i) fresh.push_back(queue_[i]);
+        for (std::size_t i = inflight_.size(); i < n; ++i) fresh.push_back(&queue_[i]);
     }
     bool handed = false;
-    for (OutboxEntry& e : fresh) {
+    for (const OutboxEntry* entry : fresh) {
+        const OutboxEntry& e = *entry;
         Inflight f;
+        f.entry = entry;
         auto failed = attempts_.find(e.seq); // (most have none: no map node made for them)
         f.attempt = (failed == attempts_.end() ? 0 : failed->second) + 1;
         f.since = steady_ms();
         if (e.expires_at <= now) {
             f.expired = true; // its retention period ended before it could be delivered
-            f.entry = std::move(e);
             inflight_.push_back(std::move(f));
             continue;
         }
         if (e.profile == kErasedProfile || journal_.erased(e.record_id)) {
             f.erased = true; // erased on request before it could be delivered
-            f.entry = std::move(e);
             inflight_.push_back(std::move(f));
             continue;
         }
@@ -275,7 +275,6 @@ bool DeliveryWorker::deliver_some() {
             // dead-lettered with the reason, never sent otherwise.
             f.status = SB_ERR_PERMANENT;
             f.error = e.unbuilt ? e.unbuilt->why : "no copy to deliver";
-            f.entry = std::move(e);
             inflight_.push_back(std::move(f));
             continue;
         }
@@ -301,7 +300,6 @@ bool DeliveryWorker::deliver_some() {
         }
         f.status = st;
         f.unflushed = st == SB_OK;
-        f.entry = std::move(e);
         inflight_.push_back(std::move(f));
         if (st != SB_OK && st != SB_PENDING) break;
     }
@@ -351,7 +349,7 @@ bool DeliveryWorker::deliver_some() {
     std::size_t done = 0;
     for (; done < inflight_.size(); ++done) {
         Inflight& f = inflight_[done];
-        const OutboxEntry& e = f.entry;
+        const OutboxEntry& e = *f.entry;
         auto dead_letter = [&](const std::string& why, std::uint32_t attempts) {
             store::DeadLetter d;
             d.destination = destination();
@@ -422,13 +420,13 @@ bool DeliveryWorker::deliver_some() {
         break;
     }
     if (done == 0) return moved;
-    std::uint64_t acked = inflight_[done - 1].entry.seq;
+    std::uint64_t acked = inflight_[done - 1].entry->seq;
+    if (!attempts_.empty())
+        for (std::size_t i = 0; i < done; ++i) attempts_.erase(inflight_[i].entry->seq);
     {
         std::lock_guard lock(mutex_);
         for (std::size_t i = 0; i < done && !queue_.empty(); ++i) queue_.pop_front();
     }
-    if (!attempts_.empty())
-        for (std::size_t i = 0; i < done; ++i) attempts_.erase(inflight_[i].entry.seq);
     inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(done));
     if (metrics_) {
         if (!delivered.empty()) metrics_->add(destination(), "records_out", delivered.size());

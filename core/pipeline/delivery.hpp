@@ -69,7 +69,9 @@ private:
     // A delivery handed to the plugin and not settled yet; inflight_[i] is
     // queue_[i].
     struct Inflight {
-        OutboxEntry entry;
+        // queue_[i] itself (not a copy): a deque keeps its elements in place
+        // as others are added, and the worker pops it only once settled.
+        const OutboxEntry* entry = nullptr;
         std::uint64_t delivery_id = 0;
         std::uint32_t attempt = 0;
         sb_status status = SB_PENDING; // SB_OK once flushed or completed

@@ -622,6 +622,22 @@ TEST_CASE("format_time writes RFC 3339 UTC that the record accepts") {
         CHECK(sb::detail::is_rfc3339(sb::detail::format_time(ms)));
         CHECK(sb::detail::parse_time(sb::detail::format_time(ms)) == ms);
     }
+    // Every year of four digits (written digit by digit), and past them.
+    CHECK(sb::detail::format_time(-1) == "1969-12-31T23:59:59.999Z");
+    CHECK(sb::detail::format_time(-62'167'219'200'000) == "0000-01-01T00:00:00.000Z");
+    CHECK(sb::detail::format_time(253'402'300'799'999) == "9999-12-31T23:59:59.999Z");
+    CHECK(sb::detail::format_time(253'402'300'800'000) == "10000-01-01T00:00:00.000Z");
+    CHECK(sb::detail::format_time(-62'167'219'200'001) == "-001-12-31T23:59:59.999Z");
+    std::uint64_t x = 88172645463325252u; // xorshift: times all over the four-digit years
+    for (int k = 0; k < 20000; ++k) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const auto ms = static_cast<std::int64_t>(x % 315'569'520'000'000u) - 62'167'219'200'000;
+        const std::string text = sb::detail::format_time(ms);
+        REQUIRE(text.size() == 24);
+        REQUIRE(sb::detail::parse_time(text) == ms);
+    }
     CHECK(sb::detail::parse_time("2025-01-06T10:00:00+01:00") == 1'736'154'000'000);
     CHECK(sb::detail::parse_time("2025-01-06T09:00:00.123456Z") == 1'736'154'000'123);
     CHECK_FALSE(sb::detail::parse_time("2025-01-06 09:00:00Z"));
