@@ -89,6 +89,12 @@ private:
     std::size_t ncats_ = 0;
 };
 
+// Appends the heads of `leaves`, in order (version 3's block).
+void put_heads(const std::vector<sb::detail::Leaf>& leaves, std::string& out) {
+    HeadEncoder e;
+    for (const auto& l : leaves) e.put(l, out);
+}
+
 // The heads of a record of a shape (RecordData::shape_id), from this
 // thread's memo of the last shapes met (most records of a source share a
 // few).
@@ -106,8 +112,7 @@ const Heads* heads_of_shape(const sb::detail::RecordData& r) {
         h.shape = shape;
         h.leaves = leaves.size();
         h.heads.clear();
-        HeadEncoder e;
-        for (const auto& l : leaves) e.put(l, h.heads);
+        put_heads(leaves, h.heads);
     }
     return &h;
 }
@@ -120,8 +125,7 @@ void encode_rest(const sb::detail::RecordData& r, std::string& body) {
         put_string(body, memo->heads);
     } else {
         std::string heads;
-        HeadEncoder e;
-        for (const auto& l : leaves) e.put(l, heads);
+        put_heads(leaves, heads);
         put_string(body, heads);
     }
     for (const auto& l : leaves) {
@@ -376,15 +380,11 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record, const Leaf
         }
         // Records read from the same heads through the same choice of
         // leaves have the same paths and categories: one shape.
-        if (atoms->shape != 0 && !keep) {
-            shape = atoms->shape;
-        } else if (atoms->shape != 0) {
-            if (atoms->kept != kept) {
-                atoms->kept = kept;
-                atoms->kept_shape = sb::detail::new_shape_id();
-            }
-            shape = atoms->kept_shape;
+        if (atoms->shape != 0 && keep && atoms->kept != kept) {
+            atoms->kept = kept;
+            atoms->kept_shape = sb::detail::new_shape_id();
         }
+        if (atoms->shape != 0) shape = keep ? atoms->kept_shape : atoms->shape;
         r.reserve_leaves(count);
         for (std::uint64_t k = 0; k < n; ++k) {
             const bool take = kept[k] != 0;

@@ -52,6 +52,26 @@ std::string slurp_dir(const std::filesystem::path& dir) {
     return all;
 }
 
+// The start of a hand-written record body of format `version`: the id as
+// its only envelope value, then the leaf count.
+std::string body_start(char version, std::string_view id, std::uint64_t leaves) {
+    std::string body(1, version);
+    store::put_varint(body, std::uint64_t{1} << sb::detail::meta_index("id"));
+    store::put_string(body, id);
+    store::put_varint(body, leaves);
+    return body;
+}
+
+// Decodes `body`, length-prefixed as in a chunk, and checks it was read whole.
+void decode_whole(const std::string& body, sb_record& r) {
+    std::string buf;
+    store::put_varint(buf, body.size());
+    buf += body;
+    std::size_t pos = 0;
+    REQUIRE(store::decode(buf, pos, r));
+    CHECK(pos == buf.size());
+}
+
 } // namespace
 
 TEST_CASE("codec: a record survives encode and decode exactly") {
@@ -157,24 +177,14 @@ TEST_CASE("codec: categories the intern table had no room for are written once e
 TEST_CASE("codec: records written by the first format (version 1) are still read") {
     // length, version 1, meta mask (bit of "id"), id, 1 leaf: path, category,
     // type string, value; 0 attachments.
-    const int id_bit = sb::detail::meta_index("id");
-    std::string body;
-    body.push_back('\x01');
-    store::put_varint(body, std::uint64_t{1} << id_bit);
-    store::put_string(body, "R1-0");
-    store::put_varint(body, 1);
+    std::string body = body_start('\x01', "R1-0", 1);
     store::put_string(body, "citizen.name");
     store::put_string(body, "identity.name");
     body.push_back(static_cast<char>(SB_VALUE_STRING));
     store::put_string(body, "Canary-Name-1");
     store::put_varint(body, 0);
-    std::string buf;
-    store::put_varint(buf, body.size());
-    buf += body;
-    std::size_t pos = 0;
     sb_record r;
-    REQUIRE(store::decode(buf, pos, r));
-    CHECK(pos == buf.size());
+    decode_whole(body, r);
     REQUIRE(r.data.find("citizen.name"));
     CHECK(r.data.find("citizen.name")->str == "Canary-Name-1");
     CHECK(r.data.find("citizen.name")->category() == "identity.name");
@@ -185,12 +195,7 @@ TEST_CASE("codec: records written by the second format (version 2: each head bef
     // length, version 2, meta mask (bit of "id"), id, 3 leaves, each: bytes
     // shared with the previous path, the rest, category (0: new, named;
     // k: the k-th named), type, value; 0 attachments.
-    const int id_bit = sb::detail::meta_index("id");
-    std::string body;
-    body.push_back('\x02');
-    store::put_varint(body, std::uint64_t{1} << id_bit);
-    store::put_string(body, "R2-0");
-    store::put_varint(body, 3);
+    std::string body = body_start('\x02', "R2-0", 3);
     auto head = [&](std::uint64_t shared, std::string_view rest, std::uint64_t ref, std::string_view cat) {
         store::put_varint(body, shared);
         store::put_string(body, rest);
@@ -207,13 +212,8 @@ TEST_CASE("codec: records written by the second format (version 2: each head bef
     body.push_back(static_cast<char>(SB_VALUE_INT));
     store::put_varint(body, 14); // zigzag of 7
     store::put_varint(body, 0);
-    std::string buf;
-    store::put_varint(buf, body.size());
-    buf += body;
-    std::size_t pos = 0;
     sb_record r;
-    REQUIRE(store::decode(buf, pos, r));
-    CHECK(pos == buf.size());
+    decode_whole(body, r);
     REQUIRE(r.data.leaves().size() == 3);
     CHECK(r.data.find("citizen.name")->str == "Canary-Name-2");
     CHECK(r.data.find("citizen.nino")->category() == "identifier.nino");
