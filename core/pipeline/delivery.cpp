@@ -49,6 +49,7 @@ void DeliveryWorker::start() {
         stopping_ = false;
     }
     thread_ = std::thread([this] { run(); });
+    filler_ = std::thread([this] { run_filler(); });
 }
 
 void DeliveryWorker::stop() {
@@ -57,6 +58,8 @@ void DeliveryWorker::stop() {
         stopping_ = true;
     }
     wake_.notify_all();
+    fill_wake_.notify_all();
+    if (filler_.joinable()) filler_.join();
     if (thread_.joinable()) thread_.join();
 }
 
@@ -65,15 +68,17 @@ void DeliveryWorker::offer(std::vector<OutboxEntry>&& entries) {
     {
         std::lock_guard lock(mutex_);
         if (behind_ || queue_.size() + entries.size() > kMaxQueued || entries.front().seq != tail_ + 1) {
-            // The entries are in the store; the worker reads them from there.
+            // The entries are in the store; the filler reads them from there.
             behind_ = true;
             dropped_ = true;
         } else {
             tail_ = entries.back().seq;
             for (auto& e : entries) queue_.push_back(std::move(e));
+            wake_.notify_all();
+            return;
         }
     }
-    wake_.notify_all();
+    fill_wake_.notify_all();
 }
 
 void DeliveryWorker::complete(std::uint64_t id, sb_status status, const char* receipt) {
@@ -90,6 +95,27 @@ void DeliveryWorker::complete(std::uint64_t id, sb_status status, const char* re
         completions_ready_ = true;
     }
     wake_.notify_all();
+}
+
+void DeliveryWorker::run_filler() {
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            fill_wake_.wait(lock, [&] { return stopping_ || (behind_ && queue_.size() < kFillAhead); });
+            if (stopping_) return;
+        }
+        bool more = false;
+        try {
+            more = fill();
+        } catch (const std::exception& e) {
+            // The store could not be read: tried again in a second.
+            log::error("delivery", destination() + ": cannot read the outbox: " + e.what());
+            std::unique_lock lock(mutex_);
+            fill_wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; });
+            continue;
+        }
+        if (more) wake_.notify_all();
+    }
 }
 
 bool DeliveryWorker::fill() {
@@ -167,14 +193,13 @@ void DeliveryWorker::run() {
             std::lock_guard lock(mutex_);
             queued = queue_.size();
         }
-        if (queued <= inflight_.size() && !fill() && inflight_.empty()) {
+        if (queued <= inflight_.size() && inflight_.empty()) {
             if (steady_ms() - last_retry_check_ > 1000) {
                 last_retry_check_ = steady_ms();
                 retry_dead_letters();
             }
             std::unique_lock lock(mutex_);
-            wake_.wait_for(lock, std::chrono::milliseconds(500),
-                           [&] { return stopping_ || !queue_.empty() || (behind_ && dropped_); });
+            wake_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_ || !queue_.empty(); });
             continue;
         }
         if (deliver_some()) continue;
@@ -183,8 +208,7 @@ void DeliveryWorker::run() {
         const std::size_t window = static_cast<std::size_t>(config_.batch);
         std::unique_lock lock(mutex_);
         wake_.wait_for(lock, std::chrono::milliseconds(100), [&] {
-            return stopping_ || completions_ready_ ||
-                   (inflight_.size() < window && (queue_.size() > inflight_.size() || (behind_ && dropped_)));
+            return stopping_ || completions_ready_ || (inflight_.size() < window && queue_.size() > inflight_.size());
         });
         completions_ready_ = false;
     }
@@ -423,10 +447,13 @@ bool DeliveryWorker::deliver_some() {
     std::uint64_t acked = inflight_[done - 1].entry->seq;
     if (!attempts_.empty())
         for (std::size_t i = 0; i < done; ++i) attempts_.erase(inflight_[i].entry->seq);
+    bool room = false;
     {
         std::lock_guard lock(mutex_);
         for (std::size_t i = 0; i < done && !queue_.empty(); ++i) queue_.pop_front();
+        room = behind_ && queue_.size() < kFillAhead;
     }
+    if (room) fill_wake_.notify_all();
     inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(done));
     if (metrics_) {
         if (!delivered.empty()) metrics_->add(destination(), "records_out", delivered.size());

@@ -19,7 +19,10 @@
 //
 // Memory stays flat whatever the backlog: at most kMaxQueued entries are held;
 // a destination that is behind (down for hours) reads its outbox from the
-// store, kFillBatch entries at a time, while the others keep flowing.
+// store, kFillBatch entries at a time, while the others keep flowing. The
+// reading (and making the copies again) is done by a second thread of the
+// worker, the filler, up to kFillAhead entries ahead of the deliveries: a
+// destination catching up is handed records while the next are made.
 
 #include "pipeline/journal.hpp"
 
@@ -49,6 +52,10 @@ public:
     static constexpr std::size_t kMaxQueued = 16384;
     // Entries read from the store at a time by a worker that is behind.
     static constexpr std::size_t kFillBatch = 4096;
+    // The filler reads more while fewer than this are queued (handed over
+    // or not): one batch being delivered while the next is made.
+    static constexpr std::size_t kFillAhead = 2 * kFillBatch;
+    static_assert(kFillAhead + kFillBatch <= kMaxQueued);
     // How long a plugin may take to complete an SB_PENDING delivery before
     // it is handed the same record again.
     static constexpr std::int64_t kPendingTimeoutMs = 60'000;
@@ -92,6 +99,7 @@ private:
     };
 
     void run();
+    void run_filler();               // the filler thread: fill() while behind
     bool fill();                     // queue from the store when behind
     bool deliver_some();             // true if anything moved
     void abandon_from(std::size_t i); // forget deliveries i.. (they are handed over again)
@@ -117,7 +125,9 @@ private:
     bool dropped_ = false;          // an offer was declined since the last fill
     bool stopping_ = false;
     bool completions_ready_ = false; // complete() since the worker last looked
+    std::condition_variable fill_wake_; // the filler: behind, with room
     std::thread thread_;
+    std::thread filler_;
 
     // Worker-thread state.
     std::uint64_t acked_ = 0;                       // committed progress

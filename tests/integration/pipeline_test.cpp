@@ -730,6 +730,64 @@ profile = "p"
         CHECK(node.metrics.value("d", "read_back") >= kPerBatch);
 }
 
+TEST_CASE("pipeline: a worker behind reads ahead of its deliveries, a bounded number of entries, "
+          "while it cannot deliver; then delivers the whole backlog in order, once each") {
+    // A backlog left in the store by a first run in which "d" never took
+    // anything; a second run starts with its first delivery failing, which
+    // holds the worker in a backoff of 4 to 8 s (with its jitter).
+    TempDir data("sb-read-ahead");
+    const std::int64_t start = 1'736'154'000'000;
+    const auto config = [](const char* sink) {
+        return std::string(R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+backoff = "8s"
+backoff_max = "8s"
+max_attempts = 1000
+[destinations.d.config]
+output = "d.jsonl"
+)") + sink + R"(
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+)";
+    };
+    constexpr int kRecords = 20000;
+    static_assert(kRecords > static_cast<int>(pipeline::DeliveryWorker::kFillAhead + pipeline::DeliveryWorker::kFillBatch));
+    {
+        sbtest::Node first(config("mode = \"transient\""), start, "sb-read-ahead-1", data.path / "data");
+        for (int n = 0; n < kRecords;) {
+            std::vector<std::unique_ptr<sb_record>> batch;
+            for (int i = 0; i < 4000; ++i, ++n) batch.push_back(make({{"a", "v" + std::to_string(n), "content.free_text"}}));
+            first.emit("hook", std::move(batch));
+        }
+        REQUIRE(first.store->acked("d") == 0);
+    }
+    sbtest::Node node(config("fail_first = 1"), start, "sb-read-ahead-2", data.path / "data");
+    // The filler reads kFillBatch at a time until kFillAhead are queued,
+    // though nothing is delivered meanwhile; then it waits.
+    constexpr auto ahead = static_cast<std::int64_t>(pipeline::DeliveryWorker::kFillAhead);
+    REQUIRE(sbtest::wait_until([&] { return node.metrics.value("d", "read_back") >= ahead; }, 3s));
+    std::this_thread::sleep_for(300ms);
+    CHECK(node.metrics.value("d", "read_back") == ahead);
+    CHECK(node.store->acked("d") == 0);
+    CHECK(node.metrics.value("d", "records_out") == 0);
+    // After the backoff: everything, in order, once each.
+    node.wait_delivered("d", kRecords);
+    auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == static_cast<std::size_t>(kRecords));
+    for (int i = 0; i < kRecords; ++i) CHECK(sent[static_cast<std::size_t>(i)]["fields.a"] == "v" + std::to_string(i));
+    CHECK(node.metrics.value("d", "read_back") == kRecords);
+}
+
 TEST_CASE("pipeline: a destination that keeps failing holds its backlog on disk while another "
           "keeps flowing; dead letters are listed and retried") {
     Node node(R"(
