@@ -663,12 +663,9 @@ void Journal::commit_group(std::vector<Pending>& group) {
     if (ok) {
         next_seq_ = std::move(seqs);
         committed_records_ += records;
-        std::lock_guard lock(listeners_mutex_);
-        for (auto& [dest, entries] : outbox) {
-            auto it = listeners_.find(dest);
-            if (it != listeners_.end() && it->second) it->second->offer(std::move(entries));
-        }
     }
+    // The sources first (they wait for this commit to go on reading), then
+    // the workers: what is offered to them is the group's own.
     {
         std::lock_guard lock(mutex_);
         for (Pending& p : group) {
@@ -681,6 +678,13 @@ void Journal::commit_group(std::vector<Pending>& group) {
         }
     }
     settled_.notify_all();
+    if (ok) {
+        std::lock_guard lock(listeners_mutex_);
+        for (auto& [dest, entries] : outbox) {
+            auto it = listeners_.find(dest);
+            if (it != listeners_.end() && it->second) it->second->offer(std::move(entries));
+        }
+    }
     for (Pending& p : group)
         if (!p.ingest && p.write.done) p.write.done(ok);
 }

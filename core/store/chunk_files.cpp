@@ -105,6 +105,13 @@ void ChunkFiles::write(std::int64_t seg, std::uint64_t offset, const std::vector
     }
 }
 
+void ChunkFiles::start_writeback(std::int64_t seg, std::uint64_t offset, std::uint64_t len) {
+    if (len == 0) return;
+    auto it = fds_.find(seg);
+    if (it == fds_.end()) return;
+    (void)::sync_file_range(it->second, static_cast<off_t>(offset), static_cast<off_t>(len), SYNC_FILE_RANGE_WRITE);
+}
+
 void ChunkFiles::sync(std::int64_t seg) {
     if (::fdatasync(fd(seg, false)) != 0) fail("cannot sync", path(seg));
 }

@@ -47,6 +47,10 @@ public:
     void write(std::int64_t seg, std::uint64_t offset, const std::vector<std::string_view>& pieces);
     // fdatasync.
     void sync(std::int64_t seg);
+    // Asks the kernel to start writing [offset, offset+len) to the disk now,
+    // without waiting: the sync() before the commit then has less left to
+    // wait for. A hint only (errors ignored); sync() is what makes it durable.
+    void start_writeback(std::int64_t seg, std::uint64_t offset, std::uint64_t len);
     // Reads `len` bytes at `offset` into `out`; throws StoreError naming the
     // file and `chunk` if they are not all there.
     void read(std::int64_t seg, std::uint64_t offset, std::uint64_t len, std::int64_t chunk, char* out);

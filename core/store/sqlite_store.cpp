@@ -630,6 +630,7 @@ public:
         for (std::string_view piece : pieces) size += piece.size();
         Place p{seg_.seg, seg_.end, size};
         files_.write(seg_.seg, seg_.end, pieces);
+        files_.start_writeback(seg_.seg, seg_.end, size); // while the rest of the transaction is made
         seg_.end += size;
         seg_.appended = true;
         return p;
