@@ -99,6 +99,8 @@ constexpr CoreCounter kCounters[] = {
      "Pending deliveries that timed out and were handed over again."},
     {"read_back", "switchboard_delivery_read_back_total", false, true,
      "Outbox entries a destination read back from the store because it had fallen behind."},
+    {"copies_deferred", "switchboard_delivery_copies_deferred_total", false, true,
+     "Minimised copies not made at ingest because the destination had fallen behind (made from the store)."},
     {"cards_redacted", "switchboard_cards_redacted_total", true, false, "Payment card numbers redacted at ingest."},
 };
 

@@ -45,7 +45,7 @@ void DeliveryWorker::start() {
     {
         std::lock_guard lock(mutex_);
         tail_ = acked_;
-        behind_ = true;
+        set_behind(true);
         stopping_ = false;
     }
     thread_ = std::thread([this] { run(); });
@@ -67,9 +67,12 @@ void DeliveryWorker::offer(std::vector<OutboxEntry>&& entries) {
     if (entries.empty()) return;
     {
         std::lock_guard lock(mutex_);
-        if (behind_ || queue_.size() + entries.size() > kMaxQueued || entries.front().seq != tail_ + 1) {
+        // Entries without their copies (the journal made none while this
+        // worker was behind) are read back like any declined.
+        if (behind_ || queue_.size() + entries.size() > kMaxQueued || entries.front().seq != tail_ + 1 ||
+            std::any_of(entries.begin(), entries.end(), [](const OutboxEntry& e) { return !e.record; })) {
             // The entries are in the store; the filler reads them from there.
-            behind_ = true;
+            set_behind(true);
             dropped_ = true;
         } else {
             tail_ = entries.back().seq;
@@ -155,7 +158,7 @@ bool DeliveryWorker::fill() {
     std::lock_guard lock(mutex_);
     if (loaded.empty()) {
         // Caught up, unless a commit was offered (and dropped) meanwhile.
-        if (!dropped_) behind_ = false;
+        if (!dropped_) set_behind(false);
         return false;
     }
     for (auto& e : loaded) {

@@ -26,6 +26,7 @@
 
 #include "pipeline/journal.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -68,6 +69,7 @@ public:
     void stop();
 
     void offer(std::vector<OutboxEntry>&& entries) override;
+    bool wants_copies() const override { return !behind_now_.load(std::memory_order_relaxed); }
     void complete(std::uint64_t id, sb_status status, const char* receipt) override;
 
     const std::string& destination() const;
@@ -98,6 +100,10 @@ private:
         std::string receipt; // "" when the plugin gave none
     };
 
+    void set_behind(bool behind) { // with mutex_ held
+        behind_ = behind;
+        behind_now_.store(behind, std::memory_order_relaxed);
+    }
     void run();
     void run_filler();               // the filler thread: fill() while behind
     bool fill();                     // queue from the store when behind
@@ -122,6 +128,7 @@ private:
     std::deque<OutboxEntry> queue_; // seq order, contiguous from next_
     std::uint64_t tail_ = 0;        // highest seq queued or done
     bool behind_ = true;            // the store may hold entries not queued
+    std::atomic<bool> behind_now_{true}; // behind_, read without the lock (wants_copies)
     bool dropped_ = false;          // an offer was declined since the last fill
     bool stopping_ = false;
     bool completions_ready_ = false; // complete() since the worker last looked

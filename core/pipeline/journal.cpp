@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <deque>
 #include <cstring>
 
 #include <sys/mman.h>
@@ -442,6 +443,11 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
     std::vector<sb_status> local(records.size(), SB_OK);
     in.results = results ? results : local.data();
     in.now = clock_();
+    {
+        std::lock_guard lock(listeners_mutex_);
+        for (const auto& [dest, listener] : listeners_)
+            if (listener && !listener->wants_copies()) in.deferred.push_back(dest);
+    }
     in.prepared.resize(records.size());
     in.slices = (records.size() + kSlice - 1) / kSlice;
     in.slice_done.assign(in.slices, 0);
@@ -809,17 +815,24 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
             if (!route->profile) continue;
             Prepared::Copy& c = p.copies.emplace_back();
             c.route = route;
-            c.record = std::make_shared<sb_record>();
             summary.clear();
-            route->profile->apply(*rec, *c.record, route->has_lawful_basis(), now, nullptr, &summary);
-            c.detail_tail = disclose_tail(*route, *c.record, data.attachments().empty(), summary);
+            std::uint64_t shape = 0;
+            if (!in.deferred.empty() &&
+                std::find(in.deferred.begin(), in.deferred.end(), route->destination) != in.deferred.end()) {
+                shape = route->profile->sent_summary(*rec, route->has_lawful_basis(), now, summary);
+            } else {
+                c.record = std::make_shared<sb_record>();
+                route->profile->apply(*rec, *c.record, route->has_lawful_basis(), now, nullptr, &summary);
+                shape = data.attachments().empty() ? c.record->data.shape_id() : 0;
+            }
+            c.detail_tail = disclose_tail(*route, shape, summary);
         }
         p.body = store::PreEncoded(*rec);
     }
 }
 
-std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, const sb_record& copy,
-                                                         bool no_attachments, const std::string& summary) {
+std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, std::uint64_t shape,
+                                                         const std::string& summary) {
     auto build = [&] {
         std::string tail;
         tail.reserve(64 + summary.size() + route.label.size() + route.purpose.size());
@@ -834,7 +847,6 @@ std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, co
     };
     // The fields sent are those of the copy's shape (attachments aside):
     // every copy of one shape on one route has the same tail.
-    const std::uint64_t shape = no_attachments ? copy.data.shape_id() : 0;
     if (shape == 0) return build();
     struct Memo {
         const Route* route = nullptr;
@@ -946,10 +958,11 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
         const Route* route;
         std::uint64_t* seq;
         std::vector<OutboxEntry>* out;
+        std::uint64_t deferred = 0; // copies not made (Ingest::deferred)
     };
-    std::vector<RouteSlots> slots;
-    auto slots_of = [&](const Route* route) -> RouteSlots {
-        for (const RouteSlots& s : slots)
+    std::deque<RouteSlots> slots; // (stays put as it grows)
+    auto slots_of = [&](const Route* route) -> RouteSlots& {
+        for (RouteSlots& s : slots)
             if (s.route == route) return s;
         return slots.emplace_back(RouteSlots{route, &seqs[route->destination], &out[route->destination]});
     };
@@ -973,7 +986,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
 
             for (Prepared::Copy& c : p.copies) {
                 const Route* route = c.route;
-                const RouteSlots slot = slots_of(route);
+                RouteSlots& slot = slots_of(route);
                 std::uint64_t seq = ++*slot.seq;
                 detail.clear();
                 audit::append_attr(detail, "destination", route->destination);
@@ -1007,8 +1020,12 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 e.purpose = route->purpose;
                 e.profile = route->profile->name();
                 e.profile_version = static_cast<std::uint32_t>(route->profile->version());
-                c.record->data.set_meta_at(kMetaId, id);
-                e.record = std::move(c.record);
+                if (c.record) {
+                    c.record->data.set_meta_at(kMetaId, id);
+                    e.record = std::move(c.record);
+                } else {
+                    ++slot.deferred;
+                }
                 ++row.count;
                 row.expires_at = std::max(row.expires_at, p.expires);
                 put_u32(row.indexes, idx);
@@ -1026,6 +1043,9 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             ++count;
         }
     }
+    if (metrics_)
+        for (const RouteSlots& s : slots)
+            if (s.deferred) metrics_->add(s.route->destination, "copies_deferred", s.deferred);
 }
 
 

@@ -119,6 +119,9 @@ class OutboxListener {
 public:
     virtual ~OutboxListener() = default;
     virtual void offer(std::vector<OutboxEntry>&& entries) = 0;
+    // False while offers would be declined (the worker is behind): the
+    // journal then makes no copies for it (it offers entries without them).
+    virtual bool wants_copies() const { return true; }
     // SB_PENDING completions reported by the plugin through host->complete.
     virtual void complete(std::uint64_t id, sb_status status, const char* receipt) = 0;
 };
@@ -254,7 +257,10 @@ private:
         store::PreEncoded body;       // the record as stored, without its id
         struct Copy {                 // one per route with a profile
             const Route* route = nullptr;
-            std::shared_ptr<sb_record> record; // minimised, without its id
+            // Minimised, without its id; null when the destination's
+            // worker was behind (Ingest::deferred): it makes the copy again
+            // from the store, so none is made here.
+            std::shared_ptr<sb_record> record;
             // The disclose detail after destination and seq; shared by
             // the copies of one shape on one route (disclose_tail).
             std::shared_ptr<const std::string> detail_tail;
@@ -271,6 +277,10 @@ private:
         std::string error;
         bool done = false;
         std::int64_t now = 0;
+        // Destinations whose workers were behind when the batch came (they
+        // decline what is offered, reading the store instead): their copies
+        // are not made, only decided for the audit (Profile::sent_summary).
+        std::vector<std::string> deferred;
         // One per record, filled a slice (kSlice records) at a time by the
         // emitting thread and the helpers, while the writer already stores
         // the slices ready before them. Sized up front: never reallocated.
@@ -327,8 +337,9 @@ private:
         // Destination: its newest row (a handful: searched in order).
         std::vector<std::pair<std::string_view, std::size_t>> open_row;
     };
-    static std::shared_ptr<const std::string> disclose_tail(const Route& route, const sb_record& copy,
-                                                            bool no_attachments, const std::string& summary);
+    // `shape`: the copy's shape id when it has no attachments, else 0.
+    static std::shared_ptr<const std::string> disclose_tail(const Route& route, std::uint64_t shape,
+                                                            const std::string& summary);
     void store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
                      std::map<std::int64_t, OpenChunk>& chunks,
                      std::map<std::string, std::vector<OutboxEntry>>& out,

@@ -293,12 +293,19 @@ Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& record)
 
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
                            std::vector<FieldDecision>* decisions, std::string* summary) const {
-    return apply(in, out, route_has_lawful_basis, now_ms, decisions, summary, true);
+    return apply(in, out, route_has_lawful_basis, now_ms, decisions, summary, true, false);
+}
+
+std::uint64_t Profile::sent_summary(const sb_record& in, bool route_has_lawful_basis, std::int64_t now_ms,
+                                    std::string& summary) const {
+    sb_record scratch;
+    apply(in, scratch, route_has_lawful_basis, now_ms, nullptr, &summary, true, true);
+    return scratch.data.attachments().empty() ? scratch.data.shape_id() : 0;
 }
 
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
-                           std::vector<FieldDecision>* decisions, std::string* summary,
-                           bool memoised_summary) const {
+                           std::vector<FieldDecision>* decisions, std::string* summary, bool memoised_summary,
+                           bool dry) const {
     out.data = sb::detail::RecordData();
     // The input's envelope is valid already: copied as it is.
     static const auto sent_meta = [] {
@@ -306,9 +313,11 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
         for (std::size_t k = 0; k < idx.size(); ++k) idx[k] = sb::detail::meta_index(kSentMeta[k]);
         return idx;
     }();
-    for (int idx : sent_meta)
-        if (const std::string* v = in.data.meta_at(idx)) out.data.set_meta_at(idx, *v);
-    out.data.reserve_leaves(in.data.leaves().size());
+    if (!dry) {
+        for (int idx : sent_meta)
+            if (const std::string* v = in.data.meta_at(idx)) out.data.set_meta_at(idx, *v);
+        out.data.reserve_leaves(in.data.leaves().size());
+    }
     if (decisions) decisions->clear();
     if (summary) summary->clear();
 
@@ -364,7 +373,7 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
         // order: each is appended as it is (no path to parse, no place to
         // look for), then given its value.
         if (rule->transform == Transform::Keep) {
-            out.data.append_copy(leaf);
+            if (!dry) out.data.append_copy(leaf);
             decide(leaf.path(), leaf.category(), Action::Kept, rule, [&] { return "kept" + by(rule); });
             continue;
         }
@@ -382,7 +391,7 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
                        [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
                 continue;
             }
-            out.data.append_path_of(leaf); // null
+            if (!dry) out.data.append_path_of(leaf); // null
             decide(leaf.path(), leaf.category(), action_of(rule->transform), rule,
                    [&] { return std::string(action_name(action_of(rule->transform))) + " (null)" + by(rule); });
             continue;
@@ -390,11 +399,15 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
         std::optional<std::string> result;
         findings.clear();
         switch (rule->transform) {
-        case Transform::Mask: result = pii::mask(*text, rule->mask_keep); break;
+        // These three always give a value (a hash: with a key), which a dry
+        // run does not need.
+        case Transform::Mask: result = dry ? std::string() : pii::mask(*text, rule->mask_keep); break;
         case Transform::Hash:
-            if (has_hash_key_) result = pii::pseudonym(hash_key_, *text);
+            if (has_hash_key_) result = dry ? std::string() : pii::pseudonym(hash_key_, *text);
             break;
-        case Transform::Redact: result = pii::redact(*text, decisions ? &findings : nullptr); break;
+        case Transform::Redact:
+            result = dry ? std::string() : pii::redact(*text, decisions ? &findings : nullptr);
+            break;
         case Transform::GeneralisePostcode: result = pii::postcode_district(*text); break;
         case Transform::GeneraliseMonth: result = pii::date_to_month(*text); break;
         case Transform::GeneraliseAgeBand: result = pii::age_band(*text, now_ms); break;
@@ -411,9 +424,11 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
                        [&] { return std::string("dropped: ") + not_a(rule->transform) + "," + by(rule); });
             continue;
         }
-        sb::detail::Leaf& sent = out.data.append_path_of(leaf);
-        sent.type = SB_VALUE_STRING;
-        sent.str = std::move(*result);
+        if (!dry) {
+            sb::detail::Leaf& sent = out.data.append_path_of(leaf);
+            sent.type = SB_VALUE_STRING;
+            sent.str = std::move(*result);
+        }
         decide(leaf.path(), leaf.category(), action_of(rule->transform), rule, [&] {
             switch (rule->transform) {
             case Transform::Mask: return "masked" + by(rule);
@@ -430,7 +445,7 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
     if (summary && memo) {
         if (!summary_on) { // the memo's, unless this record lost a value
             if (dropped_for_value)
-                return apply(in, out, route_has_lawful_basis, now_ms, decisions, summary, false);
+                return apply(in, out, route_has_lawful_basis, now_ms, decisions, summary, false, dry);
             summary->assign(memo->summary);
         } else if (!dropped_for_value && memoised_summary) {
             memo->summary = *summary;

@@ -105,6 +105,15 @@ public:
     // The summary of apply(), from its decisions.
     static std::string summarise(const std::vector<FieldDecision>& decisions);
 
+    // What apply() would send, without making the copy: sets `summary` as
+    // apply() sets it, and returns the shape id the copy would have (0 when
+    // it would have none, or has attachments). The same decisions, leaf by
+    // leaf: only the transforms that cannot fail (mask, redact, hash with a
+    // key) are not computed. For a destination that will make its copy again
+    // from the stored record anyway (its worker is behind).
+    std::uint64_t sent_summary(const sb_record& in, bool route_has_lawful_basis, std::int64_t now_ms,
+                               std::string& summary) const;
+
 private:
     // Rules whose pattern starts with one literal key, plus the rules
     // starting with "*", by decreasing specificity (ties: table order).
@@ -127,8 +136,11 @@ private:
         bool summary_ready = false;
     };
     ShapeMemo* memo_of_shape(const sb::detail::RecordData& record) const;
+    // `dry`: decide and summarise only; `out` gets the attachments and the
+    // shape, not the leaves (sent_summary).
     std::size_t apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
-                      std::vector<FieldDecision>* decisions, std::string* summary, bool memoised_summary) const;
+                      std::vector<FieldDecision>* decisions, std::string* summary, bool memoised_summary,
+                      bool dry) const;
 
     // Tells this profile's rules from another's in the per-thread cache of
     // rule_for(leaf): unique per compile() (copies share it, and their rules).

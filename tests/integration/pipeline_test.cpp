@@ -788,6 +788,110 @@ profile = "p"
     CHECK(node.metrics.value("d", "read_back") == kRecords);
 }
 
+TEST_CASE("pipeline: while a destination's worker is behind, its copies are not made at ingest; the "
+          "disclosures say what was sent all the same, and the copies made from the store are delivered") {
+    // The first delivery fails, holding the worker in a 4-8 s backoff with
+    // two batches queued; the third does not fit (the worker is behind from
+    // then on) and the fourth comes while it is.
+    Node node(R"(
+[sources.hook]
+plugin = "memory-source"
+[sources.hook.config]
+count = 0
+[destinations.d]
+plugin = "memory-sink"
+backoff = "8s"
+backoff_max = "8s"
+max_attempts = 1000
+[destinations.d.config]
+output = "d.jsonl"
+fail_first = 1
+[[route]]
+category = "unclassified"
+destination = "d"
+purpose = "review"
+profile = "p"
+[profiles.p.fields]
+"a" = "keep"
+"when" = "generalise:month"
+"phone" = "mask:4"
+"text" = "redact"
+"attachments.scan" = "keep"
+)");
+    const char* paths[] = {"when", "other", "a", "phone", "text"};
+    sb_shape* shape = sb::detail::shape_new(paths, nullptr, 5);
+    REQUIRE(shape);
+    // Four kinds of record, over and over: one whose date cannot be
+    // generalised (not sent) and one with an attachment among them.
+    auto kind = [&](int n) {
+        const int k = n % 4;
+        const char* when = k == 1 ? "soon" : "2025-01-06";
+        const std::string a = "v" + std::to_string(n);
+        const sb_value v[] = {{SB_VALUE_STRING, when, std::strlen(when), 0, 0},
+                              {SB_VALUE_STRING, "o", 1, 0, 0},
+                              {SB_VALUE_STRING, a.data(), a.size(), 0, 0},
+                              {SB_VALUE_STRING, "07700900312", 11, 0, 0},
+                              {SB_VALUE_STRING, "call 07700 900312", 17, 0, 0}};
+        auto r = std::make_unique<sb_record>();
+        REQUIRE(sb::detail::record_set_shape(r.get(), shape, v) == SB_OK);
+        REQUIRE(r->data.set_meta("channel", "web_chat") == SB_OK);
+        if (k == 2) {
+            sb_attachment at{};
+            at.struct_size = sizeof at;
+            at.name = "scan";
+            at.uri = "file:///scan.pdf";
+            REQUIRE(r->data.add_attachment(at) == SB_OK);
+        }
+        return r;
+    };
+    constexpr int kPerBatch = 6000, kBatches = 4;
+    static_assert(2 * kPerBatch <= static_cast<int>(pipeline::DeliveryWorker::kMaxQueued) &&
+                  3 * kPerBatch > static_cast<int>(pipeline::DeliveryWorker::kMaxQueued) &&
+                  2 * kPerBatch >= static_cast<int>(pipeline::DeliveryWorker::kFillAhead));
+    int n = 0;
+    for (int b = 0; b < kBatches; ++b) {
+        std::vector<std::unique_ptr<sb_record>> batch;
+        for (int i = 0; i < kPerBatch; ++i) batch.push_back(kind(n++));
+        for (sb_status st : node.emit("hook", std::move(batch))) CHECK(st == SB_OK);
+        // Only the fourth batch found the worker behind.
+        CHECK(node.metrics.value("d", "copies_deferred") == (b == 3 ? kPerBatch : 0));
+    }
+    sb::detail::shape_free(shape);
+    node.wait_delivered("d", static_cast<std::uint64_t>(n));
+    CHECK(node.metrics.value("d", "read_back") >= 2 * kPerBatch);
+
+    // Delivered: every record once, in order, each as its kind is minimised.
+    auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        auto& r = sent[static_cast<std::size_t>(i)];
+        INFO("record " << i);
+        CHECK(r["fields.a"] == "v" + std::to_string(i));
+        CHECK(r["fields.phone"] == "*******0312");
+        CHECK(r["fields.text"] == "call [PHONE]");
+        if (i % 4 == 1)
+            CHECK(r.count("fields.when") == 0);
+        else
+            CHECK(r["fields.when"] == "2025-01");
+        CHECK(r.count("fields.other") == 0);
+    }
+    // Audited: the same disclosures whether the copy was made at ingest or not.
+    node.journal->flush_audit();
+    const std::string full = "sent=a:keep,phone:mask:4,text:redact,when:generalise:month";
+    const std::string want[] = {full, "sent=a:keep,phone:mask:4,text:redact", full + ",attachments.scan:keep", full};
+    int disclosures = 0;
+    for (const auto& r : audit::AuditLog::read_range(node.data() / "audit", 1, UINT64_MAX)) {
+        if (r.kind != "disclose") continue;
+        const std::size_t at = r.detail.find("sent=");
+        REQUIRE(at != std::string::npos);
+        INFO("disclosure " << disclosures);
+        CHECK(r.detail.substr(at) == want[disclosures % 4]);
+        ++disclosures;
+    }
+    CHECK(disclosures == n);
+    CHECK(audit::AuditLog::verify(node.data() / "audit").ok);
+}
+
 TEST_CASE("pipeline: a destination that keeps failing holds its backlog on disk while another "
           "keeps flowing; dead letters are listed and retried") {
     Node node(R"(
