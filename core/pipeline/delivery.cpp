@@ -131,6 +131,11 @@ bool DeliveryWorker::fill() {
     }
     // Up to kFillBatch entries: rows hold from one entry to a whole group's.
     auto rows = journal_.store().outbox_after(destination(), from, 1024, kFillBatch);
+    std::vector<std::shared_ptr<sb_record>> spent; // copies to make the new ones in
+    {
+        std::lock_guard lock(spent_mutex_);
+        spent.swap(spent_);
+    }
     std::vector<OutboxEntry> loaded;
     Journal::ChunkCache chunk;
     EntryRef ref;
@@ -150,23 +155,40 @@ bool DeliveryWorker::fill() {
                 break;
             }
             if (e.seq <= from || loaded.size() >= kFillBatch) continue;
-            if (form == EntryForm::Reference && e.profile != kErasedProfile) journal_.rebuild(e, ref, chunk);
+            if (form == EntryForm::Reference && e.profile != kErasedProfile) {
+                std::shared_ptr<sb_record> reuse;
+                if (!spent.empty()) {
+                    reuse = std::move(spent.back());
+                    spent.pop_back();
+                }
+                journal_.rebuild(e, ref, chunk, std::move(reuse));
+            }
             loaded.push_back(std::move(e));
         }
     }
     if (metrics_ && !loaded.empty()) metrics_->add(destination(), "read_back", loaded.size());
-    std::lock_guard lock(mutex_);
-    if (loaded.empty()) {
-        // Caught up, unless a commit was offered (and dropped) meanwhile.
-        if (!dropped_) set_behind(false);
-        return false;
+    bool caught_up = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (loaded.empty()) {
+            // Caught up, unless a commit was offered (and dropped) meanwhile.
+            if (!dropped_) set_behind(false);
+            caught_up = !behind_;
+        }
+        for (auto& e : loaded) {
+            if (e.seq <= tail_) continue;
+            tail_ = e.seq;
+            queue_.push_back(std::move(e));
+        }
     }
-    for (auto& e : loaded) {
-        if (e.seq <= tail_) continue;
-        tail_ = e.seq;
-        queue_.push_back(std::move(e));
+    {
+        // The spent copies not used: kept for the next fill while behind.
+        std::lock_guard lock(spent_mutex_);
+        if (caught_up) spent_.clear();
+        for (auto& r : spent)
+            if (!caught_up && spent_.size() < kFillBatch) spent_.push_back(std::move(r));
     }
-    return true;
+    return !loaded.empty();
 }
 
 std::int64_t DeliveryWorker::backoff_ms(std::uint32_t attempt) {
@@ -451,11 +473,28 @@ bool DeliveryWorker::deliver_some() {
     if (!attempts_.empty())
         for (std::size_t i = 0; i < done; ++i) attempts_.erase(inflight_[i].entry->seq);
     bool room = false;
+    std::vector<std::shared_ptr<sb_record>> spent;
     {
         std::lock_guard lock(mutex_);
-        for (std::size_t i = 0; i < done && !queue_.empty(); ++i) queue_.pop_front();
+        const bool keep = behind_;
+        if (keep) spent.reserve(done);
+        for (std::size_t i = 0; i < done && !queue_.empty(); ++i) {
+            // Behind: the copy goes back to the filler, unless the plugin
+            // kept a hold of it.
+            if (keep && queue_.front().record && queue_.front().record.use_count() == 1)
+                spent.push_back(std::move(queue_.front().record));
+            queue_.pop_front();
+        }
         room = behind_ && queue_.size() < kFillAhead;
     }
+    if (!spent.empty()) {
+        std::lock_guard lock(spent_mutex_);
+        for (auto& r : spent) {
+            if (spent_.size() >= kFillBatch) break;
+            spent_.push_back(std::move(r));
+        }
+    }
+    spent.clear(); // (any left over: freed here)
     if (room) fill_wake_.notify_all();
     inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(done));
     if (metrics_) {

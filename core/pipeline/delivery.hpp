@@ -145,6 +145,13 @@ private:
     std::int64_t last_retry_check_ = 0;
     std::mt19937_64 rng_{std::random_device{}()};
 
+    // Copies delivered while behind, given back by the worker for the
+    // filler to make its next copies in (their buffers reused, and freed by
+    // the thread that made them): at most kFillBatch, none kept once the
+    // worker has caught up.
+    std::mutex spent_mutex_;
+    std::vector<std::shared_ptr<sb_record>> spent_;
+
     // SB_PENDING deliveries awaiting complete().
     std::mutex pending_mutex_;
     std::condition_variable pending_cv_;

@@ -346,7 +346,7 @@ std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
     return chunk;
 }
 
-void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache) {
+void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache, std::shared_ptr<sb_record> reuse) {
     e.record.reset();
     auto unbuilt = [&](std::string why) {
         e.unbuilt = std::make_shared<const OutboxEntry::Unbuilt>(OutboxEntry::Unbuilt{ref, std::move(why)});
@@ -377,7 +377,7 @@ void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache) {
         return;
     }
     if (!profile) return unbuilt(why);
-    e.record = std::make_shared<sb_record>();
+    e.record = reuse && reuse.use_count() == 1 ? std::move(reuse) : std::make_shared<sb_record>();
     profile->apply(record, *e.record, ref.lawful_basis, ref.routed_at);
 }
 

@@ -235,7 +235,10 @@ public:
         std::int64_t id = -1;
         std::shared_ptr<const Chunk> chunk; // null: not in the store
     };
-    void rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache);
+    // `reuse`: a spent copy (no one else holding it) to make the new one in,
+    // its buffers kept (RecordData::recycle); else a new record is made.
+    void rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache,
+                 std::shared_ptr<sb_record> reuse = nullptr);
     // The profile of a fingerprint; null with `why` when neither the config
     // has it nor the journal kept its definition, or it cannot be compiled
     // again as it was (its hash key is no longer configured).

@@ -306,7 +306,8 @@ std::uint64_t Profile::sent_summary(const sb_record& in, bool route_has_lawful_b
 std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_lawful_basis, std::int64_t now_ms,
                            std::vector<FieldDecision>* decisions, std::string* summary, bool memoised_summary,
                            bool dry) const {
-    out.data = sb::detail::RecordData();
+    // As new, but for the buffers of a recycled copy (RecordData::recycle).
+    out.data.recycle();
     // The input's envelope is valid already: copied as it is.
     static const auto sent_meta = [] {
         std::array<int, std::size(kSentMeta)> idx{};

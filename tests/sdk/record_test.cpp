@@ -555,6 +555,56 @@ TEST_CASE("a recycled record is a new record, and the next record of its shape r
     used.api.shape_free(shape);
 }
 
+TEST_CASE("a recycled record made again leaf by leaf (a profile's copy) reuses its leaves' buffers in turn") {
+    // The source: a record of three leaves, two with long values.
+    Rec src;
+    const std::string name = "A name longer than the inline buffer", note(200, 'n');
+    REQUIRE(src.str("a.name", name) == SB_OK);
+    REQUIRE(src.str("b.note", note) == SB_OK);
+    REQUIRE(src.integer("c", 5) == SB_OK);
+    const auto& leaves = src.rec.data.leaves();
+    REQUIRE(leaves.size() == 3);
+
+    // A copy of the first two; recycled, then made again of the first and
+    // (in the second leaf's place) the third, with a value of its own.
+    Rec copy;
+    copy.rec.data.append_copy(leaves[0]);
+    copy.rec.data.append_copy(leaves[1]);
+    const char* name_buffer = copy.rec.data.leaves()[0].str.data();
+    const char* note_buffer = copy.rec.data.leaves()[1].str.data();
+    copy.rec.data.recycle();
+    CHECK(copy.rec.data.leaves().empty());
+    copy.rec.data.append_copy(leaves[0]); // the first leaf set aside
+    auto& set = copy.rec.data.append_path_of(leaves[2]); // the second: as null
+    CHECK(copy.rec.data.leaves()[0].str.data() == name_buffer);
+    CHECK(set.type == SB_VALUE_NULL);
+    CHECK(set.str.empty());
+    CHECK(set.str.data() == note_buffer);
+    set.type = SB_VALUE_STRING;
+    set.str = "x";
+
+    Rec fresh;
+    fresh.rec.data.append_copy(leaves[0]);
+    auto& fset = fresh.rec.data.append_path_of(leaves[2]);
+    fset.type = SB_VALUE_STRING;
+    fset.str = "x";
+    CHECK(copy.json() == fresh.json());
+    CHECK(copy.paths() == fresh.paths());
+
+    // A buffer far larger than the value copied into it is given back.
+    copy.rec.data.recycle();
+    Rec small;
+    REQUIRE(small.str("a", "short") == SB_OK);
+    REQUIRE(small.str("b", "tiny") == SB_OK);
+    copy.rec.data.append_copy(small.rec.data.leaves()[0]);
+    copy.rec.data.append_copy(small.rec.data.leaves()[1]); // in the 200-byte leaf
+    CHECK(copy.rec.data.leaves()[1].str.capacity() < 128);
+    Rec plain;
+    plain.rec.data.append_copy(small.rec.data.leaves()[0]);
+    plain.rec.data.append_copy(small.rec.data.leaves()[1]);
+    CHECK(copy.json() == plain.json());
+}
+
 TEST_CASE("shapes (ABI 1.2): what set() refuses, a shape refuses too, and nothing is set") {
     sb_host_api api{};
     sb::detail::fill_record_api(api);

@@ -675,8 +675,9 @@ public:
         // A recycled record's leaves are set again in place: records of one
         // shape have values of about the same sizes at each place, which
         // then fit in the strings' buffers.
-        if (!spare_.empty()) leaves_ = std::move(spare_);
+        if (!spare_.empty() && spare_next_ == 0) leaves_ = std::move(spare_);
         spare_ = {};
+        spare_next_ = 0;
         leaves_.reserve(std::max<std::size_t>(shape.entries.size(), 32));
         leaves_.resize(shape.entries.size());
         std::size_t k = 0;
@@ -708,6 +709,7 @@ public:
         // The leaves are set aside whole, for the next set_shape() to set
         // again (any other change starts from an empty vector).
         spare_ = std::move(leaves_);
+        spare_next_ = 0;
         leaves_ = {};
         order_.clear();
         attachments_.clear();
@@ -735,6 +737,8 @@ public:
     Leaf& append_copy(const Leaf& src) {
         Leaf& leaf = append_path_of(src);
         leaf.type = src.type;
+        // (A recycled leaf's buffer far larger than the value is given back.)
+        if (leaf.str.capacity() > std::max<std::size_t>(128, 2 * src.str.size())) std::string().swap(leaf.str);
         leaf.str = src.str;
         leaf.i = src.i;
         leaf.f = src.f;
@@ -742,9 +746,24 @@ public:
     }
 
     // The same with a null value, for the caller to set. The atoms are
-    // shared when interned, copied when `src`'s record owns them.
+    // shared when interned, copied when `src`'s record owns them. On a
+    // recycled record the leaves set aside are taken again in turn, for
+    // their strings' buffers (a profile's copies of records of one shape
+    // have values of about the same sizes at each place).
     Leaf& append_path_of(const Leaf& src) {
         sort_leaves();
+        if (spare_next_ < spare_.size()) {
+            Leaf& leaf = leaves_.emplace_back(std::move(spare_[spare_next_++]));
+            leaf.type = SB_VALUE_NULL;
+            leaf.str.clear();
+            leaf.i = 0;
+            leaf.f = 0;
+            leaf.path_ = adopt(src.path_);
+            leaf.category_ = adopt(src.category_);
+            shape_id_ = 0;
+            dirty();
+            return leaf;
+        }
         Leaf& leaf = leaves_.emplace_back();
         leaf.path_ = adopt(src.path_);
         leaf.category_ = adopt(src.category_);
@@ -1154,8 +1173,9 @@ private:
     mutable bool json_valid_ = false;
     std::uint64_t shape_id_ = 0; // shape_id()
     // The leaves a recycle() set aside, for their strings' buffers; not
-    // part of the record.
+    // part of the record. append_path_of() takes them from spare_next_ on.
     std::vector<Leaf> spare_;
+    std::size_t spare_next_ = 0;
 };
 
 inline std::unique_ptr<ShapeData> ShapeData::make(const char* const* paths,
