@@ -448,7 +448,18 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
         for (const auto& [dest, listener] : listeners_)
             if (listener && !listener->wants_copies()) in.deferred.push_back(dest);
     }
+    // The last batch's, emptied: its buffers (encodings, audit details)
+    // are filled again instead of allocated for every record.
+    thread_local std::vector<Prepared> spare_prepared;
+    in.prepared.swap(spare_prepared);
+    for (Prepared& p : in.prepared) p.reset();
     in.prepared.resize(records.size());
+    struct GiveBack { // whichever way emit() leaves
+        std::vector<Prepared>& from;
+        ~GiveBack() {
+            if (from.size() <= kMaxKeptPrepared) spare_prepared.swap(from);
+        }
+    } give_back{in.prepared};
     in.slices = (records.size() + kSlice - 1) / kSlice;
     in.slice_done.assign(in.slices, 0);
     in.prepared_all = in.slices == 0;
@@ -827,7 +838,7 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
             }
             c.detail_tail = disclose_tail(*route, shape, summary);
         }
-        p.body = store::PreEncoded(*rec);
+        p.body.assign(*rec);
     }
 }
 

@@ -269,7 +269,18 @@ private:
             std::shared_ptr<const std::string> detail_tail;
         };
         std::vector<Copy> copies;
+        // As new, but for its buffers (up to 64 KiB of encoding).
+        void reset() {
+            accepted = false;
+            expires = 0;
+            cards = 0;
+            ingest_detail.clear();
+            body.clear(64u << 10);
+            copies.clear();
+        }
     };
+    // Prepared records a thread keeps for its next batch at most (emit()).
+    static constexpr std::size_t kMaxKeptPrepared = 8192;
     struct Ingest {
         std::string instance;
         std::vector<std::unique_ptr<sb_record>>* records;

@@ -210,8 +210,9 @@ void encode(const sb_record& record, std::string& out) {
     std::memcpy(out.data() + start, head, hn);
 }
 
-PreEncoded::PreEncoded(const sb_record& record) {
+void PreEncoded::assign(const sb_record& record) {
     const sb::detail::RecordData& r = record.data;
+    tail_.clear();
     tail_.reserve(rest_size_hint(r) + 192);
     mask_ = 1; // the id
     for (int i = 1; i < kMeta; ++i)

@@ -36,12 +36,21 @@ bool skip(std::string_view in, std::size_t& pos);
 class PreEncoded {
 public:
     PreEncoded() = default;
-    explicit PreEncoded(const sb_record& record);
+    explicit PreEncoded(const sb_record& record) { assign(record); }
+    // Encodes `record` in place of what was here, in the same buffer.
+    void assign(const sb_record& record);
+    // Forgets the encoding; keeps the buffer unless it is over `keep` bytes.
+    void clear(std::size_t keep) {
+        if (tail_.capacity() > keep) std::string().swap(tail_);
+        tail_.clear();
+        mask_ = 0;
+    }
     void append(std::string_view id, std::string& out) const;
     // append() in two pieces: what comes up to the id (a few bytes), then
     // tail(), which the caller may write from where it is.
     void append_head(std::string_view id, std::string& out) const;
     std::string_view tail() const { return tail_; }
+    std::size_t capacity() const { return tail_.capacity(); } // of its buffer
     std::size_t size() const { return tail_.size() + 32; } // about what append() adds
 
 private:

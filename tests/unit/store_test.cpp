@@ -139,6 +139,30 @@ TEST_CASE("codec: many categories, long shared paths and the two-step encoding a
     std::string two;
     store::PreEncoded(r).append("R7-1", two);
     CHECK(two == once);
+    // One PreEncoded used again (a journal's prepared records, batch after
+    // batch): the same bytes as a new one, in its old buffer.
+    sb_record small;
+    sb_value s{SB_VALUE_STRING, "x", 1, 0, 0};
+    REQUIRE(small.data.set("a", s, "c") == SB_OK);
+    store::PreEncoded reused(r);
+    reused.assign(small);
+    std::string a, b;
+    reused.append("R1-0", a);
+    store::PreEncoded(small).append("R1-0", b);
+    CHECK(a == b);
+    reused.assign(r);
+    a.clear();
+    reused.append("R7-1", a);
+    CHECK(a == once);
+    // clear(): forgets it, keeping its buffer up to the bound given.
+    const std::size_t capacity = reused.capacity();
+    reused.clear(1 << 20);
+    CHECK(reused.tail().empty());
+    CHECK(reused.capacity() == capacity);
+    reused.assign(r);
+    reused.clear(16);
+    CHECK(reused.tail().empty());
+    CHECK(reused.capacity() < capacity);
 }
 
 TEST_CASE("codec: categories the intern table had no room for are written once each, like the others") {
