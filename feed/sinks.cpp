@@ -4,6 +4,7 @@
 #include "switchboard/feed_client.hpp"
 
 #include "feed_json.hpp"
+#include "id_index.hpp"
 
 #include <switchboard/detail/abi.hpp>
 #include <switchboard/detail/record_data.hpp>
@@ -17,10 +18,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -109,15 +112,14 @@ public:
         // The same id twice is a resend that crossed a crash between the
         // data sync and the position write: keep the first copy only.
         const std::string& file = day_file();
-        auto [it, fresh] = index_.try_emplace(r.id, file_no(file));
-        if (!fresh) {
+        if (!index_.insert(r.id, file_no(file))) {
             ++duplicates_;
             return true;
         }
         auto& buf = pending_[file];
         buf += r.body;
         buf.push_back('\n');
-        pending_ids_.push_back(&it->first); // a node's key stays put
+        pending_ids_.push_back(r.id);
         return true;
     }
 
@@ -160,7 +162,7 @@ public:
                     log_(LogLevel::Error, "cannot cut " + d.path.string() + " back after a failed write: " +
                                               std::strerror(errno) + "; resent records may appear twice");
             pending_.clear();
-            for (const std::string* id : pending_ids_) index_.erase(std::string(*id)); // not written
+            for (const std::string& id : pending_ids_) index_.erase(id); // not written
             pending_ids_.clear();
             return false;
         }
@@ -175,7 +177,7 @@ public:
         // One rewrite per file, whatever the number of notices for it.
         std::map<std::string, std::set<std::string>> by_file;
         for (const auto& n : notices)
-            if (auto it = index_.find(n.record_id); it != index_.end()) by_file[files_[it->second]].insert(n.record_id);
+            if (auto f = index_.find(n.record_id)) by_file[files_[*f]].insert(n.record_id);
         std::map<std::string, std::string> failed;           // file -> error
         std::map<std::string, std::pair<std::string, int>> removed; // id -> (file, lines)
         for (const auto& [file, ids] : by_file) {
@@ -197,8 +199,8 @@ public:
                 r.ok = true;
                 r.receipt = receipt_prefix() + ": deleted " + std::to_string(it->second.second) +
                             " line(s) of record " + n.record_id + " from " + (dir_ / it->second.first).string();
-            } else if (auto f = index_.find(n.record_id); f != index_.end()) {
-                const std::string& file = files_[f->second];
+            } else if (auto f = index_.find(n.record_id)) {
+                const std::string& file = files_[*f];
                 r.error = failed.count(file) ? failed[file] : "not deleted";
             } else {
                 r.ok = true;
@@ -267,7 +269,7 @@ private:
             if (end == std::string::npos) end = data.size();
             ++lineno;
             if (auto id = line_id(data.substr(start, end - start)))
-                index_[*id] = file_no(name);
+                index_.set(*id, file_no(name));
             else
                 ++bad;
             start = end + 1;
@@ -332,10 +334,10 @@ private:
     LogFn log_;
     // Record id -> its day file (in files_), for duplicates and erasure;
     // the ids of records not flushed yet are in it too (pending_ids_).
-    std::unordered_map<std::string, std::uint32_t> index_;
+    detail::IdIndex index_;
     std::vector<std::string> files_;             // day files, by number
     std::map<std::string, std::string> pending_; // day file -> lines not yet flushed
-    std::vector<const std::string*> pending_ids_;
+    std::vector<std::string> pending_ids_;
     std::uint64_t duplicates_ = 0;
 };
 

@@ -3,6 +3,7 @@
 
 #include "feed_test_server.hpp"
 #include "../../feed/feed_json.hpp"
+#include "../../feed/id_index.hpp"
 
 #include <switchboard/feed_client.hpp>
 
@@ -589,4 +590,54 @@ TEST_CASE("a message is written on one line: its raw line breaks, wherever they 
     big[2500] = '\r';
     big[4999] = '\n';
     CHECK(json::one_line(big) == std::string(4997, 'x'));
+}
+
+TEST_CASE("feed client: the directory sink's index of record ids (duplicates, erasure) across growth and "
+          "erasures, for ids of Switchboard's form and any other") {
+    using switchboard::feed::detail::IdIndex;
+    CHECK(IdIndex::key_of("R1-0").has_value());
+    CHECK(IdIndex::key_of("R12345-4095").has_value());
+    // Not Switchboard's form (kept as strings): leading zeros, signs, too large, other text.
+    for (const char* other : {"R01-2", "R1-02", "R-1", "R1-", "R1-2x", "X1-2", "R+1-2", "R1-16777216",
+                              "R549755813888-0", "", "R"})
+        CHECK_FALSE(IdIndex::key_of(other).has_value());
+
+    IdIndex index;
+    std::map<std::string, std::uint32_t> model; // what it should hold
+    auto id = [](int n) { return n % 7 == 0 ? "other-" + std::to_string(n) : "R" + std::to_string(n / 50) + "-" + std::to_string(n % 50); };
+    // 100,000 ids (the table grows from 1,024 slots), then a third erased,
+    // then half of those back with another file, and a repeat of each.
+    for (int n = 0; n < 100000; ++n) {
+        CHECK(index.insert(id(n), static_cast<std::uint32_t>(n % 3)));
+        model[id(n)] = static_cast<std::uint32_t>(n % 3);
+    }
+    for (int n = 0; n < 100000; n += 3) {
+        index.erase(id(n));
+        model.erase(id(n));
+    }
+    for (int n = 0; n < 100000; n += 6) {
+        CHECK(index.insert(id(n), 9));
+        model[id(n)] = 9;
+    }
+    for (int n = 0; n < 100000; ++n) CHECK_FALSE(index.insert(id(n), 7) == (model.count(id(n)) > 0));
+    // Inserted just now, the ones that were not in.
+    for (int n = 0; n < 100000; ++n) {
+        if (!model.count(id(n))) model[id(n)] = 7;
+    }
+    index.set("R1-1", 5);
+    model["R1-1"] = 5;
+    index.set("other-7", 6);
+    model["other-7"] = 6;
+    CHECK(index.size() == model.size());
+    for (int n = 0; n < 100000; ++n) {
+        auto f = index.find(id(n));
+        REQUIRE(f);
+        CHECK(*f == model[id(n)]);
+    }
+    CHECK_FALSE(index.find("R1-0 ").has_value());
+    CHECK_FALSE(index.find("R99999-0").has_value());
+    // "R01-2" and "R1-2" are different records.
+    CHECK(index.insert("R01-2", 1));
+    CHECK(index.find("R01-2") == std::optional<std::uint32_t>(1));
+    CHECK(index.find("R1-2") == std::optional<std::uint32_t>(model["R1-2"]));
 }
