@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
-#include <deque>
 #include <cstring>
+#include <deque>
 
 #include <sys/mman.h>
 
