@@ -100,6 +100,18 @@ void DeliveryWorker::complete(std::uint64_t id, sb_status status, const char* re
     wake_.notify_all();
 }
 
+void DeliveryWorker::keep_spent(std::vector<std::shared_ptr<sb_record>>& copies) {
+    if (copies.empty()) return;
+    {
+        std::lock_guard lock(spent_mutex_);
+        for (auto& r : copies) {
+            if (spent_.size() >= kFillBatch) break;
+            spent_.push_back(std::move(r));
+        }
+    }
+    copies.clear(); // (any left over: freed here)
+}
+
 void DeliveryWorker::run_filler() {
     for (;;) {
         {
@@ -181,12 +193,11 @@ bool DeliveryWorker::fill() {
             queue_.push_back(std::move(e));
         }
     }
-    {
-        // The spent copies not used: kept for the next fill while behind.
+    if (caught_up) {
         std::lock_guard lock(spent_mutex_);
-        if (caught_up) spent_.clear();
-        for (auto& r : spent)
-            if (!caught_up && spent_.size() < kFillBatch) spent_.push_back(std::move(r));
+        spent_.clear();
+    } else {
+        keep_spent(spent); // not used: for the next fill
     }
     return !loaded.empty();
 }
@@ -487,14 +498,7 @@ bool DeliveryWorker::deliver_some() {
         }
         room = behind_ && queue_.size() < kFillAhead;
     }
-    if (!spent.empty()) {
-        std::lock_guard lock(spent_mutex_);
-        for (auto& r : spent) {
-            if (spent_.size() >= kFillBatch) break;
-            spent_.push_back(std::move(r));
-        }
-    }
-    spent.clear(); // (any left over: freed here)
+    keep_spent(spent);
     if (room) fill_wake_.notify_all();
     inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(done));
     if (metrics_) {

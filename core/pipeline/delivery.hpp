@@ -109,6 +109,8 @@ private:
     }
     void run();
     void run_filler();               // the filler thread: fill() while behind
+    // Adds `copies` to spent_ (up to kFillBatch; the rest are freed).
+    void keep_spent(std::vector<std::shared_ptr<sb_record>>& copies);
     bool fill();                     // queue from the store when behind
     bool deliver_some();             // true if anything moved
     void abandon_from(std::size_t i); // forget deliveries i.. (they are handed over again)

@@ -443,11 +443,6 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
     std::vector<sb_status> local(records.size(), SB_OK);
     in.results = results ? results : local.data();
     in.now = clock_();
-    {
-        std::lock_guard lock(listeners_mutex_);
-        for (const auto& [dest, listener] : listeners_)
-            if (listener && !listener->wants_copies()) in.deferred.push_back(dest);
-    }
     // The last batch's, emptied: its buffers (encodings, audit details)
     // are filled again instead of allocated for every record.
     thread_local std::vector<Prepared> spare_prepared;
@@ -481,6 +476,8 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
     {
         std::lock_guard lock(listeners_mutex_);
         transforms = transforms_;
+        for (const auto& [dest, listener] : listeners_)
+            if (listener && !listener->wants_copies()) in.deferred.push_back(dest);
     }
     const bool overlap = transforms.empty();
     auto enqueue = [&] {

@@ -684,10 +684,7 @@ public:
         for (const ShapeData::Entry& e : shape.entries) {
             Leaf& leaf = leaves_[k++];
             const sb_value& v = values[e.value];
-            // A buffer far larger than this value needs is given back: a
-            // recycled record keeps no more memory than its values take.
-            const std::size_t need = v.type == SB_VALUE_STRING ? v.len : 0;
-            if (leaf.str.capacity() > std::max<std::size_t>(128, 2 * need)) std::string().swap(leaf.str);
+            fit_buffer(leaf.str, v.type == SB_VALUE_STRING ? v.len : 0);
             leaf.path_ = adopt(e.path);
             leaf.category_ = adopt(e.category);
             assign_value(leaf, v);
@@ -707,7 +704,8 @@ public:
         for (std::string& m : meta_) m.clear();
         has_meta_ = 0;
         // The leaves are set aside whole, for the next set_shape() to set
-        // again (any other change starts from an empty vector).
+        // again, or for append_path_of() to take in turn (any other change
+        // starts from an empty vector).
         spare_ = std::move(leaves_);
         spare_next_ = 0;
         leaves_ = {};
@@ -737,8 +735,7 @@ public:
     Leaf& append_copy(const Leaf& src) {
         Leaf& leaf = append_path_of(src);
         leaf.type = src.type;
-        // (A recycled leaf's buffer far larger than the value is given back.)
-        if (leaf.str.capacity() > std::max<std::size_t>(128, 2 * src.str.size())) std::string().swap(leaf.str);
+        fit_buffer(leaf.str, src.str.size()); // (a recycled leaf's)
         leaf.str = src.str;
         leaf.i = src.i;
         leaf.f = src.f;
@@ -752,19 +749,12 @@ public:
     // have values of about the same sizes at each place).
     Leaf& append_path_of(const Leaf& src) {
         sort_leaves();
-        if (spare_next_ < spare_.size()) {
-            Leaf& leaf = leaves_.emplace_back(std::move(spare_[spare_next_++]));
-            leaf.type = SB_VALUE_NULL;
-            leaf.str.clear();
-            leaf.i = 0;
-            leaf.f = 0;
-            leaf.path_ = adopt(src.path_);
-            leaf.category_ = adopt(src.category_);
-            shape_id_ = 0;
-            dirty();
-            return leaf;
-        }
-        Leaf& leaf = leaves_.emplace_back();
+        Leaf& leaf = spare_next_ < spare_.size() ? leaves_.emplace_back(std::move(spare_[spare_next_++]))
+                                                 : leaves_.emplace_back();
+        leaf.type = SB_VALUE_NULL; // (a recycled leaf's old value, else no-ops)
+        leaf.str.clear();
+        leaf.i = 0;
+        leaf.f = 0;
         leaf.path_ = adopt(src.path_);
         leaf.category_ = adopt(src.category_);
         shape_id_ = 0;
@@ -1158,6 +1148,13 @@ private:
     }
 
     void dirty() { json_valid_ = false; }
+
+    // A recycled leaf's string buffer, given back when it is far larger than
+    // the `need` bytes about to be set in it: a recycled record keeps no
+    // more memory than its values take.
+    static void fit_buffer(std::string& s, std::size_t need) {
+        if (s.capacity() > std::max<std::size_t>(128, 2 * need)) std::string().swap(s);
+    }
 
     std::string meta_[std::size(kMetaKeys)];
     std::uint32_t has_meta_ = 0;
