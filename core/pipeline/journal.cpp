@@ -407,7 +407,7 @@ void Journal::enqueue_write(Write write, bool lazy) {
             const bool lazy_waiting = queue_.size() > queued_urgent_;
             if (lazy && !lazy_waiting) lazy_since_ = std::chrono::steady_clock::now();
             if (!lazy) ++queued_urgent_;
-            queue_.push_back(Pending{nullptr, std::move(write), lazy});
+            queue_.push_back(Pending{nullptr, std::move(write), lazy, nullptr});
             taken = true;
         }
     }
@@ -432,38 +432,53 @@ bool Journal::submit_and_wait(std::function<void(store::Txn&, audit::AuditLog&)>
     return result;
 }
 
+std::vector<Journal::Prepared>& Journal::spare_prepared() {
+    // The last batch's on this thread, emptied: its buffers (encodings,
+    // audit details) are filled again instead of allocated for every record.
+    thread_local std::vector<Prepared> spare;
+    return spare;
+}
+
 sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr<sb_record>>& records,
                         const char* state_key, const char* state_value, sb_status* results,
                         std::string& error) {
-    Ingest in;
+    auto flight = begin(instance, records, state_key, state_value, nullptr);
+    return wait(*flight, results, records, error);
+}
+
+std::shared_ptr<plugin::Emission> Journal::begin(const std::string& instance,
+                                                 std::vector<std::unique_ptr<sb_record>>& records,
+                                                 const char* state_key, const char* state_value,
+                                                 const std::shared_ptr<plugin::Emission>& after) {
+    auto flight = std::make_shared<Flight>();
+    flight->records = std::move(records);
+    records.clear();
+    Ingest& in = flight->in;
+    in.after = std::dynamic_pointer_cast<Flight>(after);
     in.instance = instance;
-    in.records = &records;
-    in.state_key = state_key;
-    in.state_value = state_value;
-    std::vector<sb_status> local(records.size(), SB_OK);
-    in.results = results ? results : local.data();
+    in.records = &flight->records;
+    if (state_key) flight->state_key = state_key;
+    if (state_value) flight->state_value = state_value;
+    in.state_key = state_key ? flight->state_key.c_str() : nullptr;
+    in.state_value = state_value ? flight->state_value.c_str() : nullptr;
+    const std::size_t n = flight->records.size();
+    flight->results.assign(n, SB_OK);
+    in.results = flight->results.data();
     in.now = clock_();
-    // The last batch's, emptied: its buffers (encodings, audit details)
-    // are filled again instead of allocated for every record.
-    thread_local std::vector<Prepared> spare_prepared;
-    in.prepared.swap(spare_prepared);
+    in.prepared.swap(spare_prepared());
     for (Prepared& p : in.prepared) p.reset();
-    in.prepared.resize(records.size());
-    struct GiveBack { // whichever way emit() leaves
-        std::vector<Prepared>& from;
-        ~GiveBack() {
-            if (from.size() <= kMaxKeptPrepared) spare_prepared.swap(from);
-        }
-    } give_back{in.prepared};
-    in.slices = (records.size() + kSlice - 1) / kSlice;
+    in.prepared.resize(n);
+    in.slices = (n + kSlice - 1) / kSlice;
     in.slice_done.assign(in.slices, 0);
     in.prepared_all = in.slices == 0;
-    auto running = [&] {
-        if (stopping_ || !running_) {
-            error = "the journal is not running";
-            return false;
-        }
-        return true;
+    // Settled here, never queued: wait() returns at once.
+    auto not_queued = [&](std::string error) {
+        std::lock_guard lock(mutex_);
+        in.status = SB_ERR_UNAVAILABLE;
+        in.error = std::move(error);
+        in.done = true;
+        in.after.reset();
+        return flight;
     };
     // Queued first, then prepared here, on the emitting thread (and by a
     // helper when the batch has several slices), a slice at a time: the
@@ -483,15 +498,15 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
     auto enqueue = [&] {
         {
             std::unique_lock lock(mutex_);
-            if (!running()) return false;
-            queue_.push_back(Pending{&in, {}});
-            queued_records_ += records.size();
+            if (stopping_ || !running_) return false;
+            queue_.push_back(Pending{&in, {}, false, flight});
+            queued_records_ += n;
             ++queued_urgent_;
         }
         wake_.notify_one();
         return true;
     };
-    if (overlap && !enqueue()) return SB_ERR_UNAVAILABLE;
+    if (overlap && !enqueue()) return not_queued("the journal is not running");
     const bool helped = overlap && in.slices > 1 && options_.prepare_helpers > 0;
     if (helped) {
         {
@@ -508,17 +523,32 @@ sb_status Journal::emit(const std::string& instance, std::vector<std::unique_ptr
             help_queue_.erase(it);
         help_left_.wait(lock, [&] { return in.helpers == 0; });
     }
+    if (!overlap) {
+        bool failed;
+        {
+            std::lock_guard lock(mutex_);
+            failed = in.failure != nullptr; // wait() throws it
+        }
+        if (failed) return not_queued("");
+        if (!enqueue()) return not_queued("the journal is not running");
+    }
+    return flight;
+}
+
+sb_status Journal::wait(plugin::Emission& emission, sb_status* results,
+                        std::vector<std::unique_ptr<sb_record>>& records, std::string& error) {
+    auto& flight = dynamic_cast<Flight&>(emission);
+    Ingest& in = flight.in;
     std::exception_ptr failure;
     {
-        std::lock_guard lock(mutex_);
-        failure = in.failure; // the writer fails its group: nothing of it is kept
+        std::unique_lock lock(mutex_);
+        settled_.wait(lock, [&] { return in.done; });
+        failure = in.failure; // the writer failed its group: nothing of it is kept
     }
-    if (!overlap) {
-        if (failure) std::rethrow_exception(failure);
-        if (!enqueue()) return SB_ERR_UNAVAILABLE;
-    }
-    std::unique_lock lock(mutex_);
-    settled_.wait(lock, [&] { return in.done; });
+    if (in.prepared.size() <= kMaxKeptPrepared) spare_prepared().swap(in.prepared);
+    if (results) std::copy(flight.results.begin(), flight.results.end(), results);
+    records = std::move(flight.records);
+    flight.records.clear();
     if (failure) std::rethrow_exception(failure);
     if (in.status != SB_OK) error = in.error;
     return in.status;
@@ -689,6 +719,7 @@ void Journal::commit_group(std::vector<Pending>& group) {
                 p.ingest->error = "the journal could not commit: " + error;
             }
             p.ingest->done = true;
+            p.ingest->after.reset(); // (the chain of batches in flight ends here)
         }
     }
     settled_.notify_all();
@@ -872,6 +903,14 @@ std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, st
 
 void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vector<OutboxEntry>>& out,
                      std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count) {
+    if (in.after && in.after->in.status != SB_OK) {
+        // The batch begun before it was not stored (in this group or an
+        // earlier one): neither is this one, so that the source can go
+        // back to that one and read both again. (The writer alone sets a
+        // queued ingest's status.)
+        in.error = "not committed: a batch " + in.instance + " began before it was not";
+        return;
+    }
     std::uint64_t duplicates = 0, cards_total = 0, accepted = 0;
     std::map<std::int64_t, OpenChunk> chunks; // by expiry bucket
     for (std::size_t done = 0;;) {

@@ -187,6 +187,16 @@ public:
     sb_status emit(const std::string& instance, std::vector<std::unique_ptr<sb_record>>& records,
                    const char* state_key, const char* state_value, sb_status* results,
                    std::string& error) override;
+    // Queues the batch and prepares it (on this thread and a helper), then
+    // returns: the writer commits it meanwhile. With `after` (a batch of the
+    // same instance begun before, not yet waited for), the writer stores it
+    // only if that one was stored.
+    std::shared_ptr<plugin::Emission> begin(const std::string& instance,
+                                            std::vector<std::unique_ptr<sb_record>>& records,
+                                            const char* state_key, const char* state_value,
+                                            const std::shared_ptr<plugin::Emission>& after) override;
+    sb_status wait(plugin::Emission& emission, sb_status* results,
+                   std::vector<std::unique_ptr<sb_record>>& records, std::string& error) override;
     sb_status quarantine(const std::string& instance, std::string_view bytes,
                          const std::string& reason, const std::string& ref) override;
     std::optional<std::string> state_get(const std::string& instance, const std::string& key) override;
@@ -281,7 +291,12 @@ private:
     };
     // Prepared records a thread keeps for its next batch at most (emit()).
     static constexpr std::size_t kMaxKeptPrepared = 8192;
+    struct Flight;
     struct Ingest {
+        // The batch begun before this one and not waited for when this one
+        // was begun (RecordSink::begin's `after`): this one is stored only
+        // if that one was. Let go once this one is settled.
+        std::shared_ptr<Flight> after;
         std::string instance;
         std::vector<std::unique_ptr<sb_record>>* records;
         const char* state_key;
@@ -312,13 +327,22 @@ private:
         // Guarded by help_mutex_: helpers working on it now.
         unsigned helpers = 0;
     };
+    // A batch from begin() until wait(): the ingest and what it points to.
+    struct Flight : plugin::Emission {
+        Ingest in;
+        std::vector<std::unique_ptr<sb_record>> records;
+        std::vector<sb_status> results;
+        std::string state_key, state_value;
+    };
     struct Pending {
         Ingest* ingest = nullptr; // or
         Write write;
         bool lazy = false;
+        std::shared_ptr<Flight> flight; // the ingest's, kept until it is settled
     };
 
     void run();
+    static std::vector<Prepared>& spare_prepared();
     void enqueue_write(Write write, bool lazy);
     void commit_group(std::vector<Pending>& group);
     // CPU work of an ingest, on the emitting thread, outside the store's

@@ -155,7 +155,10 @@ const char* h_data_dir(sb_host_ctx* ctx) {
     return inst ? inst->own_dir().c_str() : "";
 }
 
-sb_record* h_record_new(sb_host_ctx*) { return new_record().release(); }
+sb_record* h_record_new(sb_host_ctx* ctx) {
+    Instance* inst = self(ctx);
+    return inst ? inst->records().take().release() : new sb_record;
+}
 
 void h_record_free(sb_host_ctx*, sb_record* record) { delete record; }
 
@@ -175,7 +178,41 @@ sb_status h_emit_batch(sb_host_ctx* ctx, sb_record* const* records, size_t n,
     sb_status s = inst->services().sink->emit(inst->name(), owned, state_key, state_value,
                                               results, error);
     if (s != SB_OK && s != SB_DUPLICATE && !error.empty()) h_set_error(ctx, error.c_str());
-    for (auto& record : owned) recycle_record(std::move(record));
+    inst->records().give_back(owned);
+    return s;
+}
+
+sb_status h_emit_begin(sb_host_ctx* ctx, sb_record* const* records, size_t n,
+                       const char* state_key, const char* state_value, uint64_t* ticket) {
+    std::vector<std::unique_ptr<sb_record>> owned;
+    owned.reserve(n);
+    for (size_t i = 0; i < n; ++i) owned.emplace_back(records ? records[i] : nullptr);
+    Instance* inst = self(ctx);
+    if (!inst || !inst->services().sink) return SB_ERR_UNAVAILABLE;
+    if ((n > 0 && !records) || !ticket) return SB_ERR_INVALID;
+    if (!inst->may_emit()) {
+        h_set_error(ctx, "emit outside start..stop: the instance is not running");
+        return SB_ERR_UNAVAILABLE;
+    }
+    auto emission = inst->services().sink->begin(inst->name(), owned, state_key, state_value,
+                                                 inst->last_emission());
+    *ticket = inst->keep_emission(std::move(emission));
+    return SB_OK;
+}
+
+sb_status h_emit_wait(sb_host_ctx* ctx, uint64_t ticket, sb_status* results) {
+    Instance* inst = self(ctx);
+    if (!inst || !inst->services().sink) return SB_ERR_UNAVAILABLE;
+    std::shared_ptr<Emission> emission = inst->take_emission(ticket);
+    if (!emission) {
+        h_set_error(ctx, "emit_wait: unknown ticket (never begun, or already waited for)");
+        return SB_ERR_INVALID;
+    }
+    std::vector<std::unique_ptr<sb_record>> back;
+    std::string error;
+    sb_status s = inst->services().sink->wait(*emission, results, back, error);
+    if (s != SB_OK && s != SB_DUPLICATE && !error.empty()) h_set_error(ctx, error.c_str());
+    inst->records().give_back(back);
     return s;
 }
 
@@ -351,6 +388,8 @@ sb_host_api make_api() {
     sb::detail::fill_record_api(api);
     api.emit = &h_emit;
     api.emit_batch = &h_emit_batch;
+    api.emit_begin = &h_emit_begin;
+    api.emit_wait = &h_emit_wait;
     api.quarantine = &h_quarantine;
     api.state_get = &h_state_get;
     api.state_set = &h_state_set;
@@ -374,26 +413,40 @@ const sb_host_api kApi = make_api();
 
 } // namespace
 
-namespace {
-// Records emitted on this thread, kept for the next ones it makes (a
-// source's batch after batch): a recycled record keeps its strings'
-// buffers, so the values of a record of the same shape mostly fit in them.
-// At most a batch's worth; the rest are freed.
-constexpr std::size_t kPooledRecords = 4096;
-thread_local std::vector<std::unique_ptr<sb_record>> pooled_records;
-} // namespace
-
-std::unique_ptr<sb_record> new_record() {
-    if (pooled_records.empty()) return std::make_unique<sb_record>();
-    std::unique_ptr<sb_record> record = std::move(pooled_records.back());
-    pooled_records.pop_back();
-    return record;
+std::unique_ptr<sb_record> RecordPool::take() {
+    {
+        std::lock_guard lock(mutex_);
+        if (!kept_.empty()) {
+            std::unique_ptr<sb_record> record = std::move(kept_.back());
+            kept_.pop_back();
+            return record;
+        }
+    }
+    return std::make_unique<sb_record>();
 }
 
-void recycle_record(std::unique_ptr<sb_record> record) {
-    if (!record || pooled_records.size() >= kPooledRecords) return;
-    record->data.recycle();
-    pooled_records.push_back(std::move(record));
+void RecordPool::give_back(std::vector<std::unique_ptr<sb_record>>& records) {
+    std::size_t room;
+    {
+        std::lock_guard lock(mutex_);
+        room = kKept - std::min(kKept, kept_.size());
+    }
+    // Emptied outside the lock; those beyond the room are freed here.
+    std::size_t keep = 0;
+    for (auto& record : records) {
+        if (!record) continue;
+        if (keep < room) {
+            record->data.recycle();
+            records[keep++] = std::move(record);
+        } else {
+            record.reset();
+        }
+    }
+    records.resize(keep);
+    std::lock_guard lock(mutex_);
+    for (auto& record : records)
+        if (kept_.size() < kKept) kept_.push_back(std::move(record));
+    records.clear();
 }
 
 void append_audit(audit::AuditLog& log, std::int64_t ts_ms, const AuditNote& note) {
@@ -433,6 +486,63 @@ double Metrics::value(const std::string& instance, const std::string& name) cons
 }
 
 // --- NoJournal -------------------------------------------------------------
+
+namespace {
+// RecordSink's default begin: committed already, the outcome kept for wait.
+struct CommittedEmission : Emission {
+    sb_status status = SB_ERR_UNAVAILABLE;
+    std::vector<sb_status> results;
+    std::vector<std::unique_ptr<sb_record>> records;
+    std::string error;
+};
+} // namespace
+
+std::shared_ptr<Emission> RecordSink::begin(const std::string& instance,
+                                            std::vector<std::unique_ptr<sb_record>>& records,
+                                            const char* state_key, const char* state_value,
+                                            const std::shared_ptr<Emission>& after) {
+    auto e = std::make_shared<CommittedEmission>();
+    e->records = std::move(records);
+    records.clear();
+    e->results.assign(e->records.size(), SB_OK);
+    const auto* before = dynamic_cast<const CommittedEmission*>(after.get());
+    if (before && before->status != SB_OK) {
+        e->error = "not committed: a batch begun before it was not";
+        return e;
+    }
+    e->status = emit(instance, e->records, state_key, state_value, e->results.data(), e->error);
+    return e;
+}
+
+sb_status RecordSink::wait(Emission& emission, sb_status* results,
+                           std::vector<std::unique_ptr<sb_record>>& records, std::string& error) {
+    auto& e = dynamic_cast<CommittedEmission&>(emission);
+    if (results) std::copy(e.results.begin(), e.results.end(), results);
+    records = std::move(e.records);
+    error = e.error;
+    return e.status;
+}
+
+std::shared_ptr<Emission> Instance::last_emission() {
+    std::lock_guard lock(emissions_mutex_);
+    auto it = emissions_.find(last_ticket_);
+    return it == emissions_.end() ? nullptr : it->second;
+}
+
+std::uint64_t Instance::keep_emission(std::shared_ptr<Emission> emission) {
+    std::lock_guard lock(emissions_mutex_);
+    emissions_.emplace(++last_ticket_, std::move(emission));
+    return last_ticket_;
+}
+
+std::shared_ptr<Emission> Instance::take_emission(std::uint64_t ticket) {
+    std::lock_guard lock(emissions_mutex_);
+    auto it = emissions_.find(ticket);
+    if (it == emissions_.end()) return nullptr;
+    std::shared_ptr<Emission> e = std::move(it->second);
+    emissions_.erase(it);
+    return e;
+}
 
 sb_status NoJournal::emit(const std::string&, std::vector<std::unique_ptr<sb_record>>& records,
                           const char*, const char*, sb_status* results, std::string& error) {

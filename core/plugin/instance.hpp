@@ -49,16 +49,55 @@ private:
     std::map<std::pair<std::string, std::string>, std::pair<bool, double>> values_;
 };
 
+// Records an instance emitted, emptied and kept for the next ones it makes
+// (a source's batch after batch): a recycled record keeps its strings'
+// buffers, so the values of a record of the same shape mostly fit in them.
+// Per instance, not per thread, so that a source that makes its records on
+// one thread and emits them on another (jsonl-source reading ahead) gets
+// them back. Any thread.
+class RecordPool {
+public:
+    // At most a batch's worth are kept; the rest are freed.
+    static constexpr std::size_t kKept = 4096;
+    // One of the kept records, or a new one.
+    std::unique_ptr<sb_record> take();
+    // Empties `records` (null ones are skipped) and keeps them.
+    void give_back(std::vector<std::unique_ptr<sb_record>>& records);
+
+private:
+    std::mutex mutex_;
+    std::vector<std::unique_ptr<sb_record>> kept_;
+};
+
+// A batch handed to a RecordSink with begin() and not yet waited for.
+class Emission {
+public:
+    virtual ~Emission() = default;
+};
+
 // Where emitted records, quarantined input and per-instance state go: the
 // journal. Every call may come from any thread.
 class RecordSink {
 public:
     virtual ~RecordSink() = default;
     // `records` are stamped with source and received_at. See sb_host_api.emit_batch.
+    // The records come back in `records` (emptied or not) for recycling.
     virtual sb_status emit(const std::string& instance,
                            std::vector<std::unique_ptr<sb_record>>& records,
                            const char* state_key, const char* state_value, sb_status* results,
                            std::string& error) = 0;
+    // emit in two steps (sb_host_api.emit_begin, emit_wait): begin takes the
+    // records and returns before they are committed; wait returns what emit
+    // would have, fills `results` (one per record; may be null) and gives
+    // the records back in `records`. `after`, when not null, is the same
+    // instance's batch begun before this one and not yet waited for: this
+    // one commits only if that one does. These defaults commit in begin.
+    virtual std::shared_ptr<Emission> begin(const std::string& instance,
+                                            std::vector<std::unique_ptr<sb_record>>& records,
+                                            const char* state_key, const char* state_value,
+                                            const std::shared_ptr<Emission>& after);
+    virtual sb_status wait(Emission& emission, sb_status* results,
+                           std::vector<std::unique_ptr<sb_record>>& records, std::string& error);
     virtual sb_status quarantine(const std::string& instance, std::string_view bytes,
                                  const std::string& reason, const std::string& ref) = 0;
     virtual std::optional<std::string> state_get(const std::string& instance,
@@ -154,6 +193,13 @@ public:
     const std::filesystem::path& own_dir() const { return own_dir_; }
     void log(sb_log_level level, std::string_view message) const;
     const sb_host_api* api() const;
+    RecordPool& records() { return records_; }
+    // Batches begun (emit_begin) and not yet waited for, by ticket. The
+    // last one begun, if not yet waited for, is what the next one waits
+    // on to commit (RecordSink::begin's `after`).
+    std::shared_ptr<Emission> last_emission();
+    std::uint64_t keep_emission(std::shared_ptr<Emission> emission);
+    std::shared_ptr<Emission> take_emission(std::uint64_t ticket);
 
 private:
     enum class State { New, Created, Starting, Running, Stopped, Destroyed };
@@ -174,13 +220,11 @@ private:
     std::condition_variable poll_cv_;
     bool poll_stop_ = false;
     std::mutex hook_mutex_; // deliver/flush/erase: one at a time per instance
+    RecordPool records_;
+    std::mutex emissions_mutex_;
+    std::map<std::uint64_t, std::shared_ptr<Emission>> emissions_;
+    std::uint64_t last_ticket_ = 0;
 };
 
-// A new empty record for a plugin: one of this thread's recycled ones when
-// it has any (recycle_record), else a new allocation.
-std::unique_ptr<sb_record> new_record();
-// Empties `record` and keeps it for this thread's next new_record() (at
-// most a batch's worth are kept; the rest are freed).
-void recycle_record(std::unique_ptr<sb_record> record);
 
 } // namespace switchboard::plugin

@@ -295,13 +295,13 @@ TEST_CASE("plugins lists name, version, kind, ABI, file and config schema; --jso
     CHECK(text.code == 0);
     CHECK(text.out.find("memory-source ") != std::string::npos);
     CHECK(text.out.find("memory-sink ") != std::string::npos);
-    CHECK(text.out.find("  source  ABI 1.2  ") != std::string::npos);
+    CHECK(text.out.find("  source  ABI 1.3  ") != std::string::npos);
     CHECK(text.out.find("    count (integer) [default 10, min 0]") != std::string::npos);
 
     auto json = sbtest::run({sbtest::switchboard_binary(), "plugins", "--json", "--plugin-dir",
                              sbtest::plugin_dir()});
     CHECK(json.code == 0);
-    CHECK(json.out.find("\"abi\":{\"major\":1,\"minor\":2}") != std::string::npos);
+    CHECK(json.out.find("\"abi\":{\"major\":1,\"minor\":3}") != std::string::npos);
     CHECK(json.out.find("\"name\":\"memory-sink\"") != std::string::npos);
     CHECK(json.out.find("\"kind\":\"destination\"") != std::string::npos);
     CHECK(json.out.find("{\"key\":\"count\",\"type\":\"integer\",\"required\":false,\"secret\":false,"
@@ -321,7 +321,7 @@ TEST_CASE("--help everywhere; version; unknown commands and options are usage er
 
     auto v = sbtest::run({sbtest::switchboard_binary(), "version"});
     CHECK(v.code == 0);
-    CHECK(v.out == "switchboard 0.1.0 (plugin ABI 1.2)\n");
+    CHECK(v.out == "switchboard 0.1.0 (plugin ABI 1.3)\n");
 
     auto unknown = sbtest::run({sbtest::switchboard_binary(), "frobnicate"});
     CHECK(unknown.code == 2);

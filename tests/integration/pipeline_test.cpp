@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <future>
 #include <random>
 #include <set>
 #include <cstring>
@@ -510,6 +511,77 @@ TEST_CASE("pipeline: audit entries written ahead of a commit that never happened
     for (const auto& p : r.problems) UNSCOPED_INFO(p.file << ":" << p.line << " " << p.what);
     CHECK(r.ok);
     CHECK(r.entries == 4 * 3 + 2); // the set again after the entries were set aside
+}
+
+TEST_CASE("pipeline: a batch begun while an earlier one is in flight commits only if that one does") {
+    Node node(kHookToD);
+    auto batch = [](const std::string& tag, int n) {
+        std::vector<std::unique_ptr<sb_record>> b;
+        for (int i = 0; i < n; ++i) b.push_back(make({{"a", tag + std::to_string(i), "content.free_text"}}));
+        return b;
+    };
+    auto wait = [&](plugin::Emission& e, std::size_t n, std::string& error) {
+        std::vector<sb_status> results(n, SB_ERR_INTERNAL);
+        std::vector<std::unique_ptr<sb_record>> back;
+        sb_status s = node.journal->wait(e, results.data(), back, error);
+        CHECK(back.size() == n); // given back for recycling
+        return s;
+    };
+    std::string error;
+
+    // Both commit: in the order begun, once each.
+    auto b1 = batch("one-", 600), b2 = batch("two-", 600);
+    auto first = node.journal->begin("hook", b1, "cursor", "1", nullptr);
+    auto second = node.journal->begin("hook", b2, "cursor", "2", first);
+    CHECK(b1.empty());
+    CHECK(wait(*first, 600, error) == SB_OK);
+    CHECK(wait(*second, 600, error) == SB_OK);
+    CHECK(node.journal->state_get("hook", "cursor") == "2");
+    node.wait_delivered("d", 1200);
+    auto sent = lines(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == 1200);
+    CHECK(sent[0].find("one-0") != std::string::npos);
+    CHECK(sent[1199].find("two-599") != std::string::npos);
+
+    // The first fails: hold the writer, queue the batch and a write that
+    // throws (one group), let the group fail, then begin the second; it is
+    // committed in a later group, and is not stored either.
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::promise<void> holding;
+    node.journal->submit({[&, released](store::Txn&, audit::AuditLog&) {
+                              holding.set_value();
+                              released.wait();
+                          },
+                          {}});
+    holding.get_future().wait();
+    auto b3 = batch("three-", 10);
+    auto third = node.journal->begin("hook", b3, "cursor", "3", nullptr);
+    node.journal->submit({[](store::Txn&, audit::AuditLog&) { throw store::StoreError("injected"); }, {}});
+    release.set_value();
+    CHECK_FALSE(node.journal->submit_and_wait([](store::Txn&, audit::AuditLog&) {})); // (the failed group)
+    const std::uint64_t before = node.journal->committed_records();
+    auto b4 = batch("four-", 10);
+    auto fourth = node.journal->begin("hook", b4, "cursor", "4", third);
+    CHECK(wait(*third, 10, error) == SB_ERR_UNAVAILABLE);
+    CHECK_THAT(error, Catch::Contains("injected"));
+    CHECK(wait(*fourth, 10, error) == SB_ERR_UNAVAILABLE);
+    CHECK_THAT(error, Catch::Contains("began before it was not"));
+    CHECK(node.journal->committed_records() == before);
+    CHECK(node.journal->state_get("hook", "cursor") == "2");
+
+    // Read again, from the first that failed: committed once, in order.
+    auto again3 = batch("three-", 10), again4 = batch("four-", 10);
+    auto fifth = node.journal->begin("hook", again3, "cursor", "3", nullptr);
+    auto sixth = node.journal->begin("hook", again4, "cursor", "4", fifth);
+    CHECK(wait(*fifth, 10, error) == SB_OK);
+    CHECK(wait(*sixth, 10, error) == SB_OK);
+    node.wait_delivered("d", 1220);
+    sent = lines(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == 1220);
+    CHECK(sent[1200].find("three-0") != std::string::npos);
+    CHECK(sent[1219].find("four-9") != std::string::npos);
+    CHECK(node.journal->state_get("hook", "cursor") == "4");
 }
 
 TEST_CASE("pipeline: a batch larger than a slice is prepared by several threads, stored while it is "

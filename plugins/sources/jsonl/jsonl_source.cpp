@@ -8,7 +8,11 @@
 //
 // Reading is buffered (1 MiB read() blocks, lines found with memchr); a line
 // is parsed straight from the buffer into a host record by the SDK's JSON
-// record reader. Lines that cannot be used go to the quarantine with a reason
+// record reader. With `read_ahead` (the default) a full batch is handed to
+// the journal with emit_begin (ABI 1.3) and poll() reads and hands over the
+// next one while it commits; the host commits a batch only if the one begun
+// before it committed, so a failed commit still rewinds exactly to the first
+// line not committed. Lines that cannot be used go to the quarantine with a reason
 // naming their line number; their content is never logged.
 //
 // With `watch` (the default) new lines are read as soon as they are written:
@@ -30,6 +34,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -108,7 +113,9 @@ public:
             sb::Field::string("occurred_at_field").describe(
                 "Flat format: the field path whose RFC 3339 value becomes occurred_at"),
             sb::Field::integer("batch").range(1, 65536).fallback("512").describe(
-                "Lines read per poll and committed together"),
+                "Lines committed together"),
+            sb::Field::boolean("read_ahead").fallback("true").describe(
+                "Read the next batch while a full one commits; false: one batch per poll"),
             sb::Field::size("max_line").range(64, 256.0 * 1024 * 1024).fallback("\"1MiB\"").describe(
                 "Longest line accepted; longer ones are skipped and quarantined (truncated)"),
             sb::Field::boolean("watch").fallback("true").describe(
@@ -127,6 +134,7 @@ public:
           external_id_field_(host.string_opt("external_id_field").value_or("")),
           occurred_at_field_(host.string_opt("occurred_at_field").value_or("")),
           batch_(static_cast<std::size_t>(host.integer("batch"))),
+          read_ahead_(host.boolean("read_ahead")),
           max_line_(static_cast<std::size_t>(host.integer("max_line"))),
           watch_(host.boolean("watch")) {
         std::string why;
@@ -194,8 +202,11 @@ public:
         return wait_for_change() ? SB_OK : SB_IDLE;
     }
 
-    // Reads one batch. SB_OK when it made progress (records committed, or
-    // lines quarantined or skipped), SB_IDLE when there was nothing new.
+    // Reads one batch, or with read_ahead several: while a full batch
+    // commits, the next is read and begun; at most kReadAheadMs of them per
+    // poll. Returns with nothing in flight. SB_OK when it made progress
+    // (records committed, or lines quarantined or skipped), SB_IDLE when
+    // there was nothing new.
     sb::Status read_batch() {
         logs_this_poll_ = 0;
         if (!ensure_input()) return SB_IDLE;
@@ -207,94 +218,64 @@ public:
             }
         } count_lines{*this};
 
-        std::vector<sb::Record> records;
-        std::vector<LineRef> refs;
-        records.reserve(std::min<std::size_t>(batch_, 4096));
-        bool progress = false;
-        set_mark(); // everything before is committed (or needs no commit)
-
-        while (records.size() < batch_ && pos_ - mark_ < kMaxBatchBytes) {
-            if (skipping_) {
-                if (!skip_oversized()) break;
-                progress = true;
-                commit_position(); // the skipped bytes are gone from the buffer
-                set_mark();
-                continue;
+        const bool ahead = read_ahead_ && host().can_emit_ahead();
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(kReadAheadMs);
+        std::unique_ptr<Batch> flying, b; // begun and not waited for; being read
+        bool committed = false;
+        try {
+            for (;;) {
+                b = std::make_unique<Batch>();
+                read_lines(*b, flying != nullptr);
+                b->count = b->records.size();
+                if (b->count) {
+                    b->end = here();
+                    b->cursor = b->end.text();
+                    b->state_key = mode_ == Mode::Stdin ? nullptr : "cursor";
+                    if (ahead) begin(*b); // commits only if `flying` does
+                }
+                if (flying) {
+                    std::unique_ptr<Batch> done = std::move(flying);
+                    finish(*done);
+                    if (!settle(*done)) {
+                        finish(*b); // not committed either: dropped, read again
+                        fail(*done);
+                    }
+                    committed = true;
+                    if (b->held) { // read on, now with nothing in flight
+                        if (b->progress) commit_position();
+                        continue;
+                    }
+                }
+                if (!b->count) {
+                    if (b->progress) commit_position();
+                    return b->progress || committed ? SB_OK : SB_IDLE;
+                }
+                if (b->begun && b->full && std::chrono::steady_clock::now() < until) {
+                    flying = std::move(b);
+                    continue;
+                }
+                if (b->begun)
+                    finish(*b);
+                else if (!b->tried)
+                    commit_now(*b);
+                if (!settle(*b)) fail(*b); // (also when emit_begin refused it)
+                return SB_OK;
             }
-            const char* base = buf_.get();
-            std::size_t from = std::max(pos_, scan_);
-            const void* nl = from < len_ ? std::memchr(base + from, '\n', len_ - from) : nullptr;
-            if (nl) {
-                std::size_t end = static_cast<std::size_t>(static_cast<const char*>(nl) - base);
-                take_line(end, end + 1, records, refs);
-                progress = true;
-                continue;
+        } catch (...) {
+            // Whatever was read and not committed is read again next time;
+            // every batch begun is waited for, in order.
+            bool ok = true;
+            for (Batch* x : {flying.get(), b.get()}) {
+                if (!x || !x->begun || x->waited) continue;
+                finish(*x);
+                ok = ok && settle(*x);
             }
-            scan_ = len_;
-            if (len_ - pos_ > max_line_) {
-                // A line longer than max_line and no end in sight: commit what
-                // came before, then skip it without holding it in memory.
-                if (!records.empty()) break;
-                start_skip();
-                continue;
+            if (!skipping_) {
+                pos_ = scan_ = mark_;
+                line_no_ = mark_line_;
             }
-            long got = fill();
-            if (got > 0) continue;
-            if (got < 0) break;
-            // Nothing more to read now.
-            if (len_ > pos_ && tail_is_final()) {
-                take_line(len_, len_, records, refs);
-                progress = true;
-                continue;
-            }
-            if (mode_ == Mode::Directory && len_ == pos_ && records.empty() && next_file()) {
-                progress = true;
-                set_mark();
-                continue;
-            }
-            break;
+            throw;
         }
-
-        if (records.empty()) {
-            if (progress) commit_position();
-            return progress ? SB_OK : SB_IDLE;
-        }
-
-        Cursor next = here();
-        std::string cursor = next.text();
-        std::vector<sb::Status> results;
-        std::size_t n = records.size();
-        sb::Status s = mode_ == Mode::Stdin
-                           ? host().emit_batch(records, nullptr, nullptr, &results)
-                           : host().emit_batch(records, "cursor", cursor.c_str(), &results);
-        if (s != SB_OK) {
-            // Not committed: read the same lines again next time.
-            host().count("emit_unavailable");
-            pos_ = scan_ = mark_;
-            line_no_ = mark_line_;
-            throw sb::Error(s, "journal did not commit " + std::to_string(n) +
-                                   " record(s); they will be read again");
-        }
-        committed_ = next;
-        std::uint64_t ok = 0, dup = 0;
-        for (std::size_t k = 0; k < n; ++k) {
-            if (results[k] == SB_OK) {
-                ++ok;
-            } else if (results[k] == SB_DUPLICATE) {
-                ++dup;
-            } else {
-                // Committed past it, so it is kept in the quarantine instead.
-                host().count("records_refused");
-                // The commit moved past it, so it is never read again: no de-dup.
-                const LineRef& r = refs[k];
-                quarantine(std::string_view(buf_.get() + (r.at - base_), r.len), r.line,
-                           std::string("refused by the host (") + sb::status_name(results[k]) + ")",
-                           true);
-            }
-        }
-        if (ok) host().count("records_emitted", ok);
-        if (dup) host().count("records_duplicate", dup);
-        return SB_OK;
     }
 
     sb::Status erase(const sb::EraseRequest& req) {
@@ -313,6 +294,165 @@ private:
         std::size_t len;
         std::uint64_t line;
     };
+
+    // Lines read and committed as one.
+    struct Batch {
+        std::vector<sb::Record> records;
+        std::vector<LineRef> refs;         // the records' lines
+        std::uint64_t start = 0;           // input offset of its first line: where a failed commit rewinds to
+        std::uint64_t start_line = 1;      // and that line's number
+        bool progress = false;             // lines taken, a line skipped or a file begun
+        bool full = false;                 // stopped because it was full: more may be waiting
+        bool held = false;                 // stopped before a step that needs nothing in flight
+        Cursor end;                        // where reading stands after it
+        std::string cursor;                // end.text(), committed with it
+        const char* state_key = nullptr;   // "cursor", or none (standard input)
+        std::size_t count = 0;             // records read (and handed to the commit)
+        bool tried = false;                // emit_begin was called
+        bool begun = false;                // and gave `ticket`
+        bool waited = false;               // emit_wait was called
+        std::uint64_t ticket = 0;
+        sb::Status status = SB_ERR_UNAVAILABLE; // the commit's
+        std::vector<sb::Status> results;   // per record
+    };
+
+    // Reads lines into `b` until it is full or nothing more is there now.
+    // With a batch `in_flight` the mark stays at that batch's start, so a
+    // step that moves it (skipping an oversized line, moving to the next
+    // file) is not taken: the batch stops short, `held`.
+    void read_lines(Batch& b, bool in_flight) {
+        auto restart = [&] { // everything before is committed (or needs no commit)
+            set_mark();
+            b.start = base_ + pos_;
+            b.start_line = line_no_;
+        };
+        if (in_flight) {
+            b.start = base_ + pos_;
+            b.start_line = line_no_;
+        } else {
+            restart();
+        }
+        b.records.reserve(std::min<std::size_t>(batch_, 4096));
+        auto bytes = [&] { return base_ + pos_ - b.start; };
+        while (b.records.size() < batch_ && bytes() < kMaxBatchBytes) {
+            if (skipping_) {
+                if (in_flight) {
+                    b.held = true;
+                    break;
+                }
+                if (!skip_oversized()) break;
+                b.progress = true;
+                commit_position(); // the skipped bytes are gone from the buffer
+                restart();
+                continue;
+            }
+            const char* base = buf_.get();
+            std::size_t from = std::max(pos_, scan_);
+            const void* nl = from < len_ ? std::memchr(base + from, '\n', len_ - from) : nullptr;
+            if (nl) {
+                std::size_t end = static_cast<std::size_t>(static_cast<const char*>(nl) - base);
+                take_line(end, end + 1, b.records, b.refs);
+                b.progress = true;
+                continue;
+            }
+            scan_ = len_;
+            if (len_ - pos_ > max_line_) {
+                // A line longer than max_line and no end in sight: commit what
+                // came before, then skip it without holding it in memory.
+                if (!b.records.empty()) break;
+                if (in_flight) {
+                    b.held = true;
+                    break;
+                }
+                start_skip();
+                continue;
+            }
+            long got = fill();
+            if (got > 0) continue;
+            if (got < 0) break;
+            // Nothing more to read now.
+            if (len_ > pos_ && tail_is_final()) {
+                take_line(len_, len_, b.records, b.refs);
+                b.progress = true;
+                continue;
+            }
+            if (mode_ == Mode::Directory && len_ == pos_ && b.records.empty()) {
+                if (in_flight) {
+                    b.held = true;
+                    break;
+                }
+                if (next_file()) {
+                    b.progress = true;
+                    restart();
+                    continue;
+                }
+            }
+            break;
+        }
+        b.full = b.records.size() >= batch_ || bytes() >= kMaxBatchBytes;
+    }
+
+    // Hands `b` to the journal to commit while the next batch is read
+    // (emit_begin); finish() waits for it.
+    void begin(Batch& b) {
+        b.tried = true;
+        b.status = host().emit_begin(b.records, b.state_key, b.state_key ? b.cursor.c_str() : nullptr,
+                                     b.ticket);
+        b.begun = b.status == SB_OK;
+    }
+    void finish(Batch& b) {
+        if (!b.begun || b.waited) return;
+        b.waited = true;
+        b.status = host().emit_wait(b.ticket, &b.results, b.count);
+    }
+    // The commit of `b` in one call (emit_batch).
+    void commit_now(Batch& b) {
+        b.status = host().emit_batch(b.records, b.state_key, b.state_key ? b.cursor.c_str() : nullptr,
+                                     &b.results);
+    }
+
+    // After b's commit, here. Committed: reading stands past it, and the
+    // records the host refused go to the quarantine; true. Not: reading goes
+    // back to its first line, to read it again; false.
+    bool settle(Batch& b) {
+        if (b.status != SB_OK) {
+            host().count("emit_unavailable");
+            skipping_ = false;
+            pos_ = scan_ = mark_ = static_cast<std::size_t>(b.start - base_);
+            line_no_ = mark_line_ = b.start_line;
+            return false;
+        }
+        committed_ = b.end;
+        // Everything up to its end is committed.
+        mark_ = static_cast<std::size_t>(b.end.offset - base_);
+        mark_line_ = b.end.line;
+        std::uint64_t ok = 0, dup = 0;
+        for (std::size_t k = 0; k < b.count && k < b.results.size(); ++k) {
+            if (b.results[k] == SB_OK) {
+                ++ok;
+            } else if (b.results[k] == SB_DUPLICATE) {
+                ++dup;
+            } else {
+                // Committed past it, so it is kept in the quarantine instead.
+                host().count("records_refused");
+                // The commit moved past it, so it is never read again: no de-dup.
+                const LineRef& r = b.refs[k];
+                quarantine(std::string_view(buf_.get() + (r.at - base_), r.len), r.line,
+                           std::string("refused by the host (") + sb::status_name(b.results[k]) + ")",
+                           true);
+            }
+        }
+        if (ok) host().count("records_emitted", ok);
+        if (dup) host().count("records_duplicate", dup);
+        return true;
+    }
+
+    // A commit that did not happen (settle() has rewound): the host logs it
+    // and polls again.
+    [[noreturn]] void fail(const Batch& b) {
+        throw sb::Error(b.status, "journal did not commit " + std::to_string(b.count) +
+                            " record(s); they will be read again");
+    }
 
     static bool is_directory(const std::string& p) {
         struct stat st {};
@@ -749,6 +889,7 @@ private:
     const std::string external_id_field_;
     const std::string occurred_at_field_;
     const std::size_t batch_;
+    const bool read_ahead_;
     const std::size_t max_line_;
     sb::detail::CategoryMap categories_;
     sb::detail::FlatReadOptions flat_options_;
@@ -760,6 +901,10 @@ private:
     // How long a poll waits for the input to change (see wait_for_change):
     // also how late, at most, the host can stop the instance.
     static constexpr int kWatchWaitMs = 200;
+    // How long a poll goes on reading ahead (then it waits for its last
+    // batch and returns): how late, at most, the host can stop the instance
+    // while it reads a long input.
+    static constexpr int kReadAheadMs = 1000;
     const bool watch_;
     int inotify_ = -1;
     Mode watched_mode_ = Mode::File;

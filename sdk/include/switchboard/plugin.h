@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define SB_ABI_MAJOR 1
-#define SB_ABI_MINOR 2
+#define SB_ABI_MINOR 3
 
 /* The one symbol a plugin library exports. Returns a pointer to a descriptor
  * with static storage duration; it is called once, on the main thread, right
@@ -591,6 +591,31 @@ struct sb_host_api {
     void (*shape_free)(sb_shape* shape);
     sb_status (*record_set_shape)(sb_record* record, const sb_shape* shape,
                                   const sb_value* values);
+
+    /* --- emitting ahead (ABI 1.3) ------------------------------------------ */
+
+    /* emit_batch in two steps, so that a source can read its next batch
+     * while the last one commits. emit_begin takes the records (ownership of
+     * every one, whatever the result) and the cursor as emit_batch does, and
+     * returns once the host has them, before the commit: SB_OK and *ticket
+     * set; or SB_ERR_UNAVAILABLE / SB_ERR_INVALID, nothing handed over and
+     * no ticket. emit_wait(ticket) blocks until that batch is committed or
+     * not and returns what emit_batch would have; `results` (may be NULL)
+     * receives one status per record. Every ticket must be waited for, once;
+     * an unknown ticket is SB_ERR_INVALID.
+     *
+     * A batch begun while an earlier batch of the same instance has not yet
+     * been waited for commits only if that one does: a source that reads
+     * ahead waits for its batches in order and, at the first that did not
+     * commit, knows that none after it did either (and rewinds to it).
+     * Batches commit in the order they were begun when one thread begins
+     * them.
+     *
+     * Added in ABI 1.3: check SB_HAS_FIELD(host, sb_host_api, emit_wait)
+     * before using them (sb::Host::can_emit_ahead does). */
+    sb_status (*emit_begin)(sb_host_ctx* ctx, sb_record* const* records, size_t n,
+                            const char* state_key, const char* state_value, uint64_t* ticket);
+    sb_status (*emit_wait)(sb_host_ctx* ctx, uint64_t ticket, sb_status* results);
 };
 
 #ifdef __cplusplus

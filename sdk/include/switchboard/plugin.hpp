@@ -557,6 +557,33 @@ public:
         return api_->emit_batch(ctx_, raw.data(), raw.size(), state_key, state_value,
                                 results ? results->data() : nullptr);
     }
+    // ABI 1.3: emit_batch in two steps, so that the next batch can be read
+    // while this one commits. See sb_host_api.emit_begin.
+    bool can_emit_ahead() const {
+        return SB_HAS_FIELD(api_, sb_host_api, emit_wait) && api_->emit_begin && api_->emit_wait;
+    }
+    // Hands the records over (`records` is emptied); SB_OK sets `ticket`,
+    // which must be waited for with emit_wait, once.
+    Status emit_begin(std::vector<Record>& records, const char* state_key,
+                      const char* state_value, std::uint64_t& ticket) const {
+        std::vector<sb_record*> raw;
+        raw.reserve(records.size());
+        for (auto& r : records) raw.push_back(r.release());
+        records.clear();
+        if (!can_emit_ahead()) { // an older host: commit now (sb_host_api.emit_batch)
+            for (sb_record* r : raw) api_->record_free(ctx_, r);
+            return SB_ERR_UNSUPPORTED;
+        }
+        return api_->emit_begin(ctx_, raw.data(), raw.size(), state_key, state_value, &ticket);
+    }
+    // What emit_batch would have returned; `results` (may be null) gets
+    // `count` statuses, one per record begun.
+    Status emit_wait(std::uint64_t ticket, std::vector<Status>* results = nullptr,
+                     std::size_t count = 0) const {
+        if (!can_emit_ahead()) return SB_ERR_UNSUPPORTED;
+        if (results) results->assign(count, SB_OK);
+        return api_->emit_wait(ctx_, ticket, results ? results->data() : nullptr);
+    }
     Status quarantine(std::string_view bytes, const std::string& reason,
                       const char* ref = nullptr) const {
         return api_->quarantine(ctx_, bytes.data(), bytes.size(), reason.c_str(), ref);

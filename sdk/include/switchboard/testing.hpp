@@ -625,6 +625,15 @@ public:
     // as when the daemon's journal is down.
     Harness& journal_available(bool available) {
         journal_available_ = available;
+        commits_left_ = -1;
+        return *this;
+    }
+    // The next `commits` emit / emit_batch calls commit; the ones after answer
+    // SB_ERR_UNAVAILABLE, as when the journal fails in the middle of a run
+    // (journal_available(true) ends it).
+    Harness& journal_fails_after(int commits) {
+        journal_available_ = true;
+        commits_left_ = commits < 0 ? 0 : commits;
         return *this;
     }
 
@@ -1007,6 +1016,8 @@ private:
         sb::detail::fill_record_api(api_);
         api_.emit = &h_emit;
         api_.emit_batch = &h_emit_batch;
+        api_.emit_begin = &h_emit_begin;
+        api_.emit_wait = &h_emit_wait;
         api_.quarantine = &h_quarantine;
         api_.state_get = &h_state_get;
         api_.state_set = &h_state_set;
@@ -1334,6 +1345,11 @@ private:
             return false;
         }
         if (!journal_available_) return false;
+        int left = commits_left_.load();
+        while (left >= 0) {
+            if (left == 0) return false;
+            if (commits_left_.compare_exchange_weak(left, left - 1)) break;
+        }
         return true;
     }
 
@@ -1455,6 +1471,49 @@ private:
                 h.state_.erase(state_key);
         }
         return SB_OK;
+    }
+    // The harness commits in emit_begin (as emit_batch) and keeps the
+    // outcome for emit_wait; a batch begun while the one before is not
+    // yet waited for and did not commit does not commit either.
+    static sb_status h_emit_begin(sb_host_ctx* c, sb_record* const* records, std::size_t n,
+                                  const char* state_key, const char* state_value,
+                                  std::uint64_t* ticket) {
+        Harness& h = of(c);
+        if (!ticket) {
+            for (std::size_t k = 0; records && k < n; ++k) delete records[k];
+            return SB_ERR_INVALID;
+        }
+        Begun b;
+        b.results.assign(n, SB_OK);
+        bool broken;
+        {
+            std::lock_guard lock(h.mu_);
+            auto last = h.begun_.find(h.last_ticket_);
+            broken = last != h.begun_.end() && last->second.status != SB_OK;
+        }
+        if (broken) {
+            for (std::size_t k = 0; records && k < n; ++k) delete records[k];
+            b.status = SB_ERR_UNAVAILABLE;
+        } else {
+            b.status = h_emit_batch(c, records, n, state_key, state_value, b.results.data());
+        }
+        std::lock_guard lock(h.mu_);
+        *ticket = ++h.last_ticket_;
+        h.begun_.emplace(*ticket, std::move(b));
+        return SB_OK;
+    }
+    static sb_status h_emit_wait(sb_host_ctx* c, std::uint64_t ticket, sb_status* results) {
+        Harness& h = of(c);
+        std::lock_guard lock(h.mu_);
+        auto it = h.begun_.find(ticket);
+        if (it == h.begun_.end()) {
+            h.last_error_ = "emit_wait: unknown ticket (never begun, or already waited for)";
+            return SB_ERR_INVALID;
+        }
+        if (results) std::copy(it->second.results.begin(), it->second.results.end(), results);
+        sb_status s = it->second.status;
+        h.begun_.erase(it);
+        return s;
     }
     static sb_status h_quarantine(sb_host_ctx* c, const void* bytes, std::size_t len,
                                   const char* reason, const char* ref) {
@@ -1616,6 +1675,13 @@ private:
     bool own_data_dir_ = false;
     sb_log_level log_level_ = SB_LOG_TRACE;
     std::atomic<bool> journal_available_{true};
+    std::atomic<int> commits_left_{-1}; // journal_fails_after; -1: no limit
+    struct Begun {                      // emit_begin's outcome, until emit_wait
+        sb_status status = SB_ERR_UNAVAILABLE;
+        std::vector<sb_status> results;
+    };
+    std::map<std::uint64_t, Begun> begun_;
+    std::uint64_t last_ticket_ = 0;
 
     // The live instance; values_, active_name_ and data_dir_text_ stay put
     // from create to destroy because the plugin holds pointers into them.

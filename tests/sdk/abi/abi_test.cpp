@@ -16,6 +16,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 namespace fs = std::filesystem;
 using namespace switchboard;
@@ -77,12 +78,12 @@ struct CaptureSink : plugin::NoJournal {
 
 } // namespace
 
-TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.2)") {
+TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.3)") {
     // Changing any of these is an ABI break: append fields (minor bump) or
     // bump the major. See docs/sdk.md.
     STATIC_REQUIRE(SB_ABI_MAJOR == SB_MESON_ABI_MAJOR);
     STATIC_REQUIRE(SB_ABI_MAJOR == 1);
-    STATIC_REQUIRE(SB_ABI_MINOR == 2);
+    STATIC_REQUIRE(SB_ABI_MINOR == 3);
     STATIC_REQUIRE(sizeof(sb_plugin_descriptor) == 160);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, struct_size) == 0);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, abi_major) == 4);
@@ -90,13 +91,15 @@ TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.2)
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, name) == 8);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, create) == 88);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, transform) == 152);
-    STATIC_REQUIRE(sizeof(sb_host_api) == 384);
+    STATIC_REQUIRE(sizeof(sb_host_api) == 400);
     STATIC_REQUIRE(offsetof(sb_host_api, set_error) == 8);
     STATIC_REQUIRE(offsetof(sb_host_api, emit) == 216);
     STATIC_REQUIRE(offsetof(sb_host_api, timer_cancel) == 344);
     STATIC_REQUIRE(offsetof(sb_host_api, audit) == 352); // ABI 1.1
     STATIC_REQUIRE(offsetof(sb_host_api, shape_new) == 360); // ABI 1.2
     STATIC_REQUIRE(offsetof(sb_host_api, record_set_shape) == 376);
+    STATIC_REQUIRE(offsetof(sb_host_api, emit_begin) == 384); // ABI 1.3
+    STATIC_REQUIRE(offsetof(sb_host_api, emit_wait) == 392);
     STATIC_REQUIRE(sizeof(sb_config_field) == 64);
     STATIC_REQUIRE(sizeof(sb_delivery) == 64);
     STATIC_REQUIRE(sizeof(sb_erase_request) == 48);
@@ -106,6 +109,7 @@ TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.2)
     REQUIRE(sb::detail::descriptor_size_for_minor(0) == 160);
     REQUIRE(sb::detail::descriptor_size_for_minor(1) == 160);
     REQUIRE(sb::detail::descriptor_size_for_minor(2) == 160);
+    REQUIRE(sb::detail::descriptor_size_for_minor(3) == 160);
 }
 
 TEST_CASE("a plugin built for another ABI major is refused, naming file, expected and found") {
@@ -118,14 +122,14 @@ TEST_CASE("a plugin built for another ABI major is refused, naming file, expecte
 TEST_CASE("a plugin built for a newer minor is refused") {
     CHECK(refusal_of("newer-minor") ==
           "plugin " + plugin_file("newer-minor").string() +
-              ": refused: expected plugin ABI minor 2 or older, found 3 (the plugin needs a newer "
+              ": refused: expected plugin ABI minor 3 or older, found 4 (the plugin needs a newer "
               "Switchboard)");
 }
 
 TEST_CASE("a descriptor smaller than the one the host knows is refused") {
     CHECK(refusal_of("small-descriptor") ==
           "plugin " + plugin_file("small-descriptor").string() +
-              ": refused: expected a descriptor of at least 160 bytes for ABI 1.2, found 64 bytes");
+              ": refused: expected a descriptor of at least 160 bytes for ABI 1.3, found 64 bytes");
 }
 
 TEST_CASE("a library without the entry point is refused") {
@@ -241,28 +245,33 @@ TEST_CASE("a plain C plugin runs through the host table, and its library stays l
     CHECK_FALSE(mapped(file));
 }
 
-TEST_CASE("recycled records come back empty, and at most a batch's worth are kept") {
+TEST_CASE("recycled records come back empty, at most a batch's worth are kept, whichever thread gives them back") {
+    plugin::RecordPool pool;
     std::vector<std::unique_ptr<sb_record>> made;
     std::vector<const sb_record*> first;
     for (int k = 0; k < 5000; ++k) {
-        made.push_back(plugin::new_record());
+        made.push_back(pool.take());
         sb_value v{SB_VALUE_STRING, "a value of some length, kept", 28, 0, 0};
         REQUIRE(made.back()->data.set("citizen.name", v, "identity.name") == SB_OK);
         REQUIRE(made.back()->data.set_meta("channel", "phone") == SB_OK);
         first.push_back(made.back().get());
     }
-    for (auto& r : made) plugin::recycle_record(std::move(r));
+    made.push_back(nullptr); // (a sink may keep a record: nothing to give back)
+    // Made on this thread, given back on another (a source that emits on a
+    // thread of its own), taken again here.
+    std::thread([&] { pool.give_back(made); }).join();
+    CHECK(made.empty());
     const std::string empty = sb_record{}.data.json();
     std::size_t reused = 0;
     for (int k = 0; k < 5000; ++k) {
-        made[static_cast<std::size_t>(k)] = plugin::new_record();
-        const sb_record* r = made[static_cast<std::size_t>(k)].get();
+        made.push_back(pool.take());
+        const sb_record* r = made.back().get();
         CHECK(r->data.json() == empty);
         CHECK(r->data.meta("channel") == nullptr);
         if (k < 4096 && std::find(first.begin(), first.end(), r) != first.end()) ++reused;
     }
-    CHECK(reused == 4096); // the other 904 were freed: these are new ones
-    plugin::recycle_record(nullptr); // (a sink may keep a record: nothing to recycle)
+    CHECK(reused == plugin::RecordPool::kKept); // the other 904 were freed: these are new ones
+    CHECK(plugin::RecordPool::kKept == 4096);
 }
 
 TEST_CASE("a plugin built for ABI 1.0 still loads and runs on a 1.1 host") {
