@@ -65,8 +65,16 @@ bool mapped(const fs::path& file) {
 struct CaptureSink : plugin::NoJournal {
     std::vector<std::string> json;
     std::vector<const sb_record*> seen;
+    std::vector<std::string> cursors;
+    int fail_next = 0; // the next emits not committed
     sb_status emit(const std::string&, std::vector<std::unique_ptr<sb_record>>& records,
-                   const char*, const char*, sb_status* results, std::string&) override {
+                   const char*, const char* state_value, sb_status* results, std::string& error) override {
+        if (fail_next > 0) {
+            --fail_next;
+            error = "injected";
+            return SB_ERR_UNAVAILABLE;
+        }
+        if (state_value) cursors.emplace_back(state_value);
         for (std::size_t i = 0; i < records.size(); ++i) {
             json.push_back(records[i]->data.json());
             seen.push_back(records[i].get());
@@ -272,6 +280,59 @@ TEST_CASE("recycled records come back empty, at most a batch's worth are kept, w
     }
     CHECK(reused == plugin::RecordPool::kKept); // the other 904 were freed: these are new ones
     CHECK(plugin::RecordPool::kKept == 4096);
+}
+
+TEST_CASE("emit ahead through the host table (ABI 1.3): a batch begun while an earlier one is not yet "
+          "waited for commits only if that one does; each ticket is waited for once") {
+    PluginDir dir({"c-ahead"});
+    CaptureSink sink;
+    plugin::Metrics metrics;
+    plugin::Services services;
+    services.metrics = &metrics;
+    services.sink = &sink;
+    config::InstanceConfig ic;
+    ic.name = "ahead";
+    ic.plugin = "c-ahead";
+    plugin::Registry registry;
+    registry.scan({dir.path}, {});
+    REQUIRE(registry.find("c-ahead"));
+    plugin::Instance instance(registry.find("c-ahead"), ic, services);
+    std::string error;
+    REQUIRE(instance.create(error));
+    REQUIRE(instance.start(error));
+    auto count = [&](const std::string& name) { return metrics.value("ahead", name); };
+
+    // Both commit, in order, with their cursors.
+    REQUIRE(instance.poll_once(error) == SB_OK);
+    CHECK(count("begin_a_ok") == 1);
+    CHECK(count("begin_b_ok") == 1);
+    CHECK(count("a_ok") == 1);
+    CHECK(count("a_record_ok") == 1);
+    CHECK(count("b_ok") == 1);
+    CHECK(count("again_invalid") == 1); // waited for already
+    CHECK(count("never_invalid") == 1);
+    REQUIRE(sink.json.size() == 2);
+    CHECK(sink.json[0].find("first") != std::string::npos);
+    CHECK(sink.json[1].find("second") != std::string::npos);
+    CHECK(sink.cursors == std::vector<std::string>{"a", "b"});
+
+    // The first is not committed: neither is the second, which the sink
+    // never sees.
+    sink.fail_next = 1;
+    REQUIRE(instance.poll_once(error) == SB_OK);
+    CHECK(count("a_unavailable") == 1);
+    CHECK(count("b_unavailable") == 1);
+    CHECK(sink.json.size() == 2);
+    CHECK(sink.fail_next == 0);
+
+    // And the next poll's pair commits again.
+    REQUIRE(instance.poll_once(error) == SB_OK);
+    CHECK(count("a_ok") == 2);
+    CHECK(count("b_ok") == 2);
+    CHECK(sink.json.size() == 4);
+    CHECK(sink.cursors == std::vector<std::string>{"a", "b", "a", "b"});
+    instance.stop();
+    instance.destroy();
 }
 
 TEST_CASE("a plugin built for ABI 1.0 still loads and runs on a 1.1 host") {
