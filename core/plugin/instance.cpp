@@ -162,18 +162,33 @@ sb_record* h_record_new(sb_host_ctx* ctx) {
 
 void h_record_free(sb_host_ctx*, sb_record* record) { delete record; }
 
-sb_status h_emit_batch(sb_host_ctx* ctx, sb_record* const* records, size_t n,
-                       const char* state_key, const char* state_value, sb_status* results) {
-    std::vector<std::unique_ptr<sb_record>> owned;
+// What emit_batch and emit_begin check first: takes ownership of every
+// record into `owned` (freed with it whatever the answer), and returns the
+// instance if it may emit them now, else null with `refused` set.
+Instance* emitting(sb_host_ctx* ctx, sb_record* const* records, size_t n, bool valid,
+                   std::vector<std::unique_ptr<sb_record>>& owned, sb_status& refused) {
     owned.reserve(n);
     for (size_t i = 0; i < n; ++i) owned.emplace_back(records ? records[i] : nullptr);
     Instance* inst = self(ctx);
-    if (!inst || !inst->services().sink) return SB_ERR_UNAVAILABLE;
-    if (n > 0 && !records) return SB_ERR_INVALID;
+    refused = SB_ERR_UNAVAILABLE;
+    if (!inst || !inst->services().sink) return nullptr;
+    if ((n > 0 && !records) || !valid) {
+        refused = SB_ERR_INVALID;
+        return nullptr;
+    }
     if (!inst->may_emit()) {
         h_set_error(ctx, "emit outside start..stop: the instance is not running");
-        return SB_ERR_UNAVAILABLE;
+        return nullptr;
     }
+    return inst;
+}
+
+sb_status h_emit_batch(sb_host_ctx* ctx, sb_record* const* records, size_t n,
+                       const char* state_key, const char* state_value, sb_status* results) {
+    std::vector<std::unique_ptr<sb_record>> owned;
+    sb_status refused;
+    Instance* inst = emitting(ctx, records, n, true, owned, refused);
+    if (!inst) return refused;
     std::string error;
     sb_status s = inst->services().sink->emit(inst->name(), owned, state_key, state_value,
                                               results, error);
@@ -185,15 +200,9 @@ sb_status h_emit_batch(sb_host_ctx* ctx, sb_record* const* records, size_t n,
 sb_status h_emit_begin(sb_host_ctx* ctx, sb_record* const* records, size_t n,
                        const char* state_key, const char* state_value, uint64_t* ticket) {
     std::vector<std::unique_ptr<sb_record>> owned;
-    owned.reserve(n);
-    for (size_t i = 0; i < n; ++i) owned.emplace_back(records ? records[i] : nullptr);
-    Instance* inst = self(ctx);
-    if (!inst || !inst->services().sink) return SB_ERR_UNAVAILABLE;
-    if ((n > 0 && !records) || !ticket) return SB_ERR_INVALID;
-    if (!inst->may_emit()) {
-        h_set_error(ctx, "emit outside start..stop: the instance is not running");
-        return SB_ERR_UNAVAILABLE;
-    }
+    sb_status refused;
+    Instance* inst = emitting(ctx, records, n, ticket != nullptr, owned, refused);
+    if (!inst) return refused;
     auto emission = inst->services().sink->begin(inst->name(), owned, state_key, state_value,
                                                  inst->last_emission());
     *ticket = inst->keep_emission(std::move(emission));

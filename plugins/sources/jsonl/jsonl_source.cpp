@@ -256,7 +256,7 @@ public:
                 }
                 if (b->begun)
                     finish(*b);
-                else if (!b->tried)
+                else if (!ahead)
                     commit_now(*b);
                 if (!settle(*b)) fail(*b); // (also when emit_begin refused it)
                 return SB_OK;
@@ -308,7 +308,6 @@ private:
         std::string cursor;                // end.text(), committed with it
         const char* state_key = nullptr;   // "cursor", or none (standard input)
         std::size_t count = 0;             // records read (and handed to the commit)
-        bool tried = false;                // emit_begin was called
         bool begun = false;                // and gave `ticket`
         bool waited = false;               // emit_wait was called
         std::uint64_t ticket = 0;
@@ -395,7 +394,6 @@ private:
     // Hands `b` to the journal to commit while the next batch is read
     // (emit_begin); finish() waits for it.
     void begin(Batch& b) {
-        b.tried = true;
         b.status = host().emit_begin(b.records, b.state_key, b.state_key ? b.cursor.c_str() : nullptr,
                                      b.ticket);
         b.begun = b.status == SB_OK;

@@ -7,18 +7,6 @@
 
 #include <stdio.h>
 
-static sb_record* one(sb_instance* self, const char* text) {
-    sb_record* r = self->host->record_new(self->ctx);
-    sb_value v;
-    memset(&v, 0, sizeof v);
-    v.type = SB_VALUE_STRING;
-    v.str = text;
-    v.len = strlen(text);
-    self->host->record_set(r, "content.text", &v, "content.free_text");
-    self->host->record_set_meta(r, SB_META_CHANNEL, "test");
-    return r;
-}
-
 static void count(sb_instance* self, const char* what, sb_status s) {
     char name[64];
     snprintf(name, sizeof name, "%s_%s", what,
@@ -30,8 +18,8 @@ static void count(sb_instance* self, const char* what, sb_status s) {
 
 static sb_status c_poll(sb_instance* self) {
     if (!SB_HAS_FIELD(self->host, sb_host_api, emit_wait)) return SB_ERR_UNSUPPORTED;
-    sb_record* a = one(self, "first");
-    sb_record* b = one(self, "second");
+    sb_record* a = test_record(self, "first");
+    sb_record* b = test_record(self, "second");
     uint64_t ta = 0, tb = 0;
     count(self, "begin_a", self->host->emit_begin(self->ctx, &a, 1, "cursor", "a", &ta));
     count(self, "begin_b", self->host->emit_begin(self->ctx, &b, 1, "cursor", "b", &tb));

@@ -13,14 +13,7 @@ static sb_status c_poll(sb_instance* self) {
         self->host->set_error(self->ctx, "no greeting configured");
         return SB_ERR_INVALID;
     }
-    sb_record* r = self->host->record_new(self->ctx);
-    sb_value v;
-    memset(&v, 0, sizeof v);
-    v.type = SB_VALUE_STRING;
-    v.str = greeting;
-    v.len = strlen(greeting);
-    self->host->record_set(r, "content.text", &v, "content.free_text");
-    self->host->record_set_meta(r, SB_META_CHANNEL, "test");
+    sb_record* r = test_record(self, greeting);
     self->polls++;
     self->host->counter_add(self->ctx, "polls", 1);
     return self->host->emit(self->ctx, r) == SB_OK ? SB_OK : SB_IDLE;

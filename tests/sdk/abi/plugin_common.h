@@ -26,6 +26,19 @@ static sb_status test_create(const sb_host_api* host, sb_host_ctx* ctx, sb_insta
 
 static void test_destroy(sb_instance* self) { free(self); }
 
+/* A new record with `text` at content.text and channel "test". */
+static inline sb_record* test_record(sb_instance* self, const char* text) {
+    sb_record* r = self->host->record_new(self->ctx);
+    sb_value v;
+    memset(&v, 0, sizeof v);
+    v.type = SB_VALUE_STRING;
+    v.str = text;
+    v.len = strlen(text);
+    self->host->record_set(r, "content.text", &v, "content.free_text");
+    self->host->record_set_meta(r, SB_META_CHANNEL, "test");
+    return r;
+}
+
 static const sb_config_field test_fields[] = {
     {sizeof(sb_config_field), "greeting", SB_CFG_STRING, 0, "\"hello\"", 0, 0, "what to say", NULL},
 };
