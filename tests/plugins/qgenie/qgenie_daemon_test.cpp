@@ -209,7 +209,11 @@ TEST_CASE("qgenie e2e: a restart reads nothing twice; new files are picked up; "
     }
     {
         auto daemon = start_daemon(config);
-        dir.write("drop/visit.json", fixture("qgenie_MODELLED_visit_served.json"));
+        // Written aside and renamed into place, as a vendor should: with
+        // settle = 0s a file written in place may be read while still empty
+        // (and quarantined as malformed), which a busy machine showed.
+        dir.write("drop/.visit.json.part", fixture("qgenie_MODELLED_visit_served.json"));
+        fs::rename(dir.path / "drop/.visit.json.part", dir.path / "drop/visit.json");
         REQUIRE(wait_until([&] { return sink_records(sink).size() >= 3; }));
         REQUIRE(wait_until([&] { return !fs::exists(dir.path / "drop/visit.json"); }));
         std::this_thread::sleep_for(300ms); // time enough for a wrong re-read to show
