@@ -237,6 +237,9 @@ struct FeedClient::Impl {
     ClientStats st;
     std::int64_t acked = 0;
     std::string feed_id; // the numbering `acked` belongs to (WELCOME "feed"); "" before the first
+    // The version asked for in HELLO: kProtocolVersion, or kProtocolOldest
+    // after a server refused it (a server not yet upgraded).
+    int protocol = kProtocolVersion;
 
     enum class End { Stopped, Retry, Fatal };
 
@@ -388,7 +391,7 @@ FeedClient::Impl::End FeedClient::Impl::session() {
     }
 
     // HELLO waits in the socket's queue until the connection is up.
-    std::string hello = "{\"protocol\":" + std::to_string(kProtocolVersion) + ",\"acked\":" + std::to_string(acked) +
+    std::string hello = "{\"protocol\":" + std::to_string(protocol) + ",\"acked\":" + std::to_string(acked) +
                         ",\"credit\":" + std::to_string(opt.credit) +
                         (feed_id.empty() ? std::string() : ",\"feed\":\"" + feed_id + "\"") + "}";
     if (!send_message(sock.s, "HELLO", hello)) {
@@ -493,6 +496,51 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
         log(LogLevel::Warn, "malformed message from the server: " + what + "; ignored");
     };
 
+    // One RECORD body (`text`, its members `body`): written to the sink
+    // unless it is a resend. False when the drain must stop (the sink
+    // failed, or a REJECT could not be sent).
+    auto take_record = [&](const json::Object& body, std::string_view text) -> bool {
+        auto seq = body.get_int("seq");
+        auto id = body.get_string("id");
+        if (seq && *seq > last && (!id || id->empty() || !body.has_object("record"))) {
+            // A record this client can never read: refused for good, so
+            // that it is not resent for ever (the server dead-letters
+            // it). Sent at once, before any later position is persisted.
+            std::string why = !id || id->empty() ? "RECORD without a string id" : "RECORD without a record object";
+            count([](ClientStats& s) { ++s.malformed; ++s.rejected; });
+            log(LogLevel::Warn, "record seq " + std::to_string(*seq) + " cannot be read (" + why + "); rejected");
+            if (!send_message(sock, "REJECT", "{\"seq\":" + std::to_string(*seq) + ",\"reason\":\"" + why + "\"}")) {
+                log(LogLevel::Warn, std::string("cannot send REJECT: ") + zmq_strerror(zmq_errno()));
+                end = End::Retry;
+                return false;
+            }
+            return true;
+        }
+        if (!seq || *seq < 1 || !id || id->empty() || !body.has_object("record")) {
+            malformed(std::string("RECORD without ") +
+                      (!seq || *seq < 1 ? "a positive integer seq" : !id || id->empty() ? "a string id" : "a record object") +
+                      (seq ? " (seq " + std::to_string(*seq) + ")" : ""));
+            return true;
+        }
+        if (*seq <= last) {
+            count([](ClientStats& s) { ++s.resends_dropped; });
+            reack = true;
+            return true;
+        }
+        FeedRecord r{*seq, *id, json::one_line(text)};
+        std::string werr;
+        if (!sink->write(r, werr)) {
+            count([](ClientStats& s) { ++s.sink_failures; });
+            log(LogLevel::Error, "cannot write record seq " + std::to_string(*seq) + " (" + one_line(*id, 100) + ") to " +
+                                     sink->describe() + ": " + werr);
+            sink_failed = true;
+            return false;
+        }
+        last = *seq;
+        ++taken;
+        return true;
+    };
+
     while (messages < max_messages && !sink_failed && end == End::Stopped && recv_frames(sock, frames)) {
         ++messages;
         if (frames.size() != 2) {
@@ -507,44 +555,21 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
             continue;
         }
         if (type == "RECORD") {
-            auto seq = body->get_int("seq");
-            auto id = body->get_string("id");
-            if (seq && *seq > last && (!id || id->empty() || !body->has_object("record"))) {
-                // A record this client can never read: refused for good, so
-                // that it is not resent for ever (the server dead-letters
-                // it). Sent at once, before any later position is persisted.
-                std::string why = !id || id->empty() ? "RECORD without a string id" : "RECORD without a record object";
-                count([](ClientStats& s) { ++s.malformed; ++s.rejected; });
-                log(LogLevel::Warn, "record seq " + std::to_string(*seq) + " cannot be read (" + why + "); rejected");
-                if (!send_message(sock, "REJECT", "{\"seq\":" + std::to_string(*seq) + ",\"reason\":\"" + why + "\"}")) {
-                    log(LogLevel::Warn, std::string("cannot send REJECT: ") + zmq_strerror(zmq_errno()));
-                    end = End::Retry;
-                    break;
+            if (!take_record(*body, frames[1])) break;
+        } else if (type == "RECORDS") {
+            // Version 2: several RECORD bodies in one message, in order.
+            auto items = body->get_items("records");
+            if (!items) {
+                malformed("RECORDS without a records array");
+                continue;
+            }
+            for (const json::Object::Item& item : *items) {
+                if (!item.members) {
+                    malformed("RECORDS with an element that is not an object");
+                    continue;
                 }
-                continue;
+                if (!take_record(*item.members, item.text)) break;
             }
-            if (!seq || *seq < 1 || !id || id->empty() || !body->has_object("record")) {
-                malformed(std::string("RECORD without ") +
-                          (!seq || *seq < 1 ? "a positive integer seq" : !id || id->empty() ? "a string id" : "a record object") +
-                          (seq ? " (seq " + std::to_string(*seq) + ")" : ""));
-                continue;
-            }
-            if (*seq <= last) {
-                count([](ClientStats& s) { ++s.resends_dropped; });
-                reack = true;
-                continue;
-            }
-            FeedRecord r{*seq, *id, json::one_line(frames[1])};
-            std::string werr;
-            if (!sink->write(r, werr)) {
-                count([](ClientStats& s) { ++s.sink_failures; });
-                log(LogLevel::Error, "cannot write record seq " + std::to_string(*seq) + " (" + one_line(*id, 100) + ") to " +
-                                         sink->describe() + ": " + werr);
-                sink_failed = true;
-                break;
-            }
-            last = *seq;
-            ++taken;
         } else if (type == "ERASE") {
             auto notice = body->get_string("notice");
             auto record_id = body->get_string("record_id");
@@ -560,10 +585,10 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
             erases.push_back(std::move(n));
         } else if (type == "WELCOME") {
             auto proto = body->get_int("protocol");
-            if (!proto || *proto != kProtocolVersion) {
+            if (!proto || *proto != protocol) {
                 log(LogLevel::Error, "the server answered with protocol " +
                                          (proto ? std::to_string(*proto) : std::string("(missing)")) +
-                                         "; this client speaks " + std::to_string(kProtocolVersion));
+                                         "; this client asked for " + std::to_string(protocol));
                 end = End::Retry;
                 break;
             }
@@ -621,7 +646,15 @@ FeedClient::Impl::End FeedClient::Impl::drain(void* sock, bool& welcomed) {
                     (fatal ? "; the session is over, starting a new one" : ""));
             if (fatal) {
                 // No session on this connection (any more): a new connection
-                // and HELLO, after what was taken so far is stored.
+                // and HELLO, after what was taken so far is stored. A server
+                // that refused our version gets the oldest in that HELLO.
+                if (!welcomed && about && *about == "HELLO" && protocol > kProtocolOldest &&
+                    body->get_string("error").value_or("").find("protocol") != std::string::npos) {
+                    log(LogLevel::Warn, "the server does not speak protocol " + std::to_string(protocol) +
+                                            "; using protocol " + std::to_string(kProtocolOldest) +
+                                            " (one record a message)");
+                    protocol = kProtocolOldest;
+                }
                 end = End::Retry;
                 break;
             }

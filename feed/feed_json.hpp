@@ -41,6 +41,23 @@ public:
         const Member* m = find(key);
         return m && m->kind == Kind::Object;
     }
+    // An element of a top-level array member: its text (in the text
+    // parsed), and its members when it is an object (else null; they live
+    // as long as this object, unchanged).
+    struct Item {
+        std::string_view text;
+        const Object* members = nullptr;
+    };
+    // The elements of the top-level array member `key`; nullopt when it is
+    // not an array.
+    std::optional<std::vector<Item>> get_items(std::string_view key) const {
+        const Member* m = find(key);
+        if (!m || m->kind != Kind::Array) return std::nullopt;
+        std::vector<Item> out(m->item_text.size());
+        for (std::size_t k = 0; k < out.size(); ++k)
+            out[k] = {m->item_text[k], m->item_is_object[k] ? &m->item_members[k] : nullptr};
+        return out;
+    }
 
 private:
     friend class Reader;
@@ -51,6 +68,11 @@ private:
         Kind kind = Kind::Null;
         std::int64_t i = 0;
         std::string s;
+        // Array (a top-level member's): each element's text, whether it
+        // is an object, and then its members.
+        std::vector<std::string_view> item_text;
+        std::vector<char> item_is_object;
+        std::vector<Object> item_members;
     };
     // A key given twice: the last one counts.
     const Member* find(std::string_view key) const {
@@ -225,7 +247,19 @@ private:
             ws();
             if (eat(']')) return true;
             for (;;) {
-                if (!value(depth + 1, nullptr, nullptr)) return false;
+                ws();
+                // A top-level member's elements are kept: their text, and
+                // the members of those that are objects (RECORDS).
+                const std::size_t from = at_;
+                Object* members = nullptr;
+                if (into) {
+                    const bool is_object = at_ < t_.size() && t_[at_] == '{';
+                    into->item_is_object.push_back(is_object);
+                    if (is_object) members = &into->item_members.emplace_back();
+                    else into->item_members.emplace_back();
+                }
+                if (!value(depth + 1, members, nullptr)) return false;
+                if (into) into->item_text.push_back(t_.substr(from, at_ - from));
                 ws();
                 if (eat(']')) return true;
                 if (!eat(',')) return false;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A minimal, complete Switchboard department feed client (protocol version 1).
+"""A minimal, complete Switchboard department feed client (protocol version 2).
 
 The same protocol as switchboard-feed, in about 150 lines of Python with
 Debian's python3-zmq (apt-get install python3-zmq). See docs/departments.md
@@ -107,7 +107,7 @@ def main():
         if monitor in ready:
             event = zmq.utils.monitor.recv_monitor_message(monitor)["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                send("HELLO", {"protocol": 1, "acked": acked, "credit": args.credit})
+                send("HELLO", {"protocol": 2, "acked": acked, "credit": args.credit})
                 log("connected to %s; HELLO from position %d" % (args.endpoint, acked))
             elif event == zmq.EVENT_DISCONNECTED:
                 log("disconnected; ZeroMQ reconnects")
@@ -128,19 +128,25 @@ def main():
             log("malformed %s body; ignored" % msg_type)
             continue
         if msg_type == "WELCOME":
-            if body.get("protocol") != 1:
-                sys.exit("feed_client.py: server speaks protocol %r, not 1" % body.get("protocol"))
+            if body.get("protocol") != 2:
+                sys.exit("feed_client.py: server speaks protocol %r, not 2" % body.get("protocol"))
             log("WELCOME from %s, next %s" % (body.get("destination"), body.get("next")))
-        elif msg_type == "RECORD":
-            seq = body.get("seq")
-            if not isinstance(seq, int) or not isinstance(body.get("id"), str):
-                log("RECORD without seq or id; ignored")
+        elif msg_type in ("RECORD", "RECORDS"):
+            # RECORDS (version 2): several RECORD bodies in one message.
+            records = body.get("records") if msg_type == "RECORDS" else [body]
+            if not isinstance(records, list):
+                log("RECORDS without a records array; ignored")
                 continue
-            if seq > acked:  # at or below the position: a resend, already processed
-                sys.stdout.write(json.dumps(body, separators=(",", ":")) + "\n")
-                sys.stdout.flush()
-                write_position(args.state, seq)
-                acked = seq
+            for record in records:
+                seq = record.get("seq") if isinstance(record, dict) else None
+                if not isinstance(seq, int) or not isinstance(record.get("id"), str):
+                    log("RECORD without seq or id; ignored")
+                    continue
+                if seq > acked:  # at or below the position: a resend, already processed
+                    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+                    acked = seq
+            sys.stdout.flush()
+            write_position(args.state, acked)
             send("ACK", {"upto": acked})
         elif msg_type == "ERASE":
             notice, record_id = body.get("notice"), body.get("record_id")

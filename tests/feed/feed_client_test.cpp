@@ -127,7 +127,9 @@ TEST_CASE("records arrive in order within the credit, and the position is persis
     REQUIRE(server.hellos().size() == 1);
     CHECK(server.hellos()[0].acked == 0);
     CHECK(server.hellos()[0].credit == 3);
-    CHECK(server.hellos()[0].protocol == 1);
+    CHECK(server.hellos()[0].protocol == 2);
+    // Version 2: several records a message (RECORDS), never past the credit.
+    CHECK(server.messages_sent() < server.records_sent());
     c.stop();
     CHECK(server.wait_until([&] { return server.byes() == 1; }, 5s));
     // Output files and the directory are the owner's only.
@@ -426,10 +428,56 @@ TEST_CASE("a server speaking another protocol version is left, with a clear mess
     TestFeedServer server(s.server_options());
     RunningClient c(s.client_options(server), s.dir_sink());
     REQUIRE(server.wait_until([&] { return server.hellos().size() == 1; }, 15s));
-    server.send_raw({"WELCOME", R"({"protocol":2,"destination":"housing","next":1})"});
-    REQUIRE(server.wait_until([&] { return c.all_logs().find("this client speaks 1") != std::string::npos; }, 10s));
+    server.send_raw({"WELCOME", R"({"protocol":3,"destination":"housing","next":1})"});
+    REQUIRE(server.wait_until([&] { return c.all_logs().find("this client asked for 2") != std::string::npos; }, 10s));
     // It comes back (a server may be mid-upgrade) and says HELLO again.
     CHECK(server.wait_until([&] { return server.hellos().size() >= 2; }, 10s));
+}
+
+TEST_CASE("a server that speaks only version 1 is asked again with version 1, and sends a RECORD each", "[feed]") {
+    Setup s;
+    auto o = s.server_options();
+    o.speaks_up_to = 1;
+    TestFeedServer server(o);
+    for (int i = 1; i <= 10; ++i) server.add_record(rid(i));
+    RunningClient c(s.client_options(server, 4), s.dir_sink());
+    REQUIRE(server.wait_until([&] { return server.acked() == 10; }, 20s));
+    auto hellos = server.hellos();
+    REQUIRE(hellos.size() == 2);
+    CHECK(hellos[0].protocol == 2); // refused (fatal ERROR)
+    CHECK(hellos[1].protocol == 1);
+    CHECK(server.messages_sent() == server.records_sent());
+    CHECK(ids_of(out_lines(s.out())).size() == 10);
+    CHECK(c.all_logs().find("does not speak protocol 2; using protocol 1") != std::string::npos);
+}
+
+TEST_CASE("RECORDS: each element is taken as a RECORD; bad elements are reported, and rejected when they "
+          "have a seq", "[feed]") {
+    Setup s;
+    TestFeedServer server(s.server_options());
+    server.add_record(rid(1));
+    RunningClient c(s.client_options(server), s.dir_sink());
+    REQUIRE(server.wait_until([&] { return server.acked() == 1; }, 15s));
+    auto body = [](int seq) {
+        return "{\"seq\":" + std::to_string(seq) + ",\"id\":\"" + rid(seq) +
+               "\",\"purpose\":\"p\",\"profile\":\"x\",\"profile_version\":1,\"record\":{\"fields\":{}}}";
+    };
+    // Seq 2 and 4 are good; between them an element that is not an object,
+    // one without a record (seq 3: rejected), a resend of 1 (dropped).
+    server.send_raw({"RECORDS", "{\"records\":[" + body(1) + "," + body(2) + ",[1],{\"seq\":3,\"id\":\"R3\"}," +
+                                    body(4) + "]}"});
+    server.send_raw({"RECORDS", "{\"records\":{}}"});        // not an array
+    server.send_raw({"RECORDS", "{\"records\":[" + body(5)}); // cut JSON: nothing of it taken
+    REQUIRE(server.wait_until([&] { return c.client->stats().malformed >= 4; }, 15s));
+    CHECK(server.wait_until([&] { return server.rejects().size() == 1; }, 5s));
+    CHECK(server.rejects()[0].seq == 3);
+    CHECK(server.wait_until([&] { return server.acked() == 4; }, 5s));
+    CHECK(ids_of(out_lines(s.out())) == std::vector<std::string>{rid(1), rid(2), rid(4)});
+    CHECK(c.client->stats().resends_dropped >= 1);
+    auto logs = c.all_logs();
+    CHECK(logs.find("RECORDS with an element that is not an object") != std::string::npos);
+    CHECK(logs.find("RECORDS without a records array") != std::string::npos);
+    CHECK(c.client->stats().malformed == 4);
 }
 
 TEST_CASE("the client's options are checked with messages naming the problem", "[feed]") {

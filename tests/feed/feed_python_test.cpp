@@ -47,6 +47,9 @@ TEST_CASE("the Python example receives, acknowledges, resumes and confirms erasu
         sbtest::Process p(argv);
         REQUIRE(server.wait_until([&] { return server.acked() == 3; }, 30s));
         CHECK(server.max_in_flight() <= 2);
+        // Version 2: the records came several a message (RECORDS).
+        CHECK(server.hellos()[0].protocol == 2);
+        CHECK(server.messages_sent() < server.records_sent());
         server.add_erase("E1", rid(2), 2, "request");
         REQUIRE(server.wait_until([&] { return server.erased().size() == 1; }, 30s));
         CHECK(server.erased()[0].notice == "E1");

@@ -68,6 +68,8 @@ struct ServerOptions {
     std::string destination = "housing";
     bool resend_from_start = false;        // ignore HELLO's acked when resending
     std::string feed_id;                   // WELCOME "feed"; none when empty
+    int speaks_up_to = 2;                  // protocol versions spoken: 1 to this
+    std::size_t records_per_message = 4;   // version 2: RECORDS of at most this many
 };
 
 class TestFeedServer {
@@ -161,6 +163,8 @@ public:
     std::vector<Erased> erased() const { std::lock_guard lock(m_); return erased_; }
     std::vector<std::string> denied() const { std::lock_guard lock(m_); return denied_; }
     std::size_t records_sent() const { std::lock_guard lock(m_); return records_sent_; }
+    // RECORD and RECORDS messages sent.
+    std::size_t messages_sent() const { std::lock_guard lock(m_); return messages_sent_; }
     std::int64_t max_in_flight() const { std::lock_guard lock(m_); return max_in_flight_; }
     std::size_t byes() const { std::lock_guard lock(m_); return byes_; }
 
@@ -238,16 +242,37 @@ private:
     }
 
     // Sends records within credit. Called with m_ held.
+    // Version 2 sessions get RECORDS of up to records_per_message.
     void pump() {
         if (peer_.empty()) return;
+        std::vector<const std::string*> batch;
+        std::int64_t batch_upto = 0;
+        auto send_batch = [&] {
+            if (batch.empty()) return true;
+            bool ok;
+            if (protocol_ < 2) {
+                ok = send({"RECORD", *batch[0]});
+            } else {
+                std::string body = "{\"records\":[";
+                for (std::size_t k = 0; k < batch.size(); ++k) body += (k ? "," : "") + *batch[k];
+                ok = send({"RECORDS", body + "]}"});
+            }
+            if (!ok) return false;
+            ++messages_sent_;
+            records_sent_ += batch.size();
+            sent_upto_ = batch_upto;
+            max_in_flight_ = std::max(max_in_flight_, sent_upto_ - acked_);
+            batch.clear();
+            return true;
+        };
         for (const auto& r : outbox_) {
             if (r.seq <= sent_upto_) continue;
             if (r.seq - acked_ > credit_) break;
-            if (!send({"RECORD", r.body})) return;
-            sent_upto_ = r.seq;
-            ++records_sent_;
-            max_in_flight_ = std::max(max_in_flight_, sent_upto_ - acked_);
+            batch.push_back(&r.body);
+            batch_upto = r.seq;
+            if ((protocol_ < 2 || batch.size() >= opt_.records_per_message) && !send_batch()) return;
         }
+        send_batch();
     }
 
     void handle_client() {
@@ -270,6 +295,14 @@ private:
             h.credit = body->optValue<Poco::Int64>("credit", -1);
             h.feed = body->optValue<std::string>("feed", "");
             hellos_.push_back(h);
+            if (h.protocol < 1 || h.protocol > opt_.speaks_up_to) {
+                peer_ = f[0];
+                send({"ERROR", "{\"error\":\"HELLO: protocol version " + std::to_string(h.protocol) +
+                                   " is not spoken here\",\"type\":\"HELLO\",\"fatal\":true}"});
+                peer_.clear();
+                return;
+            }
+            protocol_ = h.protocol;
             peer_ = f[0];
             // A position in another numbering acknowledges nothing.
             if (h.feed.empty() || h.feed == opt_.feed_id) acked_ = std::max(acked_, h.acked);
@@ -281,7 +314,7 @@ private:
                     next = r.seq;
                     break;
                 }
-            send({"WELCOME", "{\"protocol\":1,\"destination\":\"" + opt_.destination + "\"" +
+            send({"WELCOME", "{\"protocol\":" + std::to_string(protocol_) + ",\"destination\":\"" + opt_.destination + "\"" +
                                  (opt_.feed_id.empty() ? "" : ",\"feed\":\"" + opt_.feed_id + "\"") +
                                  ",\"next\":" + std::to_string(next) + "}"});
             // Records before erase notices, as the real server does (an
@@ -348,8 +381,8 @@ private:
     std::deque<Rec> outbox_;
     std::int64_t next_seq_ = 1;
     std::string peer_;
-    std::int64_t acked_ = 0, sent_upto_ = 0, credit_ = 0, max_in_flight_ = 0;
-    std::size_t records_sent_ = 0, byes_ = 0;
+    std::int64_t acked_ = 0, sent_upto_ = 0, credit_ = 0, max_in_flight_ = 0, protocol_ = 1;
+    std::size_t records_sent_ = 0, messages_sent_ = 0, byes_ = 0;
     std::vector<Hello> hellos_;
     std::vector<Reject> rejects_;
     std::map<std::string, std::string> erases_; // unanswered notices: notice -> body

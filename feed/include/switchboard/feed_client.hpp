@@ -31,7 +31,10 @@
 
 namespace switchboard::feed {
 
-inline constexpr int kProtocolVersion = 1;
+// The version the client asks for first (docs/feed-protocol.md); it falls
+// back to kProtocolOldest with a server that does not speak it.
+inline constexpr int kProtocolVersion = 2;
+inline constexpr int kProtocolOldest = 1;
 
 enum class LogLevel { Debug, Info, Warn, Error };
 using LogFn = std::function<void(LogLevel, std::string_view message)>;

@@ -73,9 +73,9 @@ public:
         return true;
     }
     void send(const std::string& type, const std::string& json) { send_frames({type, json}); }
-    void hello(std::int64_t acked, std::int64_t credit) {
-        send("HELLO", "{\"protocol\":1,\"acked\":" + std::to_string(acked) + ",\"credit\":" +
-                          std::to_string(credit) + "}");
+    void hello(std::int64_t acked, std::int64_t credit, int protocol = 1) {
+        send("HELLO", "{\"protocol\":" + std::to_string(protocol) + ",\"acked\":" + std::to_string(acked) +
+                          ",\"credit\":" + std::to_string(credit) + "}");
     }
     void ack(std::int64_t upto) { send("ACK", "{\"upto\":" + std::to_string(upto) + "}"); }
 

@@ -310,6 +310,81 @@ TEST_CASE("zmq-feed: records in order within the credit; ACK completes them; HEL
     h.stop();
 }
 
+TEST_CASE("zmq-feed: version 2 sends RECORDS, several records a message in order within the credit") {
+    Keys k;
+    Harness h(module());
+    configure(h, k);
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+    for (int i = 1; i <= 10; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
+
+    // The seqs of the next RECORDS message; each element a RECORD body.
+    auto next_batch = [](FeedClient& c) {
+        std::vector<std::int64_t> seqs;
+        auto m = c.expect("RECORDS");
+        if (!m || !m->body) return seqs;
+        auto records = m->body->getArray("records");
+        if (!records) return seqs;
+        for (std::size_t i = 0; i < records->size(); ++i) {
+            auto r = records->getObject(static_cast<unsigned>(i));
+            seqs.push_back(r->getValue<Poco::Int64>("seq"));
+            CHECK(r->getValue<std::string>("id") == "rec-" + std::to_string(seqs.back()));
+            CHECK(r->getValue<std::string>("purpose") == "testing");
+            CHECK(r->getValue<std::string>("expires_at") == "2025-02-03T09:00:00.000Z");
+            CHECK(r->getObject("record")->getObject("fields")->getObject("content")->getValue<std::string>(
+                      "text") == "bin missed");
+        }
+        return seqs;
+    };
+    FeedClient c(endpoint_of(h), k.server.pub, &k.department);
+    c.hello(0, 4, 2);
+    auto w = c.expect("WELCOME");
+    REQUIRE(w);
+    CHECK(w->integer("protocol") == 2);
+    CHECK(next_batch(c) == std::vector<std::int64_t>{1, 2, 3, 4});
+    CHECK_FALSE(c.receive(300ms)); // credit used up
+    c.ack(4);
+    CHECK(next_batch(c) == std::vector<std::int64_t>{5, 6, 7, 8});
+    c.ack(8);
+    CHECK(next_batch(c) == std::vector<std::int64_t>{9, 10});
+    c.ack(10);
+    REQUIRE(h.wait_until([&] { return h.completions().size() == 10; }, 2s));
+
+    // At most 256 records a message, whatever the credit.
+    for (int i = 11; i <= 310; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
+    FeedClient again(endpoint_of(h), k.server.pub, &k.department);
+    again.hello(10, 1000, 2);
+    REQUIRE(again.expect("WELCOME"));
+    std::vector<std::int64_t> all;
+    std::size_t messages = 0;
+    while (all.size() < 300) {
+        auto seqs = next_batch(again);
+        REQUIRE(!seqs.empty());
+        CHECK(seqs.size() <= 256);
+        all.insert(all.end(), seqs.begin(), seqs.end());
+        ++messages;
+    }
+    CHECK(messages >= 2);
+    for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i] == static_cast<std::int64_t>(11 + i));
+    again.ack(310);
+    REQUIRE(h.wait_until([&] { return h.completions().size() == 310; }, 3s));
+
+    // A version 1 session on the same feed gets a RECORD each.
+    REQUIRE(h.deliver(record("rec-311")) == SB_PENDING);
+    REQUIRE(h.deliver(record("rec-312")) == SB_PENDING);
+    FeedClient old(endpoint_of(h), k.server.pub, &k.department);
+    old.hello(310, 10);
+    w = old.expect("WELCOME");
+    REQUIRE(w);
+    CHECK(w->integer("protocol") == 1);
+    for (int s = 311; s <= 312; ++s) {
+        auto r = old.expect("RECORD");
+        REQUIRE(r);
+        CHECK(r->integer("seq") == s);
+    }
+    h.stop();
+}
+
 TEST_CASE("zmq-feed: unacknowledged records are resent after a reconnect and after ack_timeout") {
     Keys k;
     Harness h(module());
@@ -437,7 +512,9 @@ TEST_CASE("zmq-feed: malformed messages get an ERROR and the session carries on"
     CHECK(error_for({std::string("\x01\xff<script>", 10), "{}"}) == "unknown message type");
     CHECK(error_for({"HELLO", "{not json"}) == "HELLO: the body is not a JSON object");
     CHECK(error_for({"HELLO", "[1,2]"}) == "HELLO: the body is not a JSON object");
-    CHECK(error_for({"HELLO", "{\"protocol\":2,\"acked\":0,\"credit\":1}"}).find("protocol version 2") !=
+    CHECK(error_for({"HELLO", "{\"protocol\":3,\"acked\":0,\"credit\":1}"}).find("protocol version 3") !=
+          std::string::npos);
+    CHECK(error_for({"HELLO", "{\"protocol\":0,\"acked\":0,\"credit\":1}"}).find("speaks 1 and 2") !=
           std::string::npos);
     CHECK(error_for({"HELLO", "{\"protocol\":1,\"acked\":-1,\"credit\":1}"}).find("'acked'") != std::string::npos);
     CHECK(error_for({"HELLO", "{\"protocol\":1,\"acked\":0,\"credit\":0}"}).find("'credit'") != std::string::npos);
@@ -488,7 +565,7 @@ TEST_CASE("zmq-feed: ERROR names the message type and whether the session is ove
     REQUIRE(e);
     CHECK(e->body->isNull("type")); // the type itself was not understood
     CHECK_FALSE(e->body->getValue<bool>("fatal"));
-    c.send("HELLO", "{\"protocol\":2,\"acked\":0,\"credit\":1}");
+    c.send("HELLO", "{\"protocol\":3,\"acked\":0,\"credit\":1}");
     e = c.expect("ERROR");
     REQUIRE(e);
     CHECK(e->string("type") == "HELLO");
