@@ -382,6 +382,25 @@ TEST_CASE("zmq-feed: version 2 sends RECORDS, several records a message in order
         REQUIRE(r);
         CHECK(r->integer("seq") == s);
     }
+    old.ack(312);
+    REQUIRE(h.wait_until([&] { return h.completions().size() == 312; }, 3s));
+
+    // And at most about 256 KiB a message: two records of 100 KB go
+    // together, the third in a message of its own.
+    const std::string big(100'000, 'b');
+    for (int i = 313; i <= 315; ++i)
+        REQUIRE(h.deliver(record("rec-" + std::to_string(i), big)) == SB_PENDING);
+    FeedClient large(endpoint_of(h), k.server.pub, &k.department);
+    large.hello(312, 10, 2);
+    REQUIRE(large.expect("WELCOME"));
+    auto sizes = [&] {
+        auto m = large.expect("RECORDS");
+        REQUIRE(m);
+        CHECK(m->text.size() <= 256u * 1024 + 64);
+        return m->body->getArray("records")->size();
+    };
+    CHECK(sizes() == 2);
+    CHECK(sizes() == 1);
     h.stop();
 }
 
