@@ -54,8 +54,8 @@ public:
         const Member* m = find(key);
         if (!m || m->kind != Kind::Array) return std::nullopt;
         std::vector<Item> out(m->item_text.size());
-        for (std::size_t k = 0; k < out.size(); ++k)
-            out[k] = {m->item_text[k], m->item_is_object[k] ? &m->item_members[k] : nullptr};
+        for (std::size_t k = 0; k < out.size(); ++k) // (an element's text starts with its first token)
+            out[k] = {m->item_text[k], m->item_text[k].front() == '{' ? &m->item_members[k] : nullptr};
         return out;
     }
 
@@ -68,10 +68,9 @@ private:
         Kind kind = Kind::Null;
         std::int64_t i = 0;
         std::string s;
-        // Array (a top-level member's): each element's text, whether it
-        // is an object, and then its members.
+        // Array (a top-level member's): each element's text, and its
+        // members (none unless it is an object).
         std::vector<std::string_view> item_text;
-        std::vector<char> item_is_object;
         std::vector<Object> item_members;
     };
     // A key given twice: the last one counts.
@@ -251,13 +250,7 @@ private:
                 // A top-level member's elements are kept: their text, and
                 // the members of those that are objects (RECORDS).
                 const std::size_t from = at_;
-                Object* members = nullptr;
-                if (into) {
-                    const bool is_object = at_ < t_.size() && t_[at_] == '{';
-                    into->item_is_object.push_back(is_object);
-                    if (is_object) members = &into->item_members.emplace_back();
-                    else into->item_members.emplace_back();
-                }
+                Object* members = into ? &into->item_members.emplace_back() : nullptr;
                 if (!value(depth + 1, members, nullptr)) return false;
                 if (into) into->item_text.push_back(t_.substr(from, at_ - from));
                 ws();

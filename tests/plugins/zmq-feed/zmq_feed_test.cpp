@@ -59,6 +59,13 @@ void configure(Harness& h, const Keys& k) {
         .config("clients", "[" + toml_string(k.department.pub) + "]");
 }
 
+// configure(), then create and start the instance.
+void start_feed(Harness& h, const Keys& k) {
+    configure(h, k);
+    REQUIRE(h.create() == SB_OK);
+    REQUIRE(h.start() == SB_OK);
+}
+
 TestRecord record(const std::string& id, const std::string& text = "bin missed") {
     TestRecord r = Harness::record();
     r.meta("id", id);
@@ -103,9 +110,7 @@ std::size_t completion_count(Harness& h) {
 TEST_CASE("zmq-feed: a listed CURVE key is admitted; an unlisted key gets nothing and is reported") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     const std::string ep = endpoint_of(h);
     CHECK(h.logged(k.server.pub)); // the server's public key is logged for the departments
     CHECK_FALSE(h.logged(k.server.secret));
@@ -146,9 +151,7 @@ TEST_CASE("zmq-feed: a refused handshake is audited with the key that tried and 
           "at most once a minute per key") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     const std::string ep = endpoint_of(h);
     {
         FeedClient stranger(ep, k.server.pub, &k.stranger);
@@ -238,9 +241,7 @@ TEST_CASE("zmq-feed: a plaintext feed is refused unless insecure = true; bad key
     {
         // A CURVE feed does not talk to a plaintext client.
         Harness h(module());
-        configure(h, k);
-        REQUIRE(h.create() == SB_OK);
-        REQUIRE(h.start() == SB_OK);
+        start_feed(h, k);
         FeedClient c(endpoint_of(h));
         c.hello(0, 1);
         CHECK_FALSE(c.receive(500ms));
@@ -251,9 +252,7 @@ TEST_CASE("zmq-feed: a plaintext feed is refused unless insecure = true; bad key
 TEST_CASE("zmq-feed: records in order within the credit; ACK completes them; HELLO acked=S acknowledges") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     for (int i = 1; i <= 10; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
 
     FeedClient c(endpoint_of(h), k.server.pub, &k.department);
@@ -313,9 +312,7 @@ TEST_CASE("zmq-feed: records in order within the credit; ACK completes them; HEL
 TEST_CASE("zmq-feed: version 2 sends RECORDS, several records a message in order within the credit") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     for (int i = 1; i <= 10; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
 
     // The seqs of the next RECORDS message; each element a RECORD body.
@@ -515,9 +512,7 @@ TEST_CASE("zmq-feed: an erase notice without a receipt past receipt_deadline is 
 TEST_CASE("zmq-feed: malformed messages get an ERROR and the session carries on") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     FeedClient c(endpoint_of(h), k.server.pub, &k.department);
     auto error_for = [&](const std::vector<std::string>& frames) -> std::string {
         c.send_frames(frames);
@@ -570,9 +565,7 @@ TEST_CASE("zmq-feed: malformed messages get an ERROR and the session carries on"
 TEST_CASE("zmq-feed: ERROR names the message type and whether the session is over") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     FeedClient c(endpoint_of(h), k.server.pub, &k.department);
     c.send("ACK", "{\"upto\":3}");
     auto e = c.expect("ERROR");
@@ -602,9 +595,7 @@ TEST_CASE("zmq-feed: ERROR names the message type and whether the session is ove
 TEST_CASE("zmq-feed: a connection without HELLO acknowledges nothing; WELCOME next with nothing held") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     const std::string ep = endpoint_of(h);
     for (int i = 1; i <= 3; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
     FeedClient c(ep, k.server.pub, &k.department);
@@ -634,9 +625,7 @@ TEST_CASE("zmq-feed: a connection without HELLO acknowledges nothing; WELCOME ne
 TEST_CASE("zmq-feed: WELCOME carries the feed id; a client of another numbering acknowledges nothing") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     const std::string ep = endpoint_of(h);
     for (int i = 1; i <= 3; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
     std::string feed;
@@ -687,9 +676,7 @@ TEST_CASE("zmq-feed: WELCOME carries the feed id; a client of another numbering 
 TEST_CASE("zmq-feed: REJECT completes the delivery as a permanent failure; the rest flows on") {
     Keys k;
     Harness h(module());
-    configure(h, k);
-    REQUIRE(h.create() == SB_OK);
-    REQUIRE(h.start() == SB_OK);
+    start_feed(h, k);
     for (int i = 1; i <= 3; ++i) REQUIRE(h.deliver(record("rec-" + std::to_string(i))) == SB_PENDING);
     FeedClient c(endpoint_of(h), k.server.pub, &k.department);
     c.hello(0, 2);

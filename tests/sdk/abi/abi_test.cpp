@@ -84,6 +84,31 @@ struct CaptureSink : plugin::NoJournal {
     }
 };
 
+// Services for one instance whose emitted records are captured, and its
+// metrics counted.
+struct Captured {
+    CaptureSink sink;
+    plugin::Metrics metrics;
+    plugin::Services services;
+    Captured() {
+        services.metrics = &metrics;
+        services.sink = &sink;
+    }
+    Captured(const Captured&) = delete; // (services points into it)
+    Captured& operator=(const Captured&) = delete;
+};
+
+// An instance `ic` of the plugin `ic.plugin` in `dir`. The registry that
+// found it is gone when this returns: the instance holds its library.
+std::unique_ptr<plugin::Instance> instance_of(const PluginDir& dir, const config::InstanceConfig& ic,
+                                              plugin::Services& services) {
+    plugin::Registry registry;
+    registry.scan({dir.path}, {});
+    auto p = registry.find(ic.plugin);
+    REQUIRE(p);
+    return std::make_unique<plugin::Instance>(p, ic, services);
+}
+
 } // namespace
 
 TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.3)") {
@@ -211,11 +236,9 @@ TEST_CASE("a plain C plugin runs through the host table, and its library stays l
           "its instance lives") {
     PluginDir dir({"c-source"});
     fs::path file = dir.path / "c-source.so";
-    CaptureSink sink;
-    plugin::Metrics metrics;
-    plugin::Services services;
-    services.metrics = &metrics;
-    services.sink = &sink;
+    Captured host;
+    auto& sink = host.sink;
+    auto& metrics = host.metrics;
 
     config::InstanceConfig ic;
     ic.name = "greeter";
@@ -224,13 +247,7 @@ TEST_CASE("a plain C plugin runs through the host table, and its library stays l
     greeting.text = "hello from C";
     ic.values["greeting"] = greeting;
 
-    std::unique_ptr<plugin::Instance> instance;
-    {
-        plugin::Registry registry;
-        registry.scan({dir.path}, {});
-        REQUIRE(registry.find("c-source"));
-        instance = std::make_unique<plugin::Instance>(registry.find("c-source"), ic, services);
-    }
+    std::unique_ptr<plugin::Instance> instance = instance_of(dir, ic, host.services);
     // The registry is gone; the instance still holds the library.
     CHECK(mapped(file));
     std::string error;
@@ -285,18 +302,14 @@ TEST_CASE("recycled records come back empty, at most a batch's worth are kept, w
 TEST_CASE("emit ahead through the host table (ABI 1.3): a batch begun while an earlier one is not yet "
           "waited for commits only if that one does; each ticket is waited for once") {
     PluginDir dir({"c-ahead"});
-    CaptureSink sink;
-    plugin::Metrics metrics;
-    plugin::Services services;
-    services.metrics = &metrics;
-    services.sink = &sink;
+    Captured host;
+    auto& sink = host.sink;
+    auto& metrics = host.metrics;
     config::InstanceConfig ic;
     ic.name = "ahead";
     ic.plugin = "c-ahead";
-    plugin::Registry registry;
-    registry.scan({dir.path}, {});
-    REQUIRE(registry.find("c-ahead"));
-    plugin::Instance instance(registry.find("c-ahead"), ic, services);
+    auto owned = instance_of(dir, ic, host.services);
+    plugin::Instance& instance = *owned;
     std::string error;
     REQUIRE(instance.create(error));
     REQUIRE(instance.start(error));
@@ -361,9 +374,6 @@ TEST_CASE("a plugin built for ABI 1.0 still loads and runs on a 1.1 host") {
 TEST_CASE("host->audit (ABI 1.1): checked, sanitised and written to the audit trail with the "
           "instance named") {
     PluginDir dir({"c-audit"});
-    plugin::Registry registry;
-    registry.scan({dir.path}, {});
-    REQUIRE(registry.find("c-audit"));
     plugin::NoJournal sink;
     plugin::Metrics metrics;
     std::vector<plugin::AuditNote> notes;
@@ -377,7 +387,8 @@ TEST_CASE("host->audit (ABI 1.1): checked, sanitised and written to the audit tr
     config::InstanceConfig ic;
     ic.name = "gate";
     ic.plugin = "c-audit";
-    plugin::Instance instance(registry.find("c-audit"), ic, services);
+    auto owned = instance_of(dir, ic, services);
+    plugin::Instance& instance = *owned;
     std::string error;
     REQUIRE(instance.create(error));
     REQUIRE(instance.start(error));
