@@ -14,7 +14,9 @@
 #include <switchboard/detail/record_data.hpp>
 #include <switchboard/plugin.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <gnu/libc-version.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -204,7 +206,9 @@ Options:
 
 const char* kVersionHelp = R"(Usage: switchboard version
 
-Prints the Switchboard version and the plugin ABI it accepts.
+Prints the Switchboard version and the plugin ABI it accepts, and on a second
+line the malloc the command runs on (the meson option allocator: jemalloc,
+tcmalloc or the system's).
 )";
 
 // Parses the options a command accepts (`allowed`: the long option names,
@@ -618,6 +622,27 @@ std::string version_text() {
            std::to_string(SB_ABI_MAJOR) + "." + std::to_string(SB_ABI_MINOR) + ")";
 }
 
+std::string malloc_text() {
+    // Asked of the running process, not of the build: what it was linked
+    // with, or what LD_PRELOAD put in front of it.
+    using mallctl_fn = int (*)(const char*, void*, std::size_t*, void*, std::size_t);
+    if (auto mallctl = reinterpret_cast<mallctl_fn>(dlsym(RTLD_DEFAULT, "mallctl"))) {
+        const char* version = nullptr;
+        std::size_t len = sizeof version;
+        if (mallctl("version", &version, &len, nullptr, 0) == 0 && version)
+            return std::string("jemalloc ") + version;
+        return "jemalloc";
+    }
+    using tc_version_fn = const char* (*)(int*, int*, const char**);
+    if (auto tc_version = reinterpret_cast<tc_version_fn>(dlsym(RTLD_DEFAULT, "tc_version"))) {
+        int major = 0, minor = 0;
+        const char* patch = nullptr;
+        tc_version(&major, &minor, &patch);
+        return "tcmalloc (gperftools " + std::to_string(major) + "." + std::to_string(minor) + ")";
+    }
+    return std::string("glibc ") + gnu_get_libc_version();
+}
+
 int main(int argc, char** argv) {
     if (argc < 2) {
         std::cerr << kMainHelp;
@@ -647,7 +672,7 @@ int main(int argc, char** argv) {
             std::cout << kVersionHelp;
             return 0;
         }
-        std::cout << version_text() << "\n";
+        std::cout << version_text() << "\nmalloc: " << malloc_text() << "\n";
         return 0;
     }
     // Many identifier options: these parse their own command lines.

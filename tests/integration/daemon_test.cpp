@@ -11,6 +11,7 @@
 
 #include <signal.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -321,7 +322,15 @@ TEST_CASE("--help everywhere; version; unknown commands and options are usage er
 
     auto v = sbtest::run({sbtest::switchboard_binary(), "version"});
     CHECK(v.code == 0);
-    CHECK(v.out == "switchboard 0.1.0 (plugin ABI 1.3)\n");
+    // The second line names the malloc the binary runs on: the one the
+    // build chose (meson's allocator, passed as SB_ALLOCATOR), so that a
+    // build that says jemalloc and links something else fails here.
+    const char* chosen = std::getenv("SB_ALLOCATOR");
+    REQUIRE(chosen);
+    const std::string expect = std::string(chosen) == "system" ? "glibc " : std::string(chosen) + " ";
+    const std::string first = "switchboard 0.1.0 (plugin ABI 1.3)\n";
+    CHECK(v.out.rfind(first + "malloc: " + expect, 0) == 0);
+    CHECK(v.out.find('\n', first.size()) == v.out.size() - 1); // two lines
 
     auto unknown = sbtest::run({sbtest::switchboard_binary(), "frobnicate"});
     CHECK(unknown.code == 2);
