@@ -311,22 +311,56 @@ bool Classifier::matches(const Rule& rule, const Leaf& leaf) const {
     return false;
 }
 
+template <class Take>
+bool Classifier::for_each_candidate(const Rule& rule, const std::vector<Leaf>& leaves, Take&& take) {
+    auto by_key = [](const Leaf& l, std::string_view k) { return std::string_view(l.key()) < k; };
+    auto it = std::lower_bound(leaves.begin(), leaves.end(), std::string_view(rule.key), by_key);
+    if (!rule.pattern)
+        return it != leaves.end() && it->key() == rule.key && take(static_cast<std::size_t>(it - leaves.begin()));
+    // Every leaf under the literal prefix; the pattern picks among them.
+    for (; it != leaves.end() && std::string_view(it->key()).starts_with(rule.key); ++it)
+        if (rule.pattern->matches(it->path()) && take(static_cast<std::size_t>(it - leaves.begin()))) return true;
+    return false;
+}
+
+const Classifier::ShapeMemo* Classifier::memo_of_shape(const sb::detail::RecordData& record) const {
+    const std::uint64_t shape = record.shape_id();
+    if (shape == 0) return nullptr;
+    ShapeMemo& m = sb::detail::thread_memo_slot<ShapeMemo, 6>(shape ^ (id_ << 32));
+    const auto& leaves = record.leaves();
+    if (m.classifier != id_ || m.shape != shape || m.leaves != leaves.size()) {
+        m.classifier = id_;
+        m.shape = shape;
+        m.leaves = leaves.size();
+        m.begin.clear();
+        m.at.clear();
+        for (const Rule& rule : rules_) {
+            m.begin.push_back(static_cast<std::uint32_t>(m.at.size()));
+            for_each_candidate(rule, leaves, [&](std::size_t k) {
+                m.at.push_back(static_cast<std::uint32_t>(k));
+                return false;
+            });
+        }
+        m.begin.push_back(static_cast<std::uint32_t>(m.at.size()));
+    }
+    return &m;
+}
+
 ClassifyResult Classifier::classify(const sb_record& record) const {
     const auto& leaves = record.data.leaves();
     const char* source = record.data.meta("source");
-    auto by_key = [](const Leaf& l, std::string_view k) { return std::string_view(l.key()) < k; };
-    for (const Rule& rule : rules_) {
+    // A record set by a shape: the leaves each rule looks at were found
+    // for the first record of that shape; any other is searched.
+    const ShapeMemo* memo = memo_of_shape(record.data);
+    for (std::size_t r = 0; r < rules_.size(); ++r) {
+        const Rule& rule = rules_[r];
         if (!rule.sources.empty() &&
             (!source || std::find(rule.sources.begin(), rule.sources.end(), source) == rule.sources.end()))
             continue;
-        auto it = std::lower_bound(leaves.begin(), leaves.end(), std::string_view(rule.key), by_key);
-        if (!rule.pattern) {
-            if (it != leaves.end() && it->key() == rule.key && matches(rule, *it)) return {rule.category, rule.index};
-            continue;
-        }
-        // Every leaf under the literal prefix; the pattern picks among them.
-        for (; it != leaves.end() && std::string_view(it->key()).starts_with(rule.key); ++it)
-            if (rule.pattern->matches(it->path()) && matches(rule, *it)) return {rule.category, rule.index};
+        auto take = [&](std::size_t k) { return matches(rule, leaves[k]); };
+        if (memo ? std::any_of(memo->at.begin() + memo->begin[r], memo->at.begin() + memo->begin[r + 1], take)
+                 : for_each_candidate(rule, leaves, take))
+            return {rule.category, rule.index};
     }
     return {std::string(kUnclassified), -1};
 }

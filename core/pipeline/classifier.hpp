@@ -3,8 +3,9 @@
 // Query classification: the [[classify.rule]] list, compiled once from the
 // config and applied to every record (up to ~100k records/s), so matching
 // allocates nothing but the result: needles are folded to lowercase at
-// compile time, fields are found by binary search on the record's sort keys,
-// and std::regex only runs for rules that ask for it.
+// compile time, fields are found by binary search on the record's sort keys
+// (for a record set by a shape, once per shape and thread: the indexes are
+// kept), and std::regex only runs for rules that ask for it.
 
 #include "config/config.hpp"
 
@@ -71,8 +72,23 @@ public:
 
 private:
     bool matches(const Rule& rule, const sb::detail::Leaf& leaf) const;
+    // The leaves each rule looks at, by index, in a record of one shape:
+    // found once per shape (and thread), not searched for in every record.
+    struct ShapeMemo {
+        std::uint64_t classifier = 0, shape = 0;
+        std::size_t leaves = 0;              // the record's leaf count, checked
+        std::vector<std::uint32_t> begin;    // rule r's leaves: at[begin[r]] .. at[begin[r + 1]]
+        std::vector<std::uint32_t> at;
+    };
+    const ShapeMemo* memo_of_shape(const sb::detail::RecordData& record) const;
+    // Calls take(k) for each leaf index k that `rule` looks at, in order,
+    // until it returns true; returns whether one did. Searches by sort key.
+    template <class Take>
+    static bool for_each_candidate(const Rule& rule, const std::vector<sb::detail::Leaf>& leaves, Take&& take);
 
     std::vector<Rule> rules_;
+    // Unique for the life of the process: keys this classifier's memos.
+    std::uint64_t id_ = sb::detail::new_shape_id();
 };
 
 } // namespace switchboard::pipeline

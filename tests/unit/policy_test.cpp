@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <new>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -391,6 +392,152 @@ profile = "p"
     g_count_allocations = false;
     CHECK(miss.rule == -1);
     CHECK(found.category == "missed_bin");
+    CHECK(g_allocations == 0);
+}
+
+TEST_CASE("classify: records set by a shape, the leaves each rule looks at found once per shape") {
+    auto c = compile(kInstances + R"(
+[[classify.rule]]
+category = "council_tax"
+field = "hints.queue"
+one_of = ["Council Tax", "CTAX"]
+source = "phone-line"
+
+[[classify.rule]]
+category = "missed_bin"
+field = "content.turns[*].text"
+keywords = ["missed bin"]
+
+[[classify.rule]]
+category = "housing"
+field = "content.text"
+contains = "housing"
+
+[[route]]
+category = "*"
+destination = "review"
+purpose = "tests"
+profile = "p"
+
+[profiles.p.fields]
+"content.text" = "redact"
+)");
+    REQUIRE(errors_of(*c).empty());
+    const auto& cl = (*c)->classifier();
+    // Paths given out of path order: the shape sorts them, values follow.
+    const char* paths[] = {"content.text", "hints.queue", "content.turns[0].text", "content.turns[1].text",
+                           "agent.id"};
+    const char* cats[] = {"content.free_text", "meta.queue", "content.free_text", "content.free_text",
+                          "operational"};
+    auto shape = sb::detail::ShapeData::make(paths, cats, 5);
+    REQUIRE(shape);
+    auto shaped = [&](const char* source, const char* text, const char* queue, const char* turn0,
+                      const char* turn1) {
+        auto r = std::make_unique<sb_record>();
+        const char* v[] = {text, queue, turn0, turn1, "A1"};
+        sb_value values[5];
+        for (int k = 0; k < 5; ++k) values[k] = sb_value{SB_VALUE_STRING, v[k], std::strlen(v[k]), 0, 0};
+        REQUIRE(r->data.set_shape(*shape, values) == SB_OK);
+        REQUIRE(r->data.shape_id() != 0);
+        if (source) REQUIRE(r->data.set_meta("source", source) == SB_OK);
+        return r;
+    };
+    // The same shape with each rule's values in turn: every record gets its
+    // own answer, whichever came first on this thread.
+    CHECK(cl.classify(*shaped("phone-line", "x", "ctax", "hello", "bye")).rule == 0);
+    CHECK(cl.classify(*shaped("web-chat", "x", "ctax", "hello", "bye")).rule == -1);
+    CHECK(cl.classify(*shaped("web-chat", "x", "ctax", "hi", "a missed bin")).rule == 1);
+    CHECK(cl.classify(*shaped("phone-line", "housing", "other", "hi", "bye")).rule == 2);
+    CHECK(cl.classify(*shaped(nullptr, "about housing", "CTAX", "a missed bin", "bye")).rule == 1);
+    CHECK(cl.classify(*shaped("phone-line", "no", "no", "no", "no")).category == "unclassified");
+
+    // Another classifier with other rules, on the same thread and shape: its
+    // own leaves, not the first one's.
+    auto other = compile(kInstances + R"(
+[[classify.rule]]
+category = "by_agent"
+field = "agent.id"
+equals = "a1"
+
+[[route]]
+category = "*"
+destination = "review"
+purpose = "tests"
+profile = "p"
+
+[profiles.p.fields]
+"content.text" = "redact"
+)");
+    REQUIRE(errors_of(*other).empty());
+    CHECK((*other)->classifier().classify(*shaped(nullptr, "housing", "ctax", "x", "y")).category == "by_agent");
+    CHECK(cl.classify(*shaped(nullptr, "housing", "ctax", "x", "y")).category == "housing");
+
+    // A field set after the shape: the record no longer has it, and is searched.
+    auto grown = shaped("web-chat", "no", "no", "no", "no");
+    sb_value more{SB_VALUE_STRING, "missed bin again", 16, 0, 0};
+    REQUIRE(grown->data.set("content.turns[2].text", more, "content.free_text") == SB_OK);
+    CHECK(grown->data.shape_id() == 0);
+    CHECK(cl.classify(*grown).rule == 1);
+
+    // Many shapes, more than the thread's memo has slots, so that they share
+    // slots, with the rule's leaf at another index in each, and two
+    // classifiers taking turns: a memo kept for another shape would look at
+    // the wrong leaf.
+    auto text_rule = compile(kInstances + R"(
+[[classify.rule]]
+category = "text_ctax"
+field = "content.text"
+contains = "ctax"
+
+[[route]]
+category = "*"
+destination = "review"
+purpose = "tests"
+profile = "p"
+
+[profiles.p.fields]
+"content.text" = "redact"
+)");
+    REQUIRE(errors_of(*text_rule).empty());
+    const auto& tl = (*text_rule)->classifier();
+    std::vector<std::unique_ptr<sb::detail::ShapeData>> shapes;
+    int wrong = 0;
+    for (int i = 0; i < 300; ++i) {
+        const int before = i % 8; // leaves before hints.queue; 8 leaves in all
+        std::vector<std::string> names;
+        for (int j = 0; j < before; ++j) names.push_back("a.s" + std::to_string(i) + "_" + std::to_string(j));
+        names.push_back("hints.queue");
+        for (int j = before; j < 7; ++j) names.push_back("z.s" + std::to_string(i) + "_" + std::to_string(j));
+        std::vector<const char*> ps, cs;
+        for (const auto& n : names) {
+            ps.push_back(n.c_str());
+            cs.push_back("operational");
+        }
+        shapes.push_back(sb::detail::ShapeData::make(ps.data(), cs.data(), ps.size()));
+        REQUIRE(shapes.back());
+        const bool hit = i % 3 == 0;
+        std::vector<sb_value> values;
+        for (const auto& n : names) {
+            const char* v = n == "hints.queue" ? (hit ? "ctax" : "other") : "filler";
+            values.push_back(sb_value{SB_VALUE_STRING, v, std::strlen(v), 0, 0});
+        }
+        sb_record r;
+        REQUIRE(r.data.set_shape(*shapes.back(), values.data()) == SB_OK);
+        REQUIRE(r.data.set_meta("source", "phone-line") == SB_OK);
+        for (int round = 0; round < 2; ++round) { // the second time from the memo
+            if (cl.classify(r).rule != (hit ? 0 : -1)) ++wrong;
+            if (tl.classify(r).rule != -1) ++wrong; // it has no content.text
+        }
+    }
+    CHECK(wrong == 0);
+
+    // Once its shape is known, classifying a record allocates nothing but the result.
+    auto again = shaped("phone-line", "no", "Council Tax", "no", "no");
+    g_allocations = 0;
+    g_count_allocations = true;
+    auto hit = cl.classify(*again);
+    g_count_allocations = false;
+    CHECK(hit.category == "council_tax");
     CHECK(g_allocations == 0);
 }
 
