@@ -257,6 +257,45 @@ TEST_CASE("values: types, categories and bad input") {
     CHECK(r.api.record_json(nullptr, nullptr) == nullptr);
 }
 
+TEST_CASE("values: a field gives the number of its own type only, 0 in the other member") {
+    // A leaf keeps one number (i for integers and booleans, f for floats, in
+    // the same bytes, so that a leaf is a cache line); what a plugin reads
+    // back has 0 in the member its type does not use, as before.
+    Rec r;
+    REQUIRE(r.number("f", -2.5) == SB_OK);
+    REQUIRE(r.integer("i", -4'611'686'018'427'387'904) == SB_OK);
+    REQUIRE(r.boolean("b", true) == SB_OK);
+    REQUIRE(r.str("s", "text") == SB_OK);
+    REQUIRE(r.null("n") == SB_OK);
+    sb_field f{};
+    f.struct_size = sizeof f;
+    REQUIRE(r.api.record_get(&r.rec, "f", &f) == SB_OK);
+    CHECK(f.value.f == -2.5);
+    CHECK(f.value.i == 0);
+    REQUIRE(r.api.record_get(&r.rec, "i", &f) == SB_OK);
+    CHECK(f.value.i == -4'611'686'018'427'387'904);
+    CHECK(f.value.f == 0);
+    REQUIRE(r.api.record_get(&r.rec, "b", &f) == SB_OK);
+    CHECK(f.value.i == 1);
+    CHECK(f.value.f == 0);
+    for (const char* p : {"s", "n"}) {
+        REQUIRE(r.api.record_get(&r.rec, p, &f) == SB_OK);
+        CHECK(f.value.i == 0);
+        CHECK(f.value.f == 0);
+    }
+    // Set again with another type, in place: the old number does not show through.
+    REQUIRE(r.integer("f", 7) == SB_OK);
+    REQUIRE(r.api.record_get(&r.rec, "f", &f) == SB_OK);
+    CHECK(f.value.i == 7);
+    CHECK(f.value.f == 0);
+    REQUIRE(r.number("i", 0.5) == SB_OK);
+    REQUIRE(r.api.record_get(&r.rec, "i", &f) == SB_OK);
+    CHECK(f.value.i == 0);
+    CHECK(f.value.f == 0.5);
+    CHECK(r.fields_json() == "{\"b\":true,\"f\":7,\"i\":0.5,\"n\":null,\"s\":\"text\"}");
+    static_assert(sizeof(void*) != 8 || sizeof(sb::detail::Leaf) <= 64);
+}
+
 TEST_CASE("erase removes a leaf or a whole subtree, and nothing else") {
     Rec r;
     for (const char* p : {"citizen.name", "citizen.address.postcode", "citizen.address.line1",

@@ -473,7 +473,7 @@ private:
         return *f;
     }
     static FieldData copy(const sb::detail::Leaf& l) {
-        return FieldData{l.path(), l.category(), l.type, l.str, l.i, l.f};
+        return FieldData{l.path(), l.category(), l.type, l.str, l.value_i(), l.value_f()};
     }
 
     sb_record rec_;

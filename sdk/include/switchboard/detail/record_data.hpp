@@ -460,8 +460,15 @@ const Atom* empty_atom() {
 struct Leaf {
     sb_value_type type = SB_VALUE_NULL;
     std::string str;
-    std::int64_t i = 0;
-    double f = 0;
+    // i for SB_VALUE_INT and SB_VALUE_BOOL, f for SB_VALUE_FLOAT: one of
+    // the two, so that a leaf is 64 bytes, a cache line (value_i() and
+    // value_f() give 0 for the other types).
+    union {
+        std::int64_t i = 0;
+        double f;
+    };
+    std::int64_t value_i() const { return type == SB_VALUE_INT || type == SB_VALUE_BOOL ? i : 0; }
+    double value_f() const { return type == SB_VALUE_FLOAT ? f : 0; }
 
     const std::string& path() const { return path_->path; } // canonical dotted path
     const std::string& key() const { return path_->key; }   // sort key: byte order is path order
@@ -475,6 +482,7 @@ private:
     const PathAtom* path_ = empty_atom<PathAtom>();
     const CategoryAtom* category_ = empty_atom<CategoryAtom>();
 };
+static_assert(sizeof(void*) != 8 || sizeof(Leaf) <= 64, "a leaf fits a cache line on 64-bit hosts");
 
 struct AttachmentData {
     std::string name, uri, media_type, sha256, category;
@@ -737,8 +745,7 @@ public:
         leaf.type = src.type;
         fit_buffer(leaf.str, src.str.size()); // (a recycled leaf's)
         leaf.str = src.str;
-        leaf.i = src.i;
-        leaf.f = src.f;
+        leaf.i = src.i; // (and f: one of the two)
         return leaf;
     }
 
@@ -753,8 +760,7 @@ public:
                                                  : leaves_.emplace_back();
         leaf.type = SB_VALUE_NULL; // (a recycled leaf's old value, else no-ops)
         leaf.str.clear();
-        leaf.i = 0;
-        leaf.f = 0;
+        leaf.i = 0; // (and f)
         leaf.path_ = adopt(src.path_);
         leaf.category_ = adopt(src.category_);
         shape_id_ = 0;
@@ -982,8 +988,7 @@ private:
     static void assign_value(Leaf& leaf, const sb_value& v) {
         leaf.type = v.type;
         leaf.str.clear();
-        leaf.i = 0;
-        leaf.f = 0;
+        leaf.i = 0; // (and f)
         switch (v.type) {
         case SB_VALUE_STRING: leaf.str.assign(v.str ? v.str : "", v.len); break;
         case SB_VALUE_INT: leaf.i = v.i; break;
@@ -1266,7 +1271,7 @@ inline void fill_field(const Leaf& l, sb_field* out) {
     f.path = l.path().c_str(); // atoms live as long as the record, at least
     f.category = l.category().c_str();
     f.value = sb_value{l.type, l.type == SB_VALUE_STRING ? l.str.data() : nullptr,
-                       l.type == SB_VALUE_STRING ? l.str.size() : 0, l.i, l.f};
+                       l.type == SB_VALUE_STRING ? l.str.size() : 0, l.value_i(), l.value_f()};
     copy_out(f, out); // the caller's struct may be older and smaller
 }
 
