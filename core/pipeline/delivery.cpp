@@ -313,10 +313,13 @@ bool DeliveryWorker::deliver_some() {
         for (std::size_t i = inflight_.size(); i < n; ++i) fresh.push_back(&queue_[i]);
     }
     bool handed = false;
-    for (const OutboxEntry* entry : fresh) {
-        const OutboxEntry& e = *entry;
+    for (std::size_t k = 0; k < fresh.size(); ++k) {
+        const OutboxEntry& e = *fresh[k];
+        // The copies were made on the preparing threads a commit ago: the
+        // next one's values are fetched while this one is delivered.
+        if (k + 1 < fresh.size() && fresh[k + 1]->record) fresh[k + 1]->record->data.prefetch();
         Inflight f;
-        f.entry = entry;
+        f.entry = &e;
         auto failed = attempts_.find(e.seq); // (most have none: no map node made for them)
         f.attempt = (failed == attempts_.end() ? 0 : failed->second) + 1;
         f.since = steady_ms();

@@ -773,6 +773,10 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
     std::string summary;
     for (std::size_t i = from; i < to; ++i) {
         sb_record* rec = records[i].get();
+        // A batch is parsed whole before it is prepared: its records have
+        // left the cache by then, and each stage began with a wait for its
+        // first read of each value.
+        if (i + 1 < to && records[i + 1]) records[i + 1]->data.prefetch();
         sb_status& result = in.results[i];
         if (!rec || (rec->data.leaves().empty() && rec->data.attachments().empty())) {
             result = SB_ERR_INVALID;

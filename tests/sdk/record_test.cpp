@@ -296,6 +296,20 @@ TEST_CASE("values: a field gives the number of its own type only, 0 in the other
     static_assert(sizeof(void*) != 8 || sizeof(sb::detail::Leaf) <= 64);
 }
 
+TEST_CASE("prefetch changes nothing: an empty record, and one whose fields were set out of order") {
+    Rec empty;
+    empty.rec.data.prefetch();
+    CHECK(empty.fields_json() == "{}");
+    Rec r;
+    REQUIRE(r.str("z.long", "a value longer than the small-string buffer of std::string") == SB_OK);
+    REQUIRE(r.integer("a", 1) == SB_OK); // out of path order: kept unsorted until read
+    REQUIRE(r.str("m", "short") == SB_OK);
+    r.rec.data.prefetch();
+    CHECK(r.paths() == std::vector<std::string>{"a", "m", "z.long"});
+    CHECK(r.fields_json() ==
+          "{\"a\":1,\"m\":\"short\",\"z\":{\"long\":\"a value longer than the small-string buffer of std::string\"}}");
+}
+
 TEST_CASE("erase removes a leaf or a whole subtree, and nothing else") {
     Rec r;
     for (const char* p : {"citizen.name", "citizen.address.postcode", "citizen.address.line1",

@@ -730,6 +730,18 @@ public:
     // record its paths, while they are still exactly those; else 0.
     std::uint64_t shape_id() const { return shape_id_; }
 
+    // Asks the CPU to fetch the values (the envelope's and the leaves'
+    // strings) ahead of their first read, for a loop over records to call on
+    // the next one while it works on this one: a record made on another
+    // thread, or a batch earlier, is no longer in this core's cache.
+    // Changes nothing and reads only the leaves themselves.
+    void prefetch() const {
+#if defined(__GNUC__)
+        for (const std::string& m : meta_) __builtin_prefetch(m.data());
+        for (const Leaf& leaf : leaves_) __builtin_prefetch(leaf.str.data());
+#endif
+    }
+
     // For the host: gives the record shape id `id` (from new_shape_id()),
     // which the caller gives only to records whose leaves have exactly the
     // same paths and categories, in order (copies a profile made from
