@@ -119,6 +119,19 @@ plugin = "zmq"
 plugin = "zmq"
 )";
 
+// A route that takes every classified record to review, for tests of the
+// classification alone.
+const std::string kReviewAll = R"(
+[[route]]
+category = "*"
+destination = "review"
+purpose = "tests"
+profile = "p"
+
+[profiles.p.fields]
+"content.text" = "redact"
+)";
+
 // Builds records the way the host does (RecordData directly: the host may
 // set every envelope key).
 struct Rec {
@@ -215,15 +228,7 @@ category = "numbers"
 field = "hints.queue_id"
 equals = "42"
 
-[[route]]
-category = "*"
-destination = "review"
-purpose = "tests"
-profile = "p"
-
-[profiles.p.fields]
-"content.text" = "redact"
-)");
+)" + kReviewAll);
     REQUIRE(errors_of(*c).empty());
     const Policy& p = **c;
     auto queue = [&](const char* v) { return category_of(p, Rec().str("hints.queue", v, "meta.queue").r); };
@@ -290,15 +295,7 @@ category = "anything_ctax"
 field = "content.text"
 keywords = ["council tax", "CTAX"]
 
-[[route]]
-category = "*"
-destination = "review"
-purpose = "tests"
-profile = "p"
-
-[profiles.p.fields]
-"content.text" = "redact"
-)");
+)" + kReviewAll);
     REQUIRE(errors_of(*c).empty());
     const auto& cl = (*c)->classifier();
     auto r = [](const char* source) {
@@ -366,15 +363,7 @@ category = "housing"
 field = "content.text"
 contains = "housing"
 
-[[route]]
-category = "*"
-destination = "review"
-purpose = "tests"
-profile = "p"
-
-[profiles.p.fields]
-"content.text" = "redact"
-)");
+)" + kReviewAll);
     REQUIRE(errors_of(*c).empty());
     Rec r;
     r.meta("source", "web-chat").str("hints.queue", "revenues", "meta.queue");
@@ -413,15 +402,7 @@ category = "housing"
 field = "content.text"
 contains = "housing"
 
-[[route]]
-category = "*"
-destination = "review"
-purpose = "tests"
-profile = "p"
-
-[profiles.p.fields]
-"content.text" = "redact"
-)");
+)" + kReviewAll);
     REQUIRE(errors_of(*c).empty());
     const auto& cl = (*c)->classifier();
     // Paths given out of path order: the shape sorts them, values follow.
@@ -459,15 +440,7 @@ category = "by_agent"
 field = "agent.id"
 equals = "a1"
 
-[[route]]
-category = "*"
-destination = "review"
-purpose = "tests"
-profile = "p"
-
-[profiles.p.fields]
-"content.text" = "redact"
-)");
+)" + kReviewAll);
     REQUIRE(errors_of(*other).empty());
     CHECK((*other)->classifier().classify(*shaped(nullptr, "housing", "ctax", "x", "y")).category == "by_agent");
     CHECK(cl.classify(*shaped(nullptr, "housing", "ctax", "x", "y")).category == "housing");
@@ -489,15 +462,7 @@ category = "text_ctax"
 field = "content.text"
 contains = "ctax"
 
-[[route]]
-category = "*"
-destination = "review"
-purpose = "tests"
-profile = "p"
-
-[profiles.p.fields]
-"content.text" = "redact"
-)");
+)" + kReviewAll);
     REQUIRE(errors_of(*text_rule).empty());
     const auto& tl = (*text_rule)->classifier();
     std::vector<std::unique_ptr<sb::detail::ShapeData>> shapes;

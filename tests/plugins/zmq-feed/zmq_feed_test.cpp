@@ -28,6 +28,15 @@ std::string module() {
     return std::string(dir) + "/destinations/zmq-feed/zmq-feed.so";
 }
 
+// Takes one RECORD message for each seq from `first` to `last`, in order.
+void expect_records(FeedClient& c, int first, int last) {
+    for (int s = first; s <= last; ++s) {
+        auto r = c.expect("RECORD");
+        REQUIRE(r);
+        CHECK(r->integer("seq") == s);
+    }
+}
+
 // The endpoint the instance logged ("listening on tcp://127.0.0.1:N ..."),
 // the latest one after a restart.
 std::string endpoint_of(Harness& h) {
@@ -258,20 +267,12 @@ TEST_CASE("zmq-feed: records in order within the credit; ACK completes them; HEL
     FeedClient c(endpoint_of(h), k.server.pub, &k.department);
     c.hello(0, 3);
     REQUIRE(c.expect("WELCOME"));
-    for (int s = 1; s <= 3; ++s) {
-        auto r = c.expect("RECORD");
-        REQUIRE(r);
-        CHECK(r->integer("seq") == s);
-    }
+    expect_records(c, 1, 3);
     CHECK_FALSE(c.receive(300ms)); // credit used up
     CHECK(completion_count(h) == 0);
 
     c.ack(2);
-    for (int s = 4; s <= 5; ++s) {
-        auto r = c.expect("RECORD");
-        REQUIRE(r);
-        CHECK(r->integer("seq") == s);
-    }
+    expect_records(c, 4, 5);
     CHECK_FALSE(c.receive(200ms));
     REQUIRE(h.wait_until([&] { return h.completions().size() == 2; }, 2s));
     CHECK(completed(h, delivery_id(h, "rec-1")));
@@ -285,11 +286,7 @@ TEST_CASE("zmq-feed: records in order within the credit; ACK completes them; HEL
     auto w = again.expect("WELCOME");
     REQUIRE(w);
     CHECK(w->integer("next") == 5);
-    for (int s = 5; s <= 7; ++s) {
-        auto r = again.expect("RECORD");
-        REQUIRE(r);
-        CHECK(r->integer("seq") == s);
-    }
+    expect_records(again, 5, 7);
     REQUIRE(h.wait_until([&] { return h.completions().size() == 4; }, 2s));
     CHECK(completed(h, delivery_id(h, "rec-4")));
     again.ack(10); // beyond what was sent: taken as 7, with an ERROR
@@ -297,11 +294,7 @@ TEST_CASE("zmq-feed: records in order within the credit; ACK completes them; HEL
     REQUIRE(e);
     CHECK(e->string("error").find("beyond the last record sent (7)") != std::string::npos);
     REQUIRE(h.wait_until([&] { return h.completions().size() == 7; }, 2s));
-    for (int s = 8; s <= 10; ++s) {
-        auto r = again.expect("RECORD");
-        REQUIRE(r);
-        CHECK(r->integer("seq") == s);
-    }
+    expect_records(again, 8, 10);
     again.ack(10);
     REQUIRE(h.wait_until([&] { return h.completions().size() == 10; }, 2s));
     // A later delivery of something the client acknowledged is done at once.
@@ -374,11 +367,7 @@ TEST_CASE("zmq-feed: version 2 sends RECORDS, several records a message in order
     w = old.expect("WELCOME");
     REQUIRE(w);
     CHECK(w->integer("protocol") == 1);
-    for (int s = 311; s <= 312; ++s) {
-        auto r = old.expect("RECORD");
-        REQUIRE(r);
-        CHECK(r->integer("seq") == s);
-    }
+    expect_records(old, 311, 312);
     old.ack(312);
     REQUIRE(h.wait_until([&] { return h.completions().size() == 312; }, 3s));
 
