@@ -734,7 +734,7 @@ public:
     // strings) ahead of their first read, for a loop over records to call on
     // the next one while it works on this one: a record made on another
     // thread, or a batch earlier, is no longer in this core's cache.
-    // Changes nothing and reads only the leaves themselves.
+    // Changes nothing; reads only the strings' own headers (their pointers).
     void prefetch() const {
 #if defined(__GNUC__)
         for (const std::string& m : meta_) __builtin_prefetch(m.data());
