@@ -921,6 +921,11 @@ profile = "p"
         return r;
     };
     constexpr int kPerBatch = 6000, kBatches = 4;
+    // A worker starts behind, until its filler has found the store empty:
+    // the first batch waits for that, or (on a busy machine) its copies
+    // could be declined too.
+    REQUIRE(node.workers.size() == 1);
+    REQUIRE(sbtest::wait_until([&] { return node.workers[0]->wants_copies(); }, 10s));
     static_assert(2 * kPerBatch <= static_cast<int>(pipeline::DeliveryWorker::kMaxQueued) &&
                   3 * kPerBatch > static_cast<int>(pipeline::DeliveryWorker::kMaxQueued) &&
                   2 * kPerBatch >= static_cast<int>(pipeline::DeliveryWorker::kFillAhead));
