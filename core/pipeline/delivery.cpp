@@ -18,6 +18,16 @@ std::int64_t steady_ms() {
     return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
+// The entry's copy, with its record id: copies made at ingest come without
+// it (the journal's writer leaves it to the worker, which reads the copy as
+// it hands it over anyway; made on the preparing threads, it is in another
+// core's cache).
+sb_record* with_record_id(const OutboxEntry& e) {
+    static const int id = sb::detail::meta_index("id");
+    if (e.record && !e.record->data.meta_at(id)) e.record->data.set_meta_at(id, e.record_id);
+    return e.record.get();
+}
+
 } // namespace
 
 std::string receipt_text(std::string_view receipt) {
@@ -261,7 +271,7 @@ sb_status DeliveryWorker::deliver_one(const OutboxEntry& e, std::uint32_t attemp
     d.profile = e.profile.c_str();
     d.profile_version = e.profile_version;
     d.attempt = attempt;
-    d.record = e.record.get();
+    d.record = with_record_id(e);
     {
         std::lock_guard lock(pending_mutex_);
         waiting_.insert(d.delivery_id);
@@ -341,6 +351,7 @@ bool DeliveryWorker::deliver_some() {
             inflight_.push_back(std::move(f));
             continue;
         }
+        with_record_id(e);
         sb_delivery d{};
         d.struct_size = sizeof d;
         d.delivery_id = f.delivery_id = next_delivery_id_++;

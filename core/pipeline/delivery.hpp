@@ -26,16 +26,45 @@
 
 #include "pipeline/journal.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <random>
-#include <set>
 #include <thread>
 
 namespace switchboard::pipeline {
+
+// Delivery ids handed to a plugin and not settled: a sorted vector, since
+// they are handed out in increasing order and most are settled at once (a
+// plugin that returns SB_OK) — an insert and an erase at the back, with no
+// allocation once it has grown to the window.
+class DeliveryIds {
+public:
+    void insert(std::uint64_t id) {
+        if (ids_.empty() || ids_.back() < id) ids_.push_back(id);
+        else if (auto at = std::lower_bound(ids_.begin(), ids_.end(), id); at == ids_.end() || *at != id)
+            ids_.insert(at, id);
+    }
+    // 1 if `id` was there, else 0.
+    std::size_t erase(std::uint64_t id) {
+        if (!ids_.empty() && ids_.back() == id) {
+            ids_.pop_back();
+            return 1;
+        }
+        auto at = std::lower_bound(ids_.begin(), ids_.end(), id);
+        if (at == ids_.end() || *at != id) return 0;
+        ids_.erase(at);
+        return 1;
+    }
+    std::size_t count(std::uint64_t id) const { return std::binary_search(ids_.begin(), ids_.end(), id); }
+    std::size_t size() const { return ids_.size(); }
+
+private:
+    std::vector<std::uint64_t> ids_;
+};
 
 // A receipt (delivery or erase) as it goes into the audit trail: one line
 // (control characters become spaces), at most kReceiptMax bytes. Receipts are
@@ -160,7 +189,7 @@ private:
     // SB_PENDING deliveries awaiting complete().
     std::mutex pending_mutex_;
     std::condition_variable pending_cv_;
-    std::set<std::uint64_t> waiting_; // ids handed out and not abandoned
+    DeliveryIds waiting_; // ids handed out and not abandoned
     std::map<std::uint64_t, std::pair<sb_status, std::string>> completed_;
 };
 

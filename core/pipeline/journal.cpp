@@ -1028,11 +1028,13 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
         }
         for (std::size_t k : members) {
             Prepared& p = in.prepared[k];
-            sb_record& rec = *records[k];
             const std::uint32_t idx = info.count++;
             info.expires_at = std::max(info.expires_at, p.expires);
+            // The record itself does not get its id (its chunk does, with
+            // append_head; the source gave it up at emit), and neither do its
+            // copies here: their worker sets it as it delivers them (made on
+            // the preparing threads, they are in another core's cache).
             id = record_id(info.id, idx);
-            rec.data.set_meta_at(kMetaId, id);
             audit_.append(now, audit::kind::ingest, id, p.ingest_detail);
 
             for (Prepared::Copy& c : p.copies) {
@@ -1072,7 +1074,6 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 e.profile = route->profile->name();
                 e.profile_version = static_cast<std::uint32_t>(route->profile->version());
                 if (c.record) {
-                    c.record->data.set_meta_at(kMetaId, id);
                     e.record = std::move(c.record);
                 } else {
                     ++slot.deferred;

@@ -283,9 +283,11 @@ Profile::ShapeMemo* Profile::memo_of_shape(const sb::detail::RecordData& record)
         m.summary.clear();
         m.summary_ready = false;
         m.rules.resize(leaves.size());
+        m.ruled = 0;
         for (std::size_t k = 0; k < leaves.size(); ++k) {
             const FieldRule* rule = rule_for(leaves[k]);
             m.rules[k] = rule ? static_cast<std::int32_t>(rule - rules_.data()) : -1;
+            m.ruled += rule != nullptr;
         }
     }
     return &m;
@@ -314,10 +316,13 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
         for (std::size_t k = 0; k < idx.size(); ++k) idx[k] = sb::detail::meta_index(kSentMeta[k]);
         return idx;
     }();
+    ShapeMemo* memo = memo_of_shape(in.data); // the leaves' rules, when it has a shape
     if (!dry) {
         for (int idx : sent_meta)
             if (const std::string* v = in.data.meta_at(idx)) out.data.set_meta_at(idx, *v);
-        out.data.reserve_leaves(in.data.leaves().size());
+        // Room for the leaves a rule names (a third of a contact's, say),
+        // not for all of the input's.
+        out.data.reserve_leaves(memo ? memo->ruled : in.data.leaves().size());
     }
     if (decisions) decisions->clear();
     if (summary) summary->clear();
@@ -326,7 +331,6 @@ std::size_t Profile::apply(const sb_record& in, sb_record& out, bool route_has_l
     // The leaves' part of the summary is the same for every record of a
     // shape from which no value was dropped: taken from the memo when it
     // has it (summary_on false while the leaves are decided).
-    ShapeMemo* memo = memo_of_shape(in.data); // the leaves' rules, when it has a shape
     bool summary_on = summary && !(memo && memo->summary_ready && memoised_summary);
     // Reason texts are only built when asked for: the delivery path never
     // pays for them.

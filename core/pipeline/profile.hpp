@@ -128,6 +128,7 @@ private:
     struct ShapeMemo {
         std::uint64_t profile = 0, shape = 0;
         std::vector<std::int32_t> rules; // per leaf: index in rules_, -1 for none
+        std::size_t ruled = 0;           // how many have a rule: a copy's leaves, at most
         // The shape of the copies, when no value was dropped: their paths
         // and categories are then the same (RecordData::assume_shape).
         std::uint64_t copy_shape = 0;

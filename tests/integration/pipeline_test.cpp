@@ -200,7 +200,8 @@ profile = "waste"
             REQUIRE(leaked == 0);
             auto at = line.find("\"record_id\":\"");
             REQUIRE(at != std::string::npos);
-            ids.insert(line.substr(at + 13, line.find('"', at + 13) - at - 13));
+            const std::string id = line.substr(at + 13, line.find('"', at + 13) - at - 13);
+            ids.insert(id);
             // Every field path in the payload is named by the profile.
             sb_record payload;
             sb::detail::JsonError error;
@@ -209,6 +210,11 @@ profile = "waste"
             auto rec_at = line.find("\"record\":");
             REQUIRE(sb::detail::read_record_json(line.substr(rec_at + 9, line.size() - rec_at - 10), payload,
                                                  error, o));
+            // The copy carries its record id (set by the worker as it
+            // hands the copy over).
+            const char* own_id = payload.data.meta("id");
+            REQUIRE(own_id);
+            CHECK(own_id == id);
             for (const auto& leaf : payload.data.leaves()) {
                 bool ok = false;
                 for (const auto& p : allowed[profile_of[dest]]) ok = ok || p.matches(leaf.path());
