@@ -836,6 +836,7 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
         p.accepted = true;
         p.expires = expires;
         p.cards = cards;
+        p.external = data.meta_at(kMetaExternal);
         std::string& detail = p.ingest_detail;
         detail.reserve(192); // what its attributes take, about: one allocation
         audit::append_attr(detail, "source", in.instance);
@@ -981,16 +982,14 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                           std::map<std::string, std::vector<OutboxEntry>>& out,
                           std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count,
                           std::uint64_t& duplicates, std::uint64_t& cards_total, std::uint64_t& accepted) {
-    auto& records = *in.records;
     const std::int64_t now = in.now;
     // One chunk per expiry bucket, so that retention deletes whole chunks.
     std::map<std::int64_t, std::vector<std::size_t>> buckets; // record indexes
     for (std::size_t k = from; k < to; ++k) {
         Prepared& p = in.prepared[k];
         if (!p.accepted) continue; // refused: results[k] says why
-        sb_record& rec = *records[k];
-        if (const std::string* ext = rec.data.meta_at(kMetaExternal)) {
-            if (!txn.claim(claim_key(in.instance, *ext), p.expires)) {
+        if (p.external) {
+            if (!txn.claim(claim_key(in.instance, *p.external), p.expires)) {
                 in.results[k] = SB_DUPLICATE;
                 ++duplicates;
                 continue;

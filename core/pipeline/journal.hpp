@@ -266,6 +266,9 @@ private:
         bool accepted = false; // else refused (Ingest::results says why)
         std::int64_t expires = 0;
         std::uint32_t cards = 0;
+        // The record's external id (in the record), or null: the writer
+        // looks here, not into the record, which another core prepared.
+        const std::string* external = nullptr;
         std::string ingest_detail;    // the ingest audit entry's detail
         store::PreEncoded body;       // the record as stored, without its id
         struct Copy {                 // one per route with a profile
@@ -284,6 +287,7 @@ private:
             accepted = false;
             expires = 0;
             cards = 0;
+            external = nullptr;
             ingest_detail.clear();
             body.clear(64u << 10);
             copies.clear();
