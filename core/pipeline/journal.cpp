@@ -1008,13 +1008,15 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
         const Route* route;
         std::uint64_t* seq;
         std::vector<OutboxEntry>* out;
+        util::SharedText purpose, profile;
         std::uint64_t deferred = 0; // copies not made (Ingest::deferred)
     };
     std::deque<RouteSlots> slots; // (stays put as it grows)
     auto slots_of = [&](const Route* route) -> RouteSlots& {
         for (RouteSlots& s : slots)
             if (s.route == route) return s;
-        return slots.emplace_back(RouteSlots{route, &seqs[route->destination], &out[route->destination]});
+        return slots.emplace_back(RouteSlots{route, &seqs[route->destination], &out[route->destination],
+                                             route->purpose, route->profile->name()});
     };
     for (auto& [bucket, members] : buckets) {
         // The bucket's chunk of this batch: opened by its first slice,
@@ -1069,8 +1071,8 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 e.chunk = info.id;
                 e.index = idx;
                 e.expires_at = p.expires;
-                e.purpose = route->purpose;
-                e.profile = route->profile->name();
+                e.purpose = slot.purpose;
+                e.profile = slot.profile;
                 e.profile_version = static_cast<std::uint32_t>(route->profile->version());
                 if (c.record) {
                     e.record = std::move(c.record);

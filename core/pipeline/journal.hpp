@@ -20,6 +20,7 @@
 #include "plugin/instance.hpp"
 #include "store/codec.hpp"
 #include "store/store.hpp"
+#include "util/shared_text.hpp"
 
 #include <switchboard/detail/record_data.hpp>
 
@@ -87,8 +88,10 @@ struct OutboxEntry {
     std::int64_t chunk = 0;
     std::uint32_t index = 0;
     std::int64_t expires_at = 0;
-    std::string purpose;
-    std::string profile;
+    // Shared texts: made once per route, not once per entry (and freed by
+    // nobody, on the worker's thread or any other).
+    util::SharedText purpose;
+    util::SharedText profile;
     std::uint32_t profile_version = 1;
     std::shared_ptr<sb_record> record;
     // Set instead of `record` when the copy could not be made again from the

@@ -69,8 +69,8 @@ inline EntryForm decode_entry(std::string_view in, std::size_t& pos, OutboxEntry
     std::string_view purpose, profile;
     std::uint64_t version;
     if (!decode_entry_head(in, pos, purpose, profile, version)) return EntryForm::Bad;
-    e.purpose = std::string(purpose);
-    e.profile = std::string(profile);
+    e.purpose = purpose;
+    e.profile = profile;
     e.profile_version = static_cast<std::uint32_t>(version);
     std::size_t at = pos;
     std::string_view body;

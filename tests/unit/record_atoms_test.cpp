@@ -6,6 +6,7 @@
 
 #include "pipeline/profile.hpp"
 #include "store/codec.hpp"
+#include "util/shared_text.hpp"
 
 #include <switchboard/detail/record_data.hpp>
 
@@ -531,4 +532,34 @@ TEST_CASE("atoms: a profile's copies of one shape share a shape, unless a value 
         CHECK(summary_of("soon", true, false) == "cs.name:keep,attachments.scan:keep");
     }
     sb::detail::shape_free(shape);
+}
+
+// Outbox entries carry their purpose and profile as shared texts: one copy
+// of each text for the process, whichever thread asks, compared by content.
+TEST_CASE("shared texts: one copy of each text, from any thread; empty by default") {
+    using switchboard::util::SharedText;
+    const std::string purpose = "council tax and benefit account changes"; // longer than a short string
+    SharedText a = purpose, b = std::string_view(purpose), empty;
+    CHECK(a == b);
+    CHECK(&a.str() == &b.str()); // the same copy, not an equal one
+    CHECK(a == purpose);
+    CHECK(a.str() == purpose);
+    CHECK(std::string(a.c_str()) == purpose);
+    CHECK(empty.empty());
+    CHECK(empty == "");
+    CHECK(SharedText("") == empty);
+    SharedText other = "housing";
+    CHECK_FALSE(other == a);
+    CHECK(other == "housing");
+    // A thread's last text is not another's: each finds the one copy.
+    std::vector<const std::string*> seen(8);
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < seen.size(); ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 1000; ++i) SharedText(i % 2 ? "housing" : "x" + std::to_string(i % 7));
+            seen[t] = &SharedText(purpose).str();
+        });
+    for (auto& t : threads) t.join();
+    for (const std::string* s : seen) CHECK(s == &a.str());
+    CHECK(&SharedText("housing").str() == &other.str());
 }
