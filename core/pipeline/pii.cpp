@@ -11,7 +11,8 @@
 #include "pipeline/pii.hpp"
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include <algorithm>
 #include <array>
@@ -1236,18 +1237,59 @@ std::string mask(std::string_view value, int keep_last) {
     return out;
 }
 
+namespace {
+
+// HMAC-SHA256 through one context per thread, keyed once per key: the
+// one-shot HMAC() looks the algorithm up and allocates its contexts on every
+// call (eight allocations, and a lock the preparing threads share), which
+// cost more than the hashing.
+class Hmac {
+public:
+    Hmac() : mac_(EVP_MAC_fetch(nullptr, "HMAC", nullptr)), ctx_(mac_ ? EVP_MAC_CTX_new(mac_) : nullptr) {}
+    ~Hmac() {
+        EVP_MAC_CTX_free(ctx_);
+        EVP_MAC_free(mac_);
+    }
+    Hmac(const Hmac&) = delete;
+    Hmac& operator=(const Hmac&) = delete;
+
+    // false if OpenSSL fails (the caller then gives no pseudonym).
+    bool sha256(std::string_view key, std::string_view data, unsigned char* out, std::size_t& len) {
+        if (!ctx_) return false;
+        bool ok;
+        if (keyed_ && key == key_) {
+            ok = EVP_MAC_init(ctx_, nullptr, 0, nullptr) == 1; // again, with the key it has
+        } else {
+            static const unsigned char kEmpty = 0; // a non-null key pointer, even for no key
+            char digest[] = "SHA256";
+            OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+            const auto* k = key.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(key.data());
+            ok = EVP_MAC_init(ctx_, k, key.size(), params) == 1;
+            keyed_ = ok;
+            key_.assign(key.data(), key.size());
+        }
+        return ok && EVP_MAC_update(ctx_, reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1 &&
+               EVP_MAC_final(ctx_, out, &len, EVP_MAX_MD_SIZE) == 1;
+    }
+
+private:
+    EVP_MAC* mac_;
+    EVP_MAC_CTX* ctx_;
+    std::string key_;
+    bool keyed_ = false;
+};
+
+} // namespace
+
 std::string pseudonym(std::string_view key, std::string_view value) {
     const std::string data = normalise(value);
-    static const unsigned char kEmpty = 0; // HMAC() wants a non-null key pointer
+    thread_local Hmac hmac;
     unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    const void* k = key.empty() ? static_cast<const void*>(&kEmpty) : key.data();
-    if (!HMAC(EVP_sha256(), k, static_cast<int>(key.size()),
-              reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &len))
-        return {};
+    std::size_t len = 0;
+    if (!hmac.sha256(key, data, mac, len)) return {};
     static constexpr char kHex[] = "0123456789abcdef";
     std::string out(2 * len, '0');
-    for (unsigned int j = 0; j < len; ++j) {
+    for (std::size_t j = 0; j < len; ++j) {
         out[2 * j] = kHex[mac[j] >> 4];
         out[2 * j + 1] = kHex[mac[j] & 0x0F];
     }

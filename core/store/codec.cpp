@@ -359,7 +359,7 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record, const Leaf
         if (!(mask & (1u << i))) continue;
         std::string_view v;
         if (!get_string(body, p, v)) return false;
-        r.set_meta_at(i, std::string(v));
+        r.set_meta_at(i, v);
     }
     std::uint64_t n;
     if (!get_varint(body, p, n) || n > body.size()) return false;

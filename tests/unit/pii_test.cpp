@@ -8,6 +8,7 @@
 
 #include <openssl/evp.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <cstdlib>
@@ -16,6 +17,8 @@
 #include <iostream>
 #include <random>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 using namespace switchboard::pii;
 using namespace std::string_literals;
@@ -789,6 +792,30 @@ TEST_CASE("pseudonym is keyed HMAC-SHA256 of the normalised value") {
               "404ca403a3181eff5f3832f7f159dd43e1b09620b7635d4c06fe6329aba52d4a");
         CHECK(pseudonym("Jefe", "whatdoyawantfornothing?") ==
               "404ca403a3181eff5f3832f7f159dd43e1b09620b7635d4c06fe6329aba52d4a");
+    }
+    SECTION("keys taking turns, on several threads: each value under its own key") {
+        // A thread keeps its context keyed with the last key it used: a
+        // change of key, and a key a prefix of another, must each rekey.
+        const std::string key_a = "Jefe", key_b = "Jefe2", empty;
+        const std::string want_a = "404ca403a3181eff5f3832f7f159dd43e1b09620b7635d4c06fe6329aba52d4a";
+        const std::string want_b = pseudonym(key_b, "whatdoyawantfornothing?");
+        const std::string want_empty = pseudonym(empty, "whatdoyawantfornothing?");
+        CHECK(want_b != want_a);
+        CHECK(want_empty != want_a);
+        std::atomic<int> wrong{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t)
+            threads.emplace_back([&, t] {
+                for (int i = 0; i < 300; ++i) {
+                    const int which = (i + t) % 3;
+                    const std::string& k = which == 0 ? key_a : which == 1 ? key_b : empty;
+                    const std::string& want = which == 0 ? want_a : which == 1 ? want_b : want_empty;
+                    if (pseudonym(k, "what do ya want for nothing?") != want) ++wrong;
+                }
+            });
+        for (auto& th : threads) th.join();
+        CHECK(wrong == 0);
+        CHECK(pseudonym(key_a, "whatdoyawantfornothing?") == want_a);
     }
 }
 

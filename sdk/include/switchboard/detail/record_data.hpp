@@ -853,8 +853,10 @@ public:
     const std::string* meta_at(int idx) const {
         return (has_meta_ & (1u << idx)) ? &meta_[static_cast<std::size_t>(idx)] : nullptr;
     }
-    void set_meta_at(int idx, std::string value) {
-        meta_[static_cast<std::size_t>(idx)] = std::move(value);
+    // Assigned in place: a recycled record's buffer takes the new value
+    // without an allocation.
+    void set_meta_at(int idx, std::string_view value) {
+        meta_[static_cast<std::size_t>(idx)].assign(value.data(), value.size());
         has_meta_ |= 1u << idx;
         dirty();
     }
