@@ -930,10 +930,11 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         }
         if (failed) throw store::StoreError("records from " + in.instance + " could not be prepared");
         if (upto > done)
-            store_slice(txn, in, done, upto, chunks, out, seqs, count, duplicates, cards_total, accepted);
+            store_slice(txn, in, done, upto, chunks, count, duplicates, cards_total, accepted);
         done = upto;
         if (all) break;
     }
+    disclose_chunks(in, chunks, out, seqs);
     // Rows in seq order across the chunks: the store keeps each
     // destination's last seq from the row put last.
     std::vector<const store::OutboxRow*> rows;
@@ -978,9 +979,7 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
 }
 
 void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
-                          std::map<std::int64_t, OpenChunk>& chunks,
-                          std::map<std::string, std::vector<OutboxEntry>>& out,
-                          std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count,
+                          std::map<std::int64_t, OpenChunk>& chunks, std::uint64_t& count,
                           std::uint64_t& duplicates, std::uint64_t& cards_total, std::uint64_t& accepted) {
     const std::int64_t now = in.now;
     // One chunk per expiry bucket, so that retention deletes whole chunks.
@@ -1000,24 +999,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
         buckets[p.expires / kBucketMs].push_back(k);
     }
 
-    std::string detail, id;
-    EntryRef ref;
-    // Each route's destination's next seq and outbox entries: looked up in
-    // their maps once per slice, not once per copy (map nodes stay put).
-    struct RouteSlots {
-        const Route* route;
-        std::uint64_t* seq;
-        std::vector<OutboxEntry>* out;
-        util::SharedText purpose, profile;
-        std::uint64_t deferred = 0; // copies not made (Ingest::deferred)
-    };
-    std::deque<RouteSlots> slots; // (stays put as it grows)
-    auto slots_of = [&](const Route* route) -> RouteSlots& {
-        for (RouteSlots& s : slots)
-            if (s.route == route) return s;
-        return slots.emplace_back(RouteSlots{route, &seqs[route->destination], &out[route->destination],
-                                             route->purpose, route->profile->name()});
-    };
+    std::string id;
     for (auto& [bucket, members] : buckets) {
         // The bucket's chunk of this batch: opened by its first slice,
         // written once the batch is all stored (ingest()).
@@ -1037,7 +1019,44 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             // the preparing threads, they are in another core's cache).
             id = record_id(info.id, idx);
             audit_.append(now, audit::kind::ingest, id, p.ingest_detail);
+            if (!p.copies.empty()) chunk.members.emplace_back(static_cast<std::uint32_t>(k), idx);
+            p.body.append_head(id, chunk.heads);
+            chunk.records.emplace_back(chunk.heads.size(), &p.body);
+            ++count;
+        }
+    }
+}
 
+void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chunks,
+                              std::map<std::string, std::vector<OutboxEntry>>& out,
+                              std::map<std::string, std::uint64_t>& seqs) {
+    const std::int64_t now = in.now;
+    std::string detail, id;
+    EntryRef ref;
+    // Each route's destination's next seq and outbox entries: looked up in
+    // their maps once per batch, not once per copy (map nodes stay put).
+    struct RouteSlots {
+        const Route* route;
+        std::uint64_t* seq;
+        std::vector<OutboxEntry>* out;
+        util::SharedText purpose, profile;
+        std::uint64_t deferred = 0; // copies not made (Ingest::deferred)
+    };
+    std::deque<RouteSlots> slots; // (stays put as it grows)
+    auto slots_of = [&](const Route* route) -> RouteSlots& {
+        for (RouteSlots& s : slots)
+            if (s.route == route) return s;
+        return slots.emplace_back(RouteSlots{route, &seqs[route->destination], &out[route->destination],
+                                             route->purpose, route->profile->name()});
+    };
+    // Chunk by chunk: a destination's copies of one chunk get consecutive
+    // seqs (in the order their records came), so one row holds them all.
+    for (auto& [bucket, chunk] : chunks) {
+        (void)bucket;
+        const store::ChunkInfo& info = chunk.info;
+        for (const auto& [k, idx] : chunk.members) {
+            Prepared& p = in.prepared[k];
+            id = record_id(info.id, idx);
             for (Prepared::Copy& c : p.copies) {
                 const Route* route = c.route;
                 RouteSlots& slot = slots_of(route);
@@ -1049,20 +1068,16 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 // every copy of a shape on a route, written once per file.
                 audit_.append_shared(now, audit::kind::disclose, id, detail, c.detail_tail);
 
-                // A row holds consecutive seqs of one destination: a new one
-                // when another bucket's chunk took the seqs in between.
+                // The destination's row in this chunk: its seqs here are
+                // consecutive, so one row, opened by its first copy.
                 auto open = std::find_if(chunk.open_row.begin(), chunk.open_row.end(),
                                          [&](const auto& o) { return o.first == route->destination; });
-                if (open == chunk.open_row.end() ||
-                    chunk.rows[open->second].first_seq + chunk.rows[open->second].count != seq) {
+                if (open == chunk.open_row.end()) {
                     store::OutboxRow& row = chunk.rows.emplace_back();
                     row.destination = route->destination;
                     row.first_seq = seq;
                     row.chunk = info.id;
-                    if (open == chunk.open_row.end())
-                        open = chunk.open_row.insert(open, {route->destination, chunk.rows.size() - 1});
-                    else
-                        open->second = chunk.rows.size() - 1;
+                    open = chunk.open_row.insert(open, {route->destination, chunk.rows.size() - 1});
                 }
                 store::OutboxRow& row = chunk.rows[open->second];
                 OutboxEntry e;
@@ -1074,11 +1089,10 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 e.purpose = slot.purpose;
                 e.profile = slot.profile;
                 e.profile_version = static_cast<std::uint32_t>(route->profile->version());
-                if (c.record) {
+                if (c.record)
                     e.record = std::move(c.record);
-                } else {
+                else
                     ++slot.deferred;
-                }
                 ++row.count;
                 row.expires_at = std::max(row.expires_at, p.expires);
                 put_u32(row.indexes, idx);
@@ -1091,9 +1105,6 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
                 encode_reference(ref, row.payloads);
                 slot.out->push_back(std::move(e));
             }
-            p.body.append_head(id, chunk.heads);
-            chunk.records.emplace_back(chunk.heads.size(), &p.body);
-            ++count;
         }
     }
     if (metrics_)

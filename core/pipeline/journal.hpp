@@ -378,6 +378,11 @@ private:
         // PreEncoded::tail().
         std::string heads;
         std::vector<std::pair<std::size_t, const store::PreEncoded*>> records;
+        // Its records (index in the batch, index in the chunk), in order:
+        // their copies are given seqs once the whole batch is stored
+        // (disclose_chunks), chunk by chunk, so that each destination's
+        // entries in a chunk are consecutive and take one outbox row.
+        std::vector<std::pair<std::uint32_t, std::uint32_t>> members;
         std::vector<store::OutboxRow> rows;
         // Destination: its newest row (a handful: searched in order).
         std::vector<std::pair<std::string_view, std::size_t>> open_row;
@@ -386,10 +391,11 @@ private:
     static std::shared_ptr<const std::string> disclose_tail(const Route& route, std::uint64_t shape,
                                                             const std::string& summary);
     void store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
-                     std::map<std::int64_t, OpenChunk>& chunks,
-                     std::map<std::string, std::vector<OutboxEntry>>& out,
-                     std::map<std::string, std::uint64_t>& seqs, std::uint64_t& count,
+                     std::map<std::int64_t, OpenChunk>& chunks, std::uint64_t& count,
                      std::uint64_t& duplicates, std::uint64_t& cards, std::uint64_t& accepted);
+    void disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chunks,
+                         std::map<std::string, std::vector<OutboxEntry>>& out,
+                         std::map<std::string, std::uint64_t>& seqs);
 
     store::Store& store_;
     audit::AuditLog& audit_;

@@ -624,14 +624,22 @@ public:
             files_.open_for_append(*seg, end);
             seg_.loaded = true;
             seg_.seg = *seg;
-            seg_.begin = seg_.end = end;
+            seg_.begin = seg_.end = seg_.started = end;
         }
         std::uint64_t size = 0;
         for (std::string_view piece : pieces) size += piece.size();
         Place p{seg_.seg, seg_.end, size};
         files_.write(seg_.seg, seg_.end, pieces);
-        files_.start_writeback(seg_.seg, seg_.end, size); // while the rest of the transaction is made
         seg_.end += size;
+        // Written back while the rest of the transaction is made, a
+        // megabyte at a time: not per chunk, since a batch of records
+        // expiring in many minutes makes many small chunks, and a
+        // sync_file_range for each (a small write to the device each) cost
+        // more than the rest of storing them.
+        if (seg_.end - seg_.started >= kWritebackStep) {
+            files_.start_writeback(seg_.seg, seg_.started, seg_.end - seg_.started);
+            seg_.started = seg_.end;
+        }
         seg_.appended = true;
         return p;
     }
@@ -887,9 +895,12 @@ private:
         bool loaded = false, appended = false;
         std::int64_t seg = 0;  // appending to
         std::uint64_t begin = 0, end = 0; // of what is written
+        std::uint64_t started = 0;        // written back from begin up to here (kWritebackStep)
         std::int64_t left = 0; // the segment before, when this one began here
         std::vector<Hole> holes;
     };
+
+    static constexpr std::uint64_t kWritebackStep = 1u << 20;
 
     sqlite3* db_ = nullptr;
     std::recursive_mutex mutex_; // reads may happen inside a write transaction

@@ -635,7 +635,7 @@ TEST_CASE("pipeline: a batch larger than a slice is prepared by several threads,
     auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
     REQUIRE(sent.size() == kSent);
     // Delivered in the order emitted within each chunk (the journal numbers
-    // a slice's records bucket by bucket), whichever thread prepared each
+    // a batch's copies chunk by chunk), whichever thread prepared each
     // slice.
     std::vector<std::string> expected_early, expected_late, sent_early, sent_late;
     for (int i = 0; i < kRecords; ++i)
@@ -658,9 +658,14 @@ TEST_CASE("pipeline: a batch larger than a slice is prepared by several threads,
         chunks[chunk].insert(index);
     }
     REQUIRE(chunks.size() == 2);
-    // The destination's last seq as the store keeps it is the highest,
-    // though the two chunks' rows interleave.
+    // The destination's last seq as the store keeps it is the highest.
     CHECK(node.store->last_seq("d") == kSent);
+    // One outbox row per chunk: the early chunk's entries, from four
+    // slices, are consecutive.
+    auto rows = node.store->outbox_after("d", 0, 100);
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0].count + rows[1].count == kSent);
+    CHECK(rows[0].chunk != rows[1].chunk);
     CHECK(node.store->meta("last_seq.d") == std::to_string(kSent));
     CHECK(chunks.rbegin()->second.size() == 100); // the later bucket's, made by the first slice only
     for (const auto& [chunk, indexes] : chunks) CHECK(*indexes.rbegin() == indexes.size() - 1); // 0, 1, 2, ...
@@ -668,6 +673,57 @@ TEST_CASE("pipeline: a batch larger than a slice is prepared by several threads,
     CHECK(node.metrics.value("hook", "records_in") == kSent);
     CHECK(node.metrics.value("hook", "duplicates") == 2);
     CHECK(node.metrics.value("hook", "refused") == 3);
+    node.journal->flush_audit();
+    CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
+}
+
+TEST_CASE("pipeline: a batch whose records expire in many minutes, interleaved, takes one outbox row per "
+          "chunk and destination; each is delivered once, in order within its chunk") {
+    // A batch import: contacts of the last 20 minutes, in no order of time.
+    // Each minute of expiry is a chunk; a destination's copies of one chunk
+    // are numbered together, whatever slice their records were in.
+    Node node(kHookToD);
+    constexpr int kRecords = 1500, kMinutes = 20; // three slices
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (int i = 0; i < kRecords; ++i) {
+        batch.push_back(make({{"a", "v" + std::to_string(i), "content.free_text"}}));
+        const int minute = (i * 7) % kMinutes; // interleaved
+        char occurred[32];
+        std::snprintf(occurred, sizeof occurred, "2025-01-06T08:%02d:30Z", 30 + minute);
+        batch.back()->data.set_meta("occurred_at", occurred);
+    }
+    auto results = node.emit("hook", std::move(batch));
+    CHECK(std::count(results.begin(), results.end(), SB_OK) == kRecords);
+    node.wait_delivered("d", kRecords);
+    auto rows = node.store->outbox_after("d", 0, 1000);
+    CHECK(rows.size() == kMinutes); // not one per minute and slice (60), nor per record
+    std::set<std::int64_t> row_chunks;
+    std::uint64_t next = 1;
+    for (const auto& row : rows) {
+        row_chunks.insert(row.chunk);
+        CHECK(row.first_seq == next); // consecutive, each row after the last
+        next = row.first_seq + row.count;
+    }
+    CHECK(row_chunks.size() == kMinutes);
+    CHECK(next == kRecords + 1);
+    // Each record once; within a chunk in the order emitted.
+    auto sent = sbtest::sink_records(node.dir.path / "d.jsonl");
+    REQUIRE(sent.size() == kRecords);
+    std::map<std::int64_t, std::vector<int>> by_chunk;
+    std::set<std::string> ids;
+    for (auto& r : sent) {
+        ids.insert(r["id"]);
+        std::int64_t chunk = 0;
+        std::uint32_t index = 0;
+        REQUIRE(pipeline::parse_record_id(r["id"], chunk, index));
+        by_chunk[chunk].push_back(std::stoi(r["fields.a"].substr(1)));
+    }
+    CHECK(ids.size() == kRecords);
+    REQUIRE(by_chunk.size() == kMinutes);
+    for (const auto& [chunk, values] : by_chunk) {
+        CHECK(values.size() == kRecords / kMinutes);
+        CHECK(std::is_sorted(values.begin(), values.end()));
+    }
     node.journal->flush_audit();
     CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
 }
