@@ -59,9 +59,6 @@ public:
         ids_.erase(at);
         return 1;
     }
-    std::size_t count(std::uint64_t id) const { return std::binary_search(ids_.begin(), ids_.end(), id); }
-    std::size_t size() const { return ids_.size(); }
-
 private:
     std::vector<std::uint64_t> ids_;
 };
