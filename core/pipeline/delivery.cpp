@@ -351,7 +351,6 @@ bool DeliveryWorker::deliver_some() {
             inflight_.push_back(std::move(f));
             continue;
         }
-        with_record_id(e);
         sb_delivery d{};
         d.struct_size = sizeof d;
         d.delivery_id = f.delivery_id = next_delivery_id_++;
@@ -361,7 +360,7 @@ bool DeliveryWorker::deliver_some() {
         d.profile = e.profile.c_str();
         d.profile_version = e.profile_version;
         d.attempt = f.attempt;
-        d.record = e.record.get();
+        d.record = with_record_id(e);
         {
             std::lock_guard lock(pending_mutex_);
             waiting_.insert(f.delivery_id);

@@ -59,6 +59,7 @@ public:
         ids_.erase(at);
         return 1;
     }
+
 private:
     std::vector<std::uint64_t> ids_;
 };

@@ -1051,9 +1051,12 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
     };
     // Chunk by chunk: a destination's copies of one chunk get consecutive
     // seqs (in the order their records came), so one row holds them all.
+    // The chunk's row of each destination (a handful: searched in order).
+    std::vector<std::pair<std::string_view, std::size_t>> row_of;
     for (auto& [bucket, chunk] : chunks) {
         (void)bucket;
         const store::ChunkInfo& info = chunk.info;
+        row_of.clear();
         for (const auto& [k, idx] : chunk.members) {
             Prepared& p = in.prepared[k];
             id = record_id(info.id, idx);
@@ -1070,16 +1073,16 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
 
                 // The destination's row in this chunk: its seqs here are
                 // consecutive, so one row, opened by its first copy.
-                auto open = std::find_if(chunk.open_row.begin(), chunk.open_row.end(),
-                                         [&](const auto& o) { return o.first == route->destination; });
-                if (open == chunk.open_row.end()) {
+                auto at = std::find_if(row_of.begin(), row_of.end(),
+                                       [&](const auto& r) { return r.first == route->destination; });
+                if (at == row_of.end()) {
                     store::OutboxRow& row = chunk.rows.emplace_back();
                     row.destination = route->destination;
                     row.first_seq = seq;
                     row.chunk = info.id;
-                    open = chunk.open_row.insert(open, {route->destination, chunk.rows.size() - 1});
+                    at = row_of.insert(at, {route->destination, chunk.rows.size() - 1});
                 }
-                store::OutboxRow& row = chunk.rows[open->second];
+                store::OutboxRow& row = chunk.rows[at->second];
                 OutboxEntry e;
                 e.seq = seq;
                 e.record_id = id;

@@ -384,8 +384,6 @@ private:
         // entries in a chunk are consecutive and take one outbox row.
         std::vector<std::pair<std::uint32_t, std::uint32_t>> members;
         std::vector<store::OutboxRow> rows;
-        // Destination: its newest row (a handful: searched in order).
-        std::vector<std::pair<std::string_view, std::size_t>> open_row;
     };
     // `shape`: the copy's shape id when it has no attachments, else 0.
     static std::shared_ptr<const std::string> disclose_tail(const Route& route, std::uint64_t shape,
