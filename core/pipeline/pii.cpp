@@ -1173,6 +1173,63 @@ bool has_digits(std::string_view text, int need) {
     return false;
 }
 
+// The first two letters of every card keyword phrase (CVV and expiry), as
+// [first - 'a'][second - 'a']: card data without a card number (13-19
+// digits) is a keyword phrase and a short value, and every such phrase
+// starts with two letters.
+constexpr std::array<std::array<bool, 26>, 26> kCardKeywordStarts = [] {
+    std::array<std::array<bool, 26>, 26> t{};
+    auto add = [&](std::string_view ph) {
+        t[static_cast<std::size_t>(ph[0] - 'a')][static_cast<std::size_t>(ph[1] - 'a')] = true;
+    };
+    for (const std::string_view ph : kCvvWords) add(ph);
+    for (const std::string_view ph : kExpiryWords) add(ph);
+    return t;
+}();
+
+template <std::size_t N>
+constexpr bool letter_led(const std::array<std::string_view, N>& phrases) {
+    for (const std::string_view ph : phrases)
+        if (ph.size() < 2 || ph[0] < 'a' || ph[0] > 'z' || ph[1] < 'a' || ph[1] > 'z') return false;
+    return true;
+}
+static_assert(letter_led(kCvvWords) && letter_led(kExpiryWords),
+              "card_data_possible() relies on every card keyword starting with two letters");
+
+// Whether `text` has 13 digits in one chain of digit groups joined by single
+// spaces or dashes, as every card number is written ("4111 1111 1111 1111",
+// "4111-1111-1111-1111", "4111111111111111"); a date and time
+// ("2026-11-29T23:01:22Z") has 14 digits but in chains of 8 and 2.
+bool has_card_length_chain(std::string_view text) {
+    std::size_t digits = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (is_digit(c)) {
+            if (++digits >= 13) return true;
+        } else if (!((c == ' ' || c == '-') && digits > 0 && i + 1 < text.size() && is_digit(text[i + 1]))) {
+            digits = 0;
+        }
+    }
+    return false;
+}
+
+// Whether the card scanner could find anything in `text`: a card number
+// needs 13 digits in one chain (above), a CVV or expiry without one needs a keyword, which
+// starts with one of the letter pairs above (in any case). Most values
+// (dates, phone numbers, references, postcodes) have neither, and are
+// settled here without a scan.
+bool card_data_possible(std::string_view text) {
+    if (has_digits(text, 13) && has_card_length_chain(text)) return true;
+    const auto letter = [](char c) { return static_cast<unsigned>((c | 0x20) - 'a'); };
+    for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+        const unsigned a = letter(text[i]);
+        if (a >= 26) continue;
+        const unsigned b = letter(text[i + 1]);
+        if (b < 26 && kCardKeywordStarts[a][b]) return true;
+    }
+    return false;
+}
+
 } // namespace
 
 // Public API ---------------------------------------------------------------------
@@ -1202,7 +1259,7 @@ std::string redact(std::string_view text, std::vector<Finding>* found) {
 }
 
 std::optional<std::string> redact_cards(std::string_view text) {
-    if (!has_digits(text, 3)) return std::nullopt;
+    if (!has_digits(text, 3) || !card_data_possible(text)) return std::nullopt;
     Sink sink(text, nullptr);
     Scanner(text, Mode::Cards, sink).run();
     if (!sink.any()) return std::nullopt;

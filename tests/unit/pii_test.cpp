@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <cstdlib>
@@ -624,6 +625,43 @@ TEST_CASE("redact_cards strips only card data, and returns nullopt when there is
     CHECK_FALSE(redact_cards(""));
     CHECK_FALSE(redact_cards("call 07700 900312, NI QQ123456C, L8 0ZZ, a@example.org"));
     CHECK_FALSE(redact_cards("4111 1111 1111 1112 and 09/27"));
+}
+
+TEST_CASE("redact_cards finds every keyword phrase in any case, and card numbers of 13 digits") {
+    // The ingest pass skips values that have neither 13 digits nor a letter
+    // pair a card keyword starts with: each phrase must still be found.
+    const std::vector<std::string> cvv = {
+        "cvv2", "cvc2", "cvv", "cvc", "cv2", "csc", "security code", "security number",
+        "security no", "sec code", "digits on the back", "digits on back", "numbers on the back",
+        "number on the back", "code on the back"};
+    const std::vector<std::string> expiry = {
+        "expiration date", "expiry date", "exp date", "exp. date", "expiration", "expiry",
+        "expires", "expiring", "expire", "exp", "valid until", "valid till", "valid to",
+        "valid thru", "valid through", "good thru", "good through"};
+    auto upper = [](std::string s) {
+        for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        return s;
+    };
+    auto title = [](std::string s) {
+        s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
+        return s;
+    };
+    for (const auto& ph : cvv)
+        for (const std::string& k : {ph, upper(ph), title(ph)}) {
+            INFO(k);
+            CHECK(redact_cards(k + " 123") == std::optional<std::string>(k + " [CVV]"));
+            CHECK(redact_cards("ref 0113 496 " + k + " 4321.") == std::optional<std::string>("ref 0113 496 " + k + " [CVV]."));
+        }
+    for (const auto& ph : expiry)
+        for (const std::string& k : {ph, upper(ph), title(ph)}) {
+            INFO(k);
+            CHECK(redact_cards(k + " 09/27") == std::optional<std::string>(k + " [EXPIRY]"));
+        }
+    CHECK(redact_cards("4222222222222") == std::optional<std::string>("[CARD]"));
+    // What the pass now settles without a scan: nothing to find in them.
+    for (const char* v : {"2026-11-29T23:01:22Z", "0113 833 5925", "072109747451", "LS12 5FH",
+                          "YC619176D", "CAS-398382-FF", "207 Park Road", "C000000001"})
+        CHECK_FALSE(redact_cards(v));
 }
 
 // Fixtures -----------------------------------------------------------------------
