@@ -1400,13 +1400,18 @@ void AuditLog::scan(const std::filesystem::path& dir,
 }
 
 std::vector<Record> AuditLog::read_records(const std::filesystem::path& dir,
-                                           const std::set<std::string, std::less<>>& record_ids) {
+                                           const std::set<std::string, std::less<>>& record_ids,
+                                           bool with_delivery_runs) {
     std::vector<Record> out;
     SetExpander sets;
     for (const auto& f : list_files(dir))
         each_entry(dir / f.name, [&](const LineView& v) {
             // Most entries are about other records: unescape only when it may matter.
-            if (sets.see(v) || v.record_id == "-") return true;
+            if (sets.see(v)) return true;
+            if (v.record_id == "-") {
+                if (with_delivery_runs && v.kind == kind::deliver.view()) out.push_back(to_record(v));
+                return true;
+            }
             Record r = to_record(v);
             if (!record_ids.count(r.record_id)) return true;
             sets.expand(r);

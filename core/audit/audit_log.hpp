@@ -267,8 +267,11 @@ public:
     // in place of their set=<id>.
     static void scan(const std::filesystem::path& dir,
                      const std::function<bool(const Record&)>& visit);
+    // With `with_delivery_runs`, also every `deliver` entry of a run of
+    // seqs ("seqs=F-L", record "-"), which names no record.
     static std::vector<Record> read_records(const std::filesystem::path& dir,
-                                            const std::set<std::string, std::less<>>& record_ids);
+                                            const std::set<std::string, std::less<>>& record_ids,
+                                            bool with_delivery_runs = false);
     // Entries with first <= seq <= last; skips files that end before `first`.
     static std::vector<Record> read_range(const std::filesystem::path& dir, std::uint64_t first,
                                           std::uint64_t last);

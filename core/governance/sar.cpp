@@ -10,6 +10,7 @@
 #include <switchboard/detail/abi.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <set>
 #include <sstream>
@@ -171,6 +172,73 @@ bool hold_found(store::Store& store, SarResult& result, const std::string& by, s
     return true;
 }
 
+void apply_audit(std::vector<FoundRecord>& records, const std::vector<audit::Record>& entries) {
+    std::map<std::string, FoundRecord*, std::less<>> by_id;
+    for (auto& f : records) by_id[f.id] = &f;
+    auto number = [](const std::string& text) -> std::uint64_t {
+        std::uint64_t v = 0;
+        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        return ec == std::errc() && p == text.data() + text.size() ? v : 0;
+    };
+    for (const auto& e : entries) {
+        auto attrs = audit::parse_detail(e.detail);
+        auto attr = [&](std::string_view k) {
+            for (const auto& [key, value] : attrs)
+                if (key == k) return value;
+            return std::string();
+        };
+        if (e.kind == "deliver" && e.record_id.empty()) {
+            // A run of seqs delivered together ("seqs=F-L"): each is the
+            // disclosure to that destination with that seq, whoever's.
+            const std::string dest = attr("destination"), seqs = attr("seqs");
+            const auto dash = seqs.find('-');
+            if (dash == std::string::npos) continue;
+            const std::uint64_t first = number(seqs.substr(0, dash)), last = number(seqs.substr(dash + 1));
+            if (!first || last < first) continue;
+            for (auto& f : records)
+                for (auto& d : f.disclosures)
+                    if (d.destination == dest && d.seq >= first && d.seq <= last && !d.delivered_at)
+                        d.delivered_at = e.ts_ms;
+            continue;
+        }
+        auto it = by_id.find(e.record_id);
+        if (it == by_id.end()) continue;
+        auto& list = it->second->disclosures;
+        if (e.kind == "disclose") {
+            Disclosure d;
+            d.destination = attr("destination");
+            d.seq = number(attr("seq"));
+            d.purpose = attr("purpose");
+            d.profile = attr("profile");
+            d.lawful_basis = attr("lawful_basis");
+            d.route = attr("route");
+            d.disclosed_at = e.ts_ms;
+            std::string sent = attr("sent");
+            std::size_t start = 0;
+            while (start < sent.size()) {
+                auto comma = sent.find(',', start);
+                std::string item = sent.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+                auto colon = item.rfind(':');
+                if (colon == std::string::npos) d.fields.emplace_back(item, "");
+                else d.fields.emplace_back(item.substr(0, colon), item.substr(colon + 1));
+                if (comma == std::string::npos) break;
+                start = comma + 1;
+            }
+            list.push_back(std::move(d));
+        } else if (e.kind == "deliver") {
+            // Its own entry: the disclosure with its seq (or, in a trail
+            // without seqs, the first to that destination not delivered).
+            const std::string dest = attr("destination");
+            const std::uint64_t seq = number(attr("seq"));
+            for (auto& d : list)
+                if (d.destination == dest && !d.delivered_at && (!seq || !d.seq || d.seq == seq)) {
+                    d.delivered_at = e.ts_ms;
+                    break;
+                }
+        }
+    }
+}
+
 SarResult find_subject(store::Store& store, const SubjectQuery& q, const std::filesystem::path& audit_dir,
                        std::int64_t now) {
     SarResult result;
@@ -253,45 +321,7 @@ SarResult find_subject(store::Store& store, const SubjectQuery& q, const std::fi
     if (!by_id.empty() && std::filesystem::exists(audit_dir)) {
         std::set<std::string, std::less<>> ids;
         for (const auto& [id, f] : by_id) ids.insert(id);
-        for (const auto& e : audit::AuditLog::read_records(audit_dir, ids)) {
-            auto it = by_id.find(e.record_id);
-            if (it == by_id.end()) continue;
-            auto attrs = audit::parse_detail(e.detail);
-            auto attr = [&](std::string_view k) {
-                for (const auto& [key, value] : attrs)
-                    if (key == k) return value;
-                return std::string();
-            };
-            auto& list = it->second->disclosures;
-            if (e.kind == "disclose") {
-                Disclosure d;
-                d.destination = attr("destination");
-                d.purpose = attr("purpose");
-                d.profile = attr("profile");
-                d.lawful_basis = attr("lawful_basis");
-                d.route = attr("route");
-                d.disclosed_at = e.ts_ms;
-                std::string sent = attr("sent");
-                std::size_t start = 0;
-                while (start < sent.size()) {
-                    auto comma = sent.find(',', start);
-                    std::string item = sent.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-                    auto colon = item.rfind(':');
-                    if (colon == std::string::npos) d.fields.emplace_back(item, "");
-                    else d.fields.emplace_back(item.substr(0, colon), item.substr(colon + 1));
-                    if (comma == std::string::npos) break;
-                    start = comma + 1;
-                }
-                list.push_back(std::move(d));
-            } else if (e.kind == "deliver") {
-                std::string dest = attr("destination");
-                for (auto& d : list)
-                    if (d.destination == dest && !d.delivered_at) {
-                        d.delivered_at = e.ts_ms;
-                        break;
-                    }
-            }
-        }
+        apply_audit(result.records, audit::AuditLog::read_records(audit_dir, ids, true));
     }
     return result;
 }

@@ -18,6 +18,7 @@
 // node holds (28 days of contacts). Fine for the occasional request; an
 // index of normalised identifiers would make it a lookup.
 
+#include "audit/audit_log.hpp"
 #include "store/store.hpp"
 
 #include <cstdint>
@@ -52,6 +53,7 @@ struct SubjectQuery {
 struct Disclosure {
     std::string destination, purpose, profile, lawful_basis, route;
     std::vector<std::pair<std::string, std::string>> fields; // path, transform
+    std::uint64_t seq = 0;         // the destination's outbox seq (0: the entry had none)
     std::int64_t disclosed_at = 0;
     std::int64_t delivered_at = 0; // 0: not (yet) delivered
 };
@@ -78,6 +80,13 @@ struct SarResult {
 
 // Scans the store for the subject (query normalised first) and reads the
 // audit trail under `audit_dir` for what was disclosed to whom.
+// Adds to `records` what the audit trail says of them (`entries` from
+// AuditLog::read_records with their ids and the delivery runs): each
+// disclosure (destination, purpose, profile, fields sent, seq) and when it
+// was delivered, by its own `deliver` entry or by a run ("seqs=F-L") that
+// covers its seq at that destination.
+void apply_audit(std::vector<FoundRecord>& records, const std::vector<audit::Record>& entries);
+
 SarResult find_subject(store::Store& store, const SubjectQuery& query,
                        const std::filesystem::path& audit_dir, std::int64_t now);
 

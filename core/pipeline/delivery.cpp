@@ -522,6 +522,35 @@ bool DeliveryWorker::deliver_some() {
     return true;
 }
 
+void audit_deliveries(audit::AuditLog& audit, std::int64_t now, const std::string& dest,
+                      const std::vector<Delivered>& delivered, std::string& detail) {
+    for (std::size_t i = 0; i < delivered.size();) {
+        const Delivered& first = delivered[i];
+        // A run of consecutive seqs delivered together at one attempt, with
+        // no receipt: one entry for all of them, record "-"; which record
+        // each seq is, its disclose entry says.
+        std::size_t end = i + 1;
+        if (first.receipt.empty())
+            while (end < delivered.size() && delivered[end].receipt.empty() &&
+                   delivered[end].attempt == first.attempt && delivered[end].seq == delivered[end - 1].seq + 1)
+                ++end;
+        detail.clear();
+        audit::append_attr(detail, "destination", dest);
+        if (end - i >= 2) {
+            audit::append_attr(detail, "seqs",
+                               std::to_string(first.seq) + "-" + std::to_string(delivered[end - 1].seq));
+            audit::append_attr(detail, "attempt", std::to_string(first.attempt));
+            audit.append(now, audit::kind::deliver, "", detail);
+        } else {
+            audit::append_attr(detail, "seq", std::to_string(first.seq));
+            audit::append_attr(detail, "attempt", std::to_string(first.attempt));
+            if (!first.receipt.empty()) audit::append_attr(detail, "receipt", first.receipt);
+            audit.append(now, audit::kind::deliver, first.record_id, detail);
+        }
+        i = end;
+    }
+}
+
 void DeliveryWorker::record_progress(std::uint64_t acked, std::vector<store::DeadLetter> dead,
                                      std::vector<Delivered> delivered) {
     acked_ = acked;
@@ -534,14 +563,7 @@ void DeliveryWorker::record_progress(std::uint64_t acked, std::vector<store::Dea
                          store::Txn& txn, audit::AuditLog& audit) {
                          txn.set_acked(dest, acked);
                          std::string detail;
-                         for (const auto& [seq, record_id, attempt, receipt] : delivered) {
-                             detail.clear();
-                             audit::append_attr(detail, "destination", dest);
-                             audit::append_attr(detail, "seq", std::to_string(seq));
-                             audit::append_attr(detail, "attempt", std::to_string(attempt));
-                             if (!receipt.empty()) audit::append_attr(detail, "receipt", receipt);
-                             audit.append(now, audit::kind::deliver, record_id, detail);
-                         }
+                         audit_deliveries(audit, now, dest, delivered, detail);
                          for (const auto& d : dead) {
                              txn.put_dead_letter(d);
                              detail.clear();

@@ -71,6 +71,23 @@ private:
 inline constexpr std::size_t kReceiptMax = 128;
 std::string receipt_text(std::string_view receipt);
 
+// A delivery settled as done, for its audit entry (not the record: it is
+// freed by the worker, not on the journal's writer thread).
+struct Delivered {
+    std::uint64_t seq = 0;
+    std::string record_id;
+    std::uint32_t attempt = 0;
+    std::string receipt; // "" when the plugin gave none
+};
+
+// The `deliver` entries for `delivered` (one destination's, settled in seq
+// order): one per delivery that has a receipt or stands alone ("seq=N",
+// with its record id), and one per run of consecutive seqs delivered at the
+// same attempt ("seqs=F-L", record "-"; the disclose entries say which
+// record each seq is). `scratch` is reused for the details.
+void audit_deliveries(audit::AuditLog& audit, std::int64_t now, const std::string& destination,
+                      const std::vector<Delivered>& delivered, std::string& scratch);
+
 class DeliveryWorker : public OutboxListener {
 public:
     // Entries held in memory at most. Two of the journal's largest groups
@@ -121,15 +138,6 @@ private:
         std::string receipt;           // from complete(), once SB_OK
         std::int64_t since = 0;        // steady ms when handed over
     };
-    // A delivery settled as done, for its audit entry (not the record: it
-    // is freed here, not on the journal's writer thread).
-    struct Delivered {
-        std::uint64_t seq = 0;
-        std::string record_id;
-        std::uint32_t attempt = 0;
-        std::string receipt; // "" when the plugin gave none
-    };
-
     void set_behind(bool behind) { // with mutex_ held
         behind_ = behind;
         behind_now_.store(behind, std::memory_order_relaxed);

@@ -5,6 +5,7 @@
 
 #include "audit/audit_log.hpp"
 #include "config/config.hpp"
+#include "governance/sar.hpp"
 #include "http/server.hpp"
 #include "pipeline/delivery.hpp"
 #include "pipeline/journal.hpp"
@@ -483,9 +484,30 @@ TEST_CASE("pipeline: audit entries written ahead of a commit that never happened
     node.journal->flush_audit();
     // Every entry is in the file before its transaction commits: the file
     // ends exactly at the head the store committed.
+    // Entries by kind; deliveries counted by the seqs they cover (one entry
+    // each, or one per run delivered together).
+    auto trail = [&] {
+        std::map<std::string, std::uint64_t> n;
+        for (const auto& r : audit::AuditLog::read_range(node.data() / "audit", 1, UINT64_MAX)) {
+            ++n[r.kind];
+            if (r.kind != "deliver") continue;
+            std::map<std::string, std::string> a;
+            for (auto& [k, v] : audit::parse_detail(r.detail)) a[k] = v;
+            const std::string& runs = a["seqs"];
+            n["delivered"] += runs.empty() ? 1
+                                           : std::stoull(runs.substr(runs.find('-') + 1)) -
+                                                 std::stoull(runs.substr(0, runs.find('-'))) + 1;
+        }
+        return n;
+    };
     const audit::Head committed = committed_head();
     CHECK(node.audit->durable_head() == committed);
-    CHECK(committed.seq == 3 * 3 + 1); // ingest, disclose, deliver per record; the disclosures' set
+    auto n = trail();
+    CHECK(n["ingest"] == 3);
+    CHECK(n["disclose"] == 3);
+    CHECK(n["set"] == 1); // the disclosures' shared attributes
+    CHECK(n["delivered"] == 3);
+    CHECK(committed.seq == n["ingest"] + n["disclose"] + n["set"] + n["deliver"]);
     CHECK(node.store->pending_audit().empty()); // no spool in the store
 
     // The crash between the two: a group's entries written and synced, the
@@ -516,7 +538,11 @@ TEST_CASE("pipeline: audit entries written ahead of a commit that never happened
     const auto r = audit::AuditLog::verify(node.data() / "audit", committed_head());
     for (const auto& p : r.problems) UNSCOPED_INFO(p.file << ":" << p.line << " " << p.what);
     CHECK(r.ok);
-    CHECK(r.entries == 4 * 3 + 2); // the set again after the entries were set aside
+    n = trail();
+    CHECK(n["ingest"] == 4);
+    CHECK(n["delivered"] == 4);
+    CHECK(n["set"] == 2); // the set again after the entries were set aside
+    CHECK(r.entries == n["ingest"] + n["disclose"] + n["set"] + n["deliver"]);
 }
 
 TEST_CASE("pipeline: a batch begun while an earlier one is in flight commits only if that one does") {
@@ -742,6 +768,114 @@ TEST_CASE("delivery ids: handed out in order, settled at the back or anywhere, e
     CHECK(ids.erase(4) == 0);
     for (std::uint64_t id : {1, 2, 3, 5, 6, 7, 8, 9}) CHECK(ids.erase(id) == 1);
     CHECK(ids.erase(1) == 0);
+}
+
+TEST_CASE("audit: deliveries in a run of consecutive seqs are one entry; alone or with a receipt, one each") {
+    TempDir dir("sb-deliver-runs");
+    {
+        audit::AuditLog log(dir.path);
+        std::vector<pipeline::Delivered> delivered = {
+            {1, "R1-0", 1, ""}, {2, "R1-1", 1, ""}, {3, "R1-2", 1, ""}, // a run
+            {5, "R1-4", 1, ""},                                         // after a gap: alone
+            {6, "R1-5", 1, "CASE-6"},                                   // a receipt: its own
+            {7, "R1-6", 1, ""},  {8, "R1-7", 2, ""}, {9, "R1-8", 2, ""}, // attempts differ
+        };
+        std::string scratch;
+        pipeline::audit_deliveries(log, 1'700'000'000'000, "d", delivered, scratch);
+        REQUIRE(log.sync().ok());
+    }
+    std::vector<std::pair<std::string, std::string>> got; // record, detail
+    for (const auto& r : audit::AuditLog::read_range(dir.path, 1, UINT64_MAX)) {
+        CHECK(r.kind == "deliver");
+        got.emplace_back(r.record_id, r.detail);
+    }
+    const std::vector<std::pair<std::string, std::string>> want = {
+        {"", "destination=d;seqs=1-3;attempt=1"},
+        {"R1-4", "destination=d;seq=5;attempt=1"},
+        {"R1-5", "destination=d;seq=6;attempt=1;receipt=CASE-6"},
+        {"R1-6", "destination=d;seq=7;attempt=1"},
+        {"", "destination=d;seqs=8-9;attempt=2"},
+    };
+    CHECK(got == want);
+    CHECK(audit::AuditLog::verify(dir.path).ok);
+}
+
+TEST_CASE("audit: every seq disclosed is delivered once in the trail, and a subject access report finds each") {
+    Node node(kHookToD);
+    constexpr int kBatches = 3, kPerBatch = 700;
+    for (int b = 0; b < kBatches; ++b) {
+        std::vector<std::unique_ptr<sb_record>> batch;
+        for (int i = 0; i < kPerBatch; ++i) {
+            auto r = std::make_unique<sb_record>();
+            std::string v = "v" + std::to_string(b) + "-" + std::to_string(i);
+            sb_value value{SB_VALUE_STRING, v.data(), v.size(), 0, 0};
+            r->data.set("a", value, "content.free_text");
+            batch.push_back(std::move(r));
+        }
+        for (sb_status st : node.emit("hook", std::move(batch))) CHECK(st == SB_OK);
+    }
+    constexpr int kAll = kBatches * kPerBatch;
+    node.wait_delivered("d", kAll);
+    node.journal->flush_audit();
+    std::map<std::uint64_t, std::string> disclosed; // seq -> record
+    std::map<std::uint64_t, int> delivered;         // seq -> entries covering it
+    std::set<std::uint64_t> in_run;                 // seqs delivered in a run
+    std::size_t deliver_entries = 0;
+    for (const auto& r : audit::AuditLog::read_range(node.data() / "audit", 1, UINT64_MAX)) {
+        std::map<std::string, std::string> a;
+        for (auto& [k, v] : audit::parse_detail(r.detail)) a[k] = v;
+        if (r.kind == "disclose") disclosed[std::stoull(a["seq"])] = r.record_id;
+        if (r.kind != "deliver") continue;
+        ++deliver_entries;
+        CHECK(a["destination"] == "d");
+        if (a.count("seqs")) {
+            CHECK(r.record_id.empty());
+            const std::string& s = a["seqs"];
+            const auto dash = s.find('-');
+            REQUIRE(dash != std::string::npos);
+            for (std::uint64_t q = std::stoull(s.substr(0, dash)); q <= std::stoull(s.substr(dash + 1)); ++q) {
+                ++delivered[q];
+                in_run.insert(q);
+            }
+        } else {
+            const std::uint64_t q = std::stoull(a["seq"]);
+            CHECK(r.record_id == disclosed[q]);
+            ++delivered[q];
+        }
+    }
+    REQUIRE(disclosed.size() == static_cast<std::size_t>(kAll));
+    REQUIRE(delivered.size() == disclosed.size());
+    for (const auto& [seq, n] : delivered) {
+        INFO(seq);
+        CHECK(disclosed.count(seq) == 1);
+        CHECK(n == 1);
+    }
+    // Delivered in batches: far fewer entries than deliveries.
+    CHECK(deliver_entries * 10 < static_cast<std::size_t>(kAll));
+    CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
+
+    // What a subject access report does with them: each of a few records
+    // (one at each end and the middle) has its disclosure and its delivery.
+    std::vector<governance::FoundRecord> found;
+    std::set<std::string, std::less<>> ids;
+    for (std::uint64_t seq : {std::uint64_t{1}, std::uint64_t{kAll / 2}, std::uint64_t{kAll}}) {
+        found.emplace_back().id = disclosed[seq];
+        ids.insert(disclosed[seq]);
+    }
+    governance::apply_audit(found, audit::AuditLog::read_records(node.data() / "audit", ids, true));
+    for (const auto& f : found) {
+        INFO(f.id);
+        REQUIRE(f.disclosures.size() == 1);
+        CHECK(f.disclosures[0].destination == "d");
+        CHECK(f.disclosures[0].delivered_at >= f.disclosures[0].disclosed_at);
+        CHECK(f.disclosures[0].delivered_at > 0);
+    }
+    // Without the runs, only what has an entry of its own is found delivered.
+    std::vector<governance::FoundRecord> alone(1);
+    alone[0].id = disclosed[kAll / 2];
+    governance::apply_audit(alone, audit::AuditLog::read_records(node.data() / "audit", {alone[0].id}));
+    REQUIRE(alone[0].disclosures.size() == 1);
+    CHECK((alone[0].disclosures[0].delivered_at != 0) == (in_run.count(kAll / 2) == 0));
 }
 
 TEST_CASE("pipeline: several sources emit large batches at once while helpers prepare them") {
