@@ -207,10 +207,12 @@ int cmd_retention(const Args& a) {
     for (const auto& ch : chunks) {
         auto body = st->chunk_body(ch.id);
         if (!body) continue;
-        std::size_t pos = 0;
+        store::ChunkHeads table;
+        if (!table.read(*body)) continue;
+        std::size_t pos = table.first;
         while (pos < body->size()) {
             sb_record r;
-            if (!store::decode(*body, pos, r)) break;
+            if (!store::decode(*body, pos, r, nullptr, &table)) break;
             auto meta = [&](const char* k) {
                 const char* v = r.data.meta(k);
                 return std::string(v ? v : "-");

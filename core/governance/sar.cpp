@@ -249,10 +249,15 @@ SarResult find_subject(store::Store& store, const SubjectQuery& q, const std::fi
         auto body = store.chunk_body(chunk.id);
         if (!body) continue; // deleted since listed
         ++result.chunks_scanned;
-        std::size_t pos = 0;
+        store::ChunkHeads table;
+        if (!table.read(*body)) {
+            ++result.unreadable_chunks;
+            continue;
+        }
+        std::size_t pos = table.first;
         while (pos < body->size()) {
             sb_record r;
-            if (!store::decode(*body, pos, r)) {
+            if (!store::decode(*body, pos, r, nullptr, &table)) {
                 ++result.unreadable_chunks;
                 break;
             }

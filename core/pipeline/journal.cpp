@@ -325,7 +325,8 @@ std::shared_ptr<const Journal::Chunk> Journal::read_chunk(std::int64_t id) {
             return chunk->data();
         }))
         return nullptr;
-    for (std::size_t pos = 0; pos < chunk->body().size();) {
+    if (!chunk->table.read(chunk->body())) chunk->table = {}; // its records then read as unreadable
+    for (std::size_t pos = chunk->table.first; pos < chunk->body().size();) {
         chunk->offsets.push_back(pos);
         if (!store::skip(chunk->body(), pos)) {
             chunk->offsets.pop_back();
@@ -367,7 +368,7 @@ void Journal::rebuild(OutboxEntry& e, const EntryRef& ref, ChunkCache& cache, st
     sb_record record;
     std::size_t pos = e.index < chunk.offsets.size() ? chunk.offsets[e.index] : chunk.body().size();
     const std::string* id = nullptr;
-    if (!store::decode(chunk.body(), pos, record, profile ? &filter : nullptr) ||
+    if (!store::decode(chunk.body(), pos, record, profile ? &filter : nullptr, &chunk.table) ||
         !(id = record.data.meta_at(kMetaId)) || *id != e.record_id)
         return unbuilt("its record (chunk " + std::to_string(e.chunk) + ", index " + std::to_string(e.index) +
                        ") is unreadable");
@@ -941,7 +942,12 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
     for (auto& [bucket, chunk] : chunks) {
         (void)bucket;
         std::vector<std::string_view> pieces;
-        pieces.reserve(2 * chunk.records.size());
+        pieces.reserve(2 * chunk.records.size() + 1);
+        std::vector<std::string_view> table;
+        for (const auto& h : chunk.table) table.emplace_back(*h);
+        std::string header;
+        store::put_chunk_heads(table, header);
+        pieces.emplace_back(header);
         std::size_t from = 0;
         for (const auto& [heads_end, body] : chunk.records) {
             pieces.emplace_back(chunk.heads.data() + from, heads_end - from);
@@ -976,6 +982,16 @@ void Journal::ingest(store::Txn& txn, Ingest& in, std::map<std::string, std::vec
         if (in.refused) metrics_->add(in.instance, "refused", in.refused);
         if (cards_total) metrics_->add(in.instance, "cards_redacted", cards_total);
     }
+}
+
+std::uint64_t Journal::OpenChunk::heads_index(const std::shared_ptr<const std::string>& h) {
+    // Records come in runs of one shape; the preparing threads each have
+    // their own copy of a shape's heads, the same bytes.
+    if (last_heads < table.size() && (table[last_heads] == h || *table[last_heads] == *h)) return last_heads;
+    for (std::size_t k = 0; k < table.size(); ++k)
+        if (table[k] == h || *table[k] == *h) return last_heads = k;
+    table.push_back(h);
+    return last_heads = table.size() - 1;
 }
 
 void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
@@ -1020,7 +1036,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             id = record_id(info.id, idx);
             audit_.append(now, audit::kind::ingest, id, p.ingest_detail);
             if (!p.copies.empty()) chunk.members.emplace_back(static_cast<std::uint32_t>(k), idx);
-            p.body.append_head(id, chunk.heads);
+            p.body.append_head(id, p.body.heads() ? chunk.heads_index(p.body.heads()) : 0, chunk.heads);
             chunk.records.emplace_back(chunk.heads.size(), &p.body);
             ++count;
         }

@@ -239,6 +239,7 @@ public:
         std::string_view body() const { return {data_, size_}; }
         char* data() { return data_; }
         std::vector<std::size_t> offsets; // of each record in body()
+        store::ChunkHeads table;          // its table of heads (format 2)
 
     private:
         char* data_ = nullptr;
@@ -378,6 +379,11 @@ private:
         // PreEncoded::tail().
         std::string heads;
         std::vector<std::pair<std::size_t, const store::PreEncoded*>> records;
+        // The chunk's table of heads (format 2): each shape's once, named
+        // by index from its records.
+        std::vector<std::shared_ptr<const std::string>> table;
+        std::size_t last_heads = 0; // the entry the last record named
+        std::uint64_t heads_index(const std::shared_ptr<const std::string>& h);
         // Its records (index in the batch, index in the chunk), in order:
         // their copies are given seqs once the whole batch is stored
         // (disclose_chunks), chunk by chunk, so that each destination's

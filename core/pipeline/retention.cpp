@@ -203,10 +203,15 @@ std::uint64_t RetentionService::sweep_chunk(const store::ChunkInfo& chunk, std::
     std::vector<Expired> expired;
     std::set<std::string> erased; // tombstones: erased on request, their erasure told everyone
     ItemsByInstance at_source, at_destination;
-    std::size_t pos = 0;
+    store::ChunkHeads table;
+    const bool table_ok = table.read(*body);
+    std::size_t pos = table_ok ? table.first : body->size();
+    if (!table_ok)
+        log::error(kComponent, "chunk " + std::to_string(chunk.id) + " has an unreadable table of field heads; "
+                               "deleting the chunk anyway");
     while (pos < body->size()) {
         sb_record r;
-        if (!store::decode(*body, pos, r)) {
+        if (!store::decode(*body, pos, r, nullptr, &table)) {
             log::error(kComponent, "chunk " + std::to_string(chunk.id) +
                                        " has an unreadable record; deleting the chunk anyway");
             break;
@@ -313,12 +318,16 @@ void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
         // others are copied byte for byte.
         std::string rewritten;
         std::set<std::string> here; // wanted records erased in this chunk
-        std::size_t pos = 0;
-        bool readable = true;
+        // The table of field heads (paths and categories, never values) is
+        // kept as it is: the records left still name its entries.
+        store::ChunkHeads table;
+        bool readable = table.read(*body);
+        std::size_t pos = readable ? table.first : body->size();
+        if (readable) rewritten.append(*body, 0, table.first);
         while (pos < body->size()) {
             std::size_t start = pos;
             sb_record r;
-            if (!store::decode(*body, pos, r)) {
+            if (!store::decode(*body, pos, r, nullptr, &table)) {
                 log::error(kComponent, "chunk " + std::to_string(chunk) + " has an unreadable record; "
                                        "erasure " + std::to_string(erasure.id) + " leaves it as it is");
                 readable = false;

@@ -1,6 +1,7 @@
 #include "store/codec.hpp"
 
 #include <cstring>
+#include <memory>
 
 namespace switchboard::store {
 
@@ -21,7 +22,18 @@ namespace switchboard::store {
 //   varint attachment count, then per attachment: strings name, uri,
 //     media_type, sha256, category, zigzag varint size
 //
-// Version 3 is what is written. Its heads depend only on the leaves' paths
+//   version 4 (in a chunk of format 2, below): varint heads, right after the
+//     meta mask, then the meta values as above, the leaf count, and per leaf
+//     u8 type, value: its heads are the chunk's table entry of that number.
+//
+// A chunk's body is its records one after another (format 1), or (format
+// 2) u8 0, varint n, n strings of heads (each as version 3 writes them),
+// then the records. A record never starts with 0 (its length), so the
+// first byte tells them apart. The journal writes format 2 with version 4
+// records: a shape's heads (about a third of a record on the benchmark's
+// job) are written once per chunk, not once per record.
+//
+// Version 3 is what encode() writes. Its heads depend only on the leaves' paths
 // and categories, so records of one shape have the same heads, byte for
 // byte: a reader keeps the atoms of the last heads it met (this thread's
 // memo, checked by comparing the bytes) and neither parses nor looks up a
@@ -34,6 +46,7 @@ namespace {
 constexpr std::uint8_t kVersion1 = 1;
 constexpr std::uint8_t kVersion2 = 2;
 constexpr std::uint8_t kVersion = 3;
+constexpr std::uint8_t kVersion4 = 4;
 constexpr int kMeta = static_cast<int>(std::size(sb::detail::kMetaKeys));
 constexpr std::size_t kMaxCategories = 1 << 16; // per record, in the encoder's table
 
@@ -101,29 +114,39 @@ void put_heads(const std::vector<sb::detail::Leaf>& leaves, std::string& out) {
 struct Heads {
     std::uint64_t shape = 0;
     std::size_t leaves = 0;
-    std::string heads;
+    // Shared with the records encoded from it (PreEncoded) until their
+    // chunk is written: a new shape takes a new string.
+    std::shared_ptr<const std::string> heads;
 };
 const Heads* heads_of_shape(const sb::detail::RecordData& r) {
     const std::uint64_t shape = r.shape_id();
     if (shape == 0) return nullptr;
     Heads& h = sb::detail::thread_memo_slot<Heads, 4>(shape);
     const auto& leaves = r.leaves();
-    if (h.shape != shape || h.leaves != leaves.size()) {
+    if (h.shape != shape || h.leaves != leaves.size() || !h.heads) {
         h.shape = shape;
         h.leaves = leaves.size();
-        h.heads.clear();
-        put_heads(leaves, h.heads);
+        auto heads = std::make_shared<std::string>();
+        put_heads(leaves, *heads);
+        h.heads = std::move(heads);
     }
     return &h;
 }
 
 // Appends everything after the meta values: leaves and attachments.
-void encode_rest(const sb::detail::RecordData& r, std::string& body) {
+// With `shared` (version 4), a shape's heads are not written but given
+// there, and null when the record has no shape (then written: version 3).
+void encode_rest(const sb::detail::RecordData& r, std::string& body,
+                 std::shared_ptr<const std::string>* shared = nullptr) {
     const auto& leaves = r.leaves();
     put_varint(body, leaves.size());
     if (const Heads* memo = heads_of_shape(r)) {
-        put_string(body, memo->heads);
+        if (shared)
+            *shared = memo->heads;
+        else
+            put_string(body, *memo->heads);
     } else {
+        if (shared) shared->reset();
         std::string heads;
         put_heads(leaves, heads);
         put_string(body, heads);
@@ -220,20 +243,68 @@ void PreEncoded::assign(const sb_record& record) {
             mask_ |= 1u << i;
             put_string(tail_, *v);
         }
-    encode_rest(r, tail_);
+    split_ = tail_.size() + varint_size(r.leaves().size()); // after the leaf count
+    encode_rest(r, tail_, &heads_);
 }
 
-void PreEncoded::append_head(std::string_view id, std::string& out) const {
-    std::size_t len = 1 + varint_size(mask_) + varint_size(id.size()) + id.size() + tail_.size();
+void PreEncoded::append_head(std::string_view id, std::uint64_t heads_index, std::string& out) const {
+    if (!heads_) { // version 3: the heads are in the tail
+        std::size_t len = 1 + varint_size(mask_) + varint_size(id.size()) + id.size() + tail_.size();
+        put_varint(out, len);
+        out.push_back(static_cast<char>(kVersion));
+        put_varint(out, mask_);
+        put_string(out, id);
+        return;
+    }
+    std::size_t len = 1 + varint_size(mask_) + varint_size(heads_index) + varint_size(id.size()) + id.size() +
+                      tail_.size();
     put_varint(out, len);
-    out.push_back(static_cast<char>(kVersion));
+    out.push_back(static_cast<char>(kVersion4));
     put_varint(out, mask_);
+    put_varint(out, heads_index);
     put_string(out, id);
 }
 
 void PreEncoded::append(std::string_view id, std::string& out) const {
-    append_head(id, out);
-    out.append(tail_);
+    if (!heads_) {
+        append_head(id, 0, out);
+        out.append(tail_);
+        return;
+    }
+    // Version 3, as encode() writes it: the heads after the leaf count.
+    const std::size_t len = 1 + varint_size(mask_) + varint_size(id.size()) + id.size() + tail_.size() +
+                            varint_size(heads_->size()) + heads_->size();
+    put_varint(out, len);
+    out.push_back(static_cast<char>(kVersion));
+    put_varint(out, mask_);
+    put_string(out, id);
+    out.append(tail_, 0, split_);
+    put_string(out, *heads_);
+    out.append(tail_, split_);
+}
+
+void put_chunk_heads(const std::vector<std::string_view>& heads, std::string& out) {
+    if (heads.empty()) return; // format 1
+    out.push_back('\0');
+    put_varint(out, heads.size());
+    for (std::string_view h : heads) put_string(out, h);
+}
+
+bool ChunkHeads::read(std::string_view body) {
+    heads.clear();
+    first = 0;
+    if (body.empty() || body[0] != '\0') return true; // format 1: no table
+    std::size_t p = 1;
+    std::uint64_t n;
+    if (!get_varint(body, p, n) || n > body.size()) return false;
+    heads.reserve(static_cast<std::size_t>(n));
+    for (std::uint64_t k = 0; k < n; ++k) {
+        std::string_view h;
+        if (!get_string(body, p, h)) return false;
+        heads.push_back(h);
+    }
+    first = p;
+    return true;
 }
 
 bool skip(std::string_view in, std::size_t& pos) {
@@ -344,17 +415,24 @@ bool read_value(std::string_view in, std::size_t& p, sb::detail::Leaf& l, bool k
 }
 } // namespace
 
-bool decode(std::string_view in, std::size_t& pos, sb_record& record, const LeafFilter* keep) {
+bool decode(std::string_view in, std::size_t& pos, sb_record& record, const LeafFilter* keep,
+            const ChunkHeads* table) {
     std::string_view body;
     if (!get_string(in, pos, body)) return false;
     if (body.empty()) return false;
     const auto version = static_cast<std::uint8_t>(body[0]);
-    if (version != kVersion1 && version != kVersion2 && version != kVersion) return false;
+    if (version != kVersion1 && version != kVersion2 && version != kVersion && version != kVersion4) return false;
     std::size_t p = 1;
     sb::detail::RecordData& r = record.data;
     r = sb::detail::RecordData();
     std::uint64_t mask;
     if (!get_varint(body, p, mask)) return false;
+    std::string_view table_heads; // version 4's, from the chunk's table
+    if (version == kVersion4) {
+        std::uint64_t k;
+        if (!table || !get_varint(body, p, k) || k >= table->heads.size()) return false;
+        table_heads = table->heads[static_cast<std::size_t>(k)];
+    }
     for (int i = 0; i < kMeta; ++i) {
         if (!(mask & (1u << i))) continue;
         std::string_view v;
@@ -366,9 +444,9 @@ bool decode(std::string_view in, std::size_t& pos, sb_record& record, const Leaf
     sb::detail::Leaf skipped;
     auto wanted = [&](const PathAtom* path) { return !keep || keep->keep(keep->context, path); };
     std::uint64_t shape = 0;
-    if (version == kVersion) {
-        std::string_view heads;
-        if (!get_string(body, p, heads)) return false;
+    if (version == kVersion || version == kVersion4) {
+        std::string_view heads = table_heads;
+        if (version == kVersion && !get_string(body, p, heads)) return false;
         HeadAtoms local;
         HeadAtoms* atoms = atoms_of_heads(heads, n, r, local);
         if (!atoms) return false;

@@ -7,8 +7,10 @@
 #include <switchboard/detail/record_data.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace switchboard::store {
 
@@ -24,7 +26,24 @@ struct LeafFilter {
     bool (*keep)(const void* context, const sb::detail::PathAtom* path) = nullptr;
     const void* context = nullptr;
 };
-bool decode(std::string_view in, std::size_t& pos, sb_record& record, const LeafFilter* keep = nullptr);
+
+// A chunk's table of heads (format 2: see codec.cpp), read from the start of
+// its body; empty for a chunk of format 1. Its records start at `first`.
+// The views point into the body.
+struct ChunkHeads {
+    std::vector<std::string_view> heads;
+    std::size_t first = 0;
+    // False when the table is malformed (a corrupt store).
+    bool read(std::string_view body);
+};
+
+// A record of version 4 needs its chunk's `table` (false without it).
+bool decode(std::string_view in, std::size_t& pos, sb_record& record, const LeafFilter* keep = nullptr,
+            const ChunkHeads* table = nullptr);
+
+// Appends the table of a chunk of format 2 (nothing when `heads` is empty:
+// format 1), before its records.
+void put_chunk_heads(const std::vector<std::string_view>& heads, std::string& out);
 
 // Skips one record at `pos` without decoding it.
 bool skip(std::string_view in, std::size_t& pos);
@@ -44,18 +63,26 @@ public:
         if (tail_.capacity() > keep) std::string().swap(tail_);
         tail_.clear();
         mask_ = 0;
+        heads_.reset();
     }
+    // The record, self-contained (version 3): what encode() writes.
     void append(std::string_view id, std::string& out) const;
-    // append() in two pieces: what comes up to the id (a few bytes), then
-    // tail(), which the caller may write from where it is.
-    void append_head(std::string_view id, std::string& out) const;
+    // For a chunk of format 2: the record in two pieces, what comes up to
+    // the id (a few bytes), then tail(), which the caller may write from
+    // where it is. A record of a shape is written as version 4, naming its
+    // heads() by `heads_index` in the chunk's table; one without (heads()
+    // null) as version 3, the index unused.
+    void append_head(std::string_view id, std::uint64_t heads_index, std::string& out) const;
+    const std::shared_ptr<const std::string>& heads() const { return heads_; }
     std::string_view tail() const { return tail_; }
     std::size_t capacity() const { return tail_.capacity(); } // of its buffer
     std::size_t size() const { return tail_.size() + 32; } // about what append() adds
 
 private:
     std::uint64_t mask_ = 0; // meta present, id included
-    std::string tail_;       // the body after the id
+    std::string tail_;       // the body after the id (without the heads when heads_ is set)
+    std::size_t split_ = 0;  // where version 3 puts the heads in tail_
+    std::shared_ptr<const std::string> heads_; // the record's shape's heads, or null
 };
 
 // Low-level pieces, shared with other store formats. Inline: a record's

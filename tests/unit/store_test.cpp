@@ -165,6 +165,104 @@ TEST_CASE("codec: many categories, long shared paths and the two-step encoding a
     CHECK(reused.capacity() < capacity);
 }
 
+TEST_CASE("codec: a chunk of format 2 writes a shape's heads once; its records read back whole with its table") {
+    // Records of two shapes, as a source sets them (set_shape), and one set
+    // field by field (no shape: written whole, version 3).
+    const char* p1[] = {"citizen.name", "citizen.address.postcode", "content.text"};
+    const char* c1[] = {"identity.name", "contact.address", "content.free_text"};
+    const char* p2[] = {"call.ani", "call.queue"};
+    sb_shape* s1 = sb::detail::shape_new(p1, c1, 3);
+    sb_shape* s2 = sb::detail::shape_new(p2, nullptr, 2);
+    REQUIRE(s1);
+    REQUIRE(s2);
+    std::vector<sb_record> records(7);
+    for (int n = 0; n < 7; ++n) {
+        sb_record& r = records[static_cast<std::size_t>(n)];
+        const std::string name = "Name " + std::to_string(n), text = "said " + std::to_string(n);
+        if (n == 3) {
+            sb_value v{SB_VALUE_STRING, name.data(), name.size(), 0, 0};
+            REQUIRE(r.data.set("x.y", v, "misc") == SB_OK);
+        } else if (n % 2 == 0) {
+            const sb_value v[] = {{SB_VALUE_STRING, name.data(), name.size(), 0, 0},
+                                  {SB_VALUE_STRING, "LS1 4AB", 7, 0, 0},
+                                  {SB_VALUE_STRING, text.data(), text.size(), 0, 0}};
+            REQUIRE(sb::detail::record_set_shape(&r, s1, v) == SB_OK);
+        } else {
+            const sb_value v[] = {{SB_VALUE_STRING, "07700900123", 11, 0, 0},
+                                  {SB_VALUE_INT, nullptr, 0, n, 0}};
+            REQUIRE(sb::detail::record_set_shape(&r, s2, v) == SB_OK);
+        }
+        r.data.set_meta("source", "verint");
+    }
+    sb::detail::shape_free(s1);
+    sb::detail::shape_free(s2);
+    // As the journal writes a chunk: each shape's heads in the table once,
+    // each record's head naming its entry, then its tail.
+    std::vector<store::PreEncoded> pre(records.size());
+    std::vector<std::shared_ptr<const std::string>> table;
+    std::string records_bytes;
+    for (std::size_t k = 0; k < records.size(); ++k) {
+        pre[k].assign(records[k]);
+        std::uint64_t index = 0;
+        if (const auto& h = pre[k].heads()) {
+            auto at = std::find_if(table.begin(), table.end(), [&](const auto& t) { return *t == *h; });
+            index = static_cast<std::uint64_t>(at - table.begin());
+            if (at == table.end()) table.push_back(h);
+        }
+        pre[k].append_head("R5-" + std::to_string(k), index, records_bytes);
+        records_bytes += pre[k].tail();
+    }
+    CHECK_FALSE(pre[3].heads()); // no shape
+    REQUIRE(table.size() == 2);
+    std::vector<std::string_view> views;
+    for (const auto& h : table) views.emplace_back(*h);
+    std::string body;
+    store::put_chunk_heads(views, body);
+    body += records_bytes;
+    // Each shape's heads are in the body once.
+    for (const auto& h : table) {
+        std::size_t found = 0;
+        for (auto at = body.find(*h); at != std::string::npos; at = body.find(*h, at + 1)) ++found;
+        CHECK(found == 1);
+    }
+    store::ChunkHeads heads;
+    REQUIRE(heads.read(body));
+    CHECK(heads.heads.size() == 2);
+    std::size_t pos = heads.first;
+    for (std::size_t k = 0; k < records.size(); ++k) {
+        INFO(k);
+        sb_record back;
+        REQUIRE(store::decode(body, pos, back, nullptr, &heads));
+        records[k].data.set_meta("id", "R5-" + std::to_string(k));
+        CHECK(back.data.json() == records[k].data.json());
+        for (const auto& leaf : records[k].data.leaves())
+            CHECK(back.data.find(leaf.path())->category() == leaf.category());
+        // Self-contained, as encode() writes it (version 3), the same record.
+        std::string once, two;
+        store::encode(records[k], once);
+        pre[k].append("R5-" + std::to_string(k), two);
+        CHECK(two == once);
+    }
+    CHECK(pos == body.size());
+    // A record of version 4 read without its chunk's table, or naming an
+    // entry the table does not have: unreadable, not a crash.
+    std::size_t at = heads.first;
+    sb_record r;
+    CHECK_FALSE(store::decode(body, at, r));
+    store::ChunkHeads short_table = heads;
+    short_table.heads.resize(1);
+    at = heads.first;
+    CHECK(store::decode(body, at, r, nullptr, &short_table)); // entry 0
+    CHECK_FALSE(store::decode(body, at, r, nullptr, &short_table)); // entry 1
+    // A table cut short, and a body of format 1 (no table).
+    store::ChunkHeads bad;
+    CHECK_FALSE(bad.read(std::string_view(body).substr(0, 5)));
+    store::ChunkHeads none;
+    CHECK(none.read(records_bytes));
+    CHECK(none.heads.empty());
+    CHECK(none.first == 0);
+}
+
 TEST_CASE("codec: categories the intern table had no room for are written once each, like the others") {
     // With the table full, a record owns its atoms: two leaves of one
     // category may point to two atoms of the same name. The encoding is
