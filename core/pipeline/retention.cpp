@@ -323,7 +323,11 @@ void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
         store::ChunkHeads table;
         bool readable = table.read(*body);
         std::size_t pos = readable ? table.first : body->size();
-        if (readable) rewritten.append(*body, 0, table.first);
+        if (readable)
+            rewritten.append(*body, 0, table.first);
+        else
+            log::error(kComponent, "chunk " + std::to_string(chunk) + " has an unreadable table of field heads; "
+                                   "erasure " + std::to_string(erasure.id) + " leaves it as it is");
         while (pos < body->size()) {
             std::size_t start = pos;
             sb_record r;
