@@ -163,6 +163,7 @@ bool DeliveryWorker::fill() {
     EntryRef ref;
     for (const auto& row : rows) {
         std::size_t pos = 0;
+        EntryContext context; // what a repeat entry repeats, in this row
         for (std::uint32_t k = 0; k < row.count; ++k) {
             OutboxEntry e;
             e.seq = row.first_seq + k;
@@ -170,7 +171,7 @@ bool DeliveryWorker::fill() {
             e.index = outbox_index(row.indexes, k);
             e.record_id = record_id(row.chunk, e.index);
             e.expires_at = row.expires_at;
-            EntryForm form = row.payloads.empty() ? EntryForm::Bad : decode_entry(row.payloads, pos, e, ref);
+            EntryForm form = row.payloads.empty() ? EntryForm::Bad : decode_entry(row.payloads, pos, e, ref, &context);
             if (form == EntryForm::Bad) {
                 log::error("delivery", destination() + ": outbox row at seq " +
                                            std::to_string(row.first_seq) + " is unreadable; skipped");

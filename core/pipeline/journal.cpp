@@ -1067,8 +1067,13 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
     };
     // Chunk by chunk: a destination's copies of one chunk get consecutive
     // seqs (in the order their records came), so one row holds them all.
-    // The chunk's row of each destination (a handful: searched in order).
-    std::vector<std::pair<std::string_view, std::size_t>> row_of;
+    // The chunk's row of each destination (a handful: searched in order),
+    // and the route of its last entry.
+    struct RowOf {
+        std::size_t row;
+        const Route* last;
+    };
+    std::vector<std::pair<std::string_view, RowOf>> row_of;
     for (auto& [bucket, chunk] : chunks) {
         (void)bucket;
         const store::ChunkInfo& info = chunk.info;
@@ -1096,9 +1101,9 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
                     row.destination = route->destination;
                     row.first_seq = seq;
                     row.chunk = info.id;
-                    at = row_of.insert(at, {route->destination, chunk.rows.size() - 1});
+                    at = row_of.insert(at, {route->destination, {chunk.rows.size() - 1, nullptr}});
                 }
-                store::OutboxRow& row = chunk.rows[at->second];
+                store::OutboxRow& row = chunk.rows[at->second.row];
                 OutboxEntry e;
                 e.seq = seq;
                 e.record_id = id;
@@ -1117,11 +1122,18 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
                 put_u32(row.indexes, idx);
                 // The copy itself is not stored: the record is, in the
                 // chunk, and the copy is made again from it when needed.
-                encode_entry_head(e.purpose, e.profile, e.profile_version, row.payloads);
-                ref.fingerprint = route->profile->fingerprint();
-                ref.lawful_basis = route->has_lawful_basis();
-                ref.routed_at = now;
-                encode_reference(ref, row.payloads);
+                // The same route as the row's entry before: all of it the
+                // same (routed now, as every copy of the batch).
+                if (at->second.last == route) {
+                    encode_repeat(row.payloads);
+                } else {
+                    encode_entry_head(e.purpose, e.profile, e.profile_version, row.payloads);
+                    ref.fingerprint = route->profile->fingerprint();
+                    ref.lawful_basis = route->has_lawful_basis();
+                    ref.routed_at = now;
+                    encode_reference(ref, row.payloads);
+                    at->second.last = route;
+                }
                 slot.out->push_back(std::move(e));
             }
         }

@@ -21,6 +21,27 @@ namespace switchboard::pipeline {
 // (1 or 2).
 inline constexpr unsigned char kReferenceForm = 0x80;
 
+// An entry that is "the same as the one before it in the row": the same
+// purpose, profile, version and reference (the copies of one route in one
+// chunk, which is what a row holds, nearly always). Two bytes that no
+// entry starts with: a varint of 0 with a needless continuation byte,
+// which put_varint never writes. Only ever after an entry with a reference.
+inline constexpr char kRepeatEntry[2] = {'\x80', '\x00'};
+
+inline void encode_repeat(std::string& out) { out.append(kRepeatEntry, 2); }
+
+inline bool is_repeat(std::string_view in, std::size_t pos) {
+    return in.size() - std::min(pos, in.size()) >= 2 && in[pos] == kRepeatEntry[0] && in[pos + 1] == kRepeatEntry[1];
+}
+
+// What a repeat entry stands for: the last entry with a reference read in
+// the row (reset for each row).
+struct EntryContext {
+    bool have = false;
+    std::string_view purpose, profile;
+    std::uint64_t version = 0;
+};
+
 inline void encode_reference(const EntryRef& ref, std::string& out) {
     std::string body;
     body.push_back(static_cast<char>(kReferenceForm));
@@ -56,6 +77,10 @@ inline bool decode_entry_head(std::string_view in, std::size_t& pos, std::string
 
 // Steps over one entry without decoding its record.
 inline bool skip_entry(std::string_view in, std::size_t& pos) {
+    if (is_repeat(in, pos)) {
+        pos += 2;
+        return true;
+    }
     std::string_view purpose, profile;
     std::uint64_t version;
     return decode_entry_head(in, pos, purpose, profile, version) && store::skip(in, pos);
@@ -64,8 +89,20 @@ inline bool skip_entry(std::string_view in, std::size_t& pos) {
 enum class EntryForm { Bad, Record, Reference };
 
 // Fills purpose and profile of `e`, then its record (made when `e` has
-// none) or `ref`, and says which it was.
-inline EntryForm decode_entry(std::string_view in, std::size_t& pos, OutboxEntry& e, EntryRef& ref) {
+// none) or `ref`, and says which it was. Reading a row entry by entry,
+// `context` (one per row) and `ref` (kept from the entry before) give a
+// repeat entry what it repeats; without a context a repeat is Bad.
+inline EntryForm decode_entry(std::string_view in, std::size_t& pos, OutboxEntry& e, EntryRef& ref,
+                              EntryContext* context = nullptr) {
+    if (is_repeat(in, pos)) {
+        if (!context || !context->have) return EntryForm::Bad;
+        pos += 2;
+        e.purpose = context->purpose;
+        e.profile = context->profile;
+        e.profile_version = static_cast<std::uint32_t>(context->version);
+        return EntryForm::Reference; // `ref` as the entry before left it
+    }
+    if (context) context->have = false;
     std::string_view purpose, profile;
     std::uint64_t version;
     if (!decode_entry_head(in, pos, purpose, profile, version)) return EntryForm::Bad;
@@ -89,6 +126,7 @@ inline EntryForm decode_entry(std::string_view in, std::size_t& pos, OutboxEntry
     ref.lawful_basis = flags & 1;
     ref.routed_at = static_cast<std::int64_t>(routed_at);
     pos = at;
+    if (context) *context = {true, purpose, profile, version};
     return EntryForm::Reference;
 }
 

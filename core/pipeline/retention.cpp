@@ -385,12 +385,29 @@ void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
             std::string out;
             std::size_t at = 0;
             bool changed = false, intact = !row.payloads.empty();
+            // A repeat entry ("the same as the one before") copied after a
+            // tombstone written in place of what it repeats is written out
+            // in full instead: the last full entry of the row, as it was.
+            std::string_view last_full;
+            bool repeat_broken = false;
             for (std::uint32_t k = 0; k < row.count; ++k) {
                 std::string id = record_id(chunk, outbox_index(row.indexes, k));
                 std::size_t start = at;
                 if (intact && !skip_entry(row.payloads, at)) intact = false;
+                const std::string_view entry =
+                    intact ? std::string_view(row.payloads).substr(start, at - start) : std::string_view();
+                const bool repeat = intact && is_repeat(row.payloads, start);
+                if (intact && !repeat) last_full = entry;
+                if (repeat && last_full.empty()) intact = false; // a repeat of nothing: leave the row as it is
                 if (!here.count(id)) {
-                    if (intact) out.append(row.payloads, start, at - start);
+                    if (!intact) continue;
+                    if (repeat && repeat_broken) {
+                        out.append(last_full);
+                        repeat_broken = false;
+                    } else {
+                        out.append(entry);
+                        if (!repeat) repeat_broken = false;
+                    }
                     continue;
                 }
                 if (!dead_seqs.count(row.first_seq + k)) {
@@ -403,6 +420,7 @@ void RetentionService::carry_out(store::Erasure& erasure, std::int64_t now) {
                     gone.record = std::make_shared<sb_record>(tombstone(id, ""));
                     encode_entry(gone, out);
                     changed = true;
+                    repeat_broken = true;
                 }
             }
             if (changed && intact) payloads.emplace_back(row.destination, row.first_seq, std::move(out));

@@ -13,6 +13,7 @@
 #include "governance/holds.hpp"
 #include "node.hpp"
 #include "pipeline/journal.hpp"
+#include "pipeline/outbox_codec.hpp"
 #include "pipeline/retention.hpp"
 #include "store/codec.hpp"
 #include "store/store.hpp"
@@ -197,6 +198,32 @@ TEST_CASE("erasure: an entry waiting for a failing destination is never delivere
     // Asked: her source, and every destination with an entry not dead-lettered
     // ("broken" never received her record: no notice there).
     CHECK(e->records[0].detail == "flaky,up,verint");
+
+    // The outbox row of a destination still to deliver ("flaky"): Bob's
+    // entry repeated Jane's ("the same as the one before"); with hers now a
+    // tombstone, his is written out in full and still reads as his route's.
+    {
+        std::int64_t chunk = 0;
+        std::uint32_t index = 0;
+        REQUIRE(pipeline::parse_record_id(jane, chunk, index));
+        bool seen = false;
+        for (const auto& row : n.store->outbox_for_chunk(chunk)) {
+            if (row.destination != "flaky" || row.payloads.empty()) continue;
+            seen = true;
+            REQUIRE(row.count == 2);
+            std::size_t pos = 0;
+            pipeline::EntryContext context;
+            pipeline::EntryRef ref;
+            pipeline::OutboxEntry her, his;
+            CHECK(pipeline::decode_entry(row.payloads, pos, her, ref, &context) == pipeline::EntryForm::Record);
+            CHECK(std::string(her.profile.c_str()) == pipeline::kErasedProfile);
+            CHECK(pipeline::decode_entry(row.payloads, pos, his, ref, &context) == pipeline::EntryForm::Reference);
+            CHECK(std::string(his.purpose.c_str()) == "council tax");
+            CHECK(std::string(his.profile.c_str()) == "dept");
+            CHECK(pos == row.payloads.size());
+        }
+        CHECK(seen);
+    }
 
     // The chunk: a tombstone where she was, Bob untouched at his index.
     auto records = n.chunk_records(jane);

@@ -754,6 +754,69 @@ TEST_CASE("pipeline: a batch whose records expire in many minutes, interleaved, 
     CHECK(audit::AuditLog::verify(node.data() / "audit", pipeline::committed_audit_head(*node.store)).ok);
 }
 
+TEST_CASE("outbox rows: an entry the same as the one before is two bytes, read with its row's context") {
+    using namespace pipeline;
+    auto full = [](std::string& out, const char* purpose, const char* fingerprint, std::int64_t at) {
+        encode_entry_head(purpose, "p", 3, out);
+        EntryRef ref;
+        ref.fingerprint = fingerprint;
+        ref.lawful_basis = true;
+        ref.routed_at = at;
+        encode_reference(ref, out);
+    };
+    std::string row;
+    full(row, "review", "f1", 100);
+    encode_repeat(row);
+    encode_repeat(row);
+    full(row, "another purpose", "f2", 200);
+    const std::size_t before_last = row.size();
+    encode_repeat(row);
+    CHECK(row.size() - before_last == 2);
+    // Read in order, each entry gets what it repeats.
+    const std::vector<std::pair<std::string, std::string>> want = {
+        {"review", "f1"}, {"review", "f1"}, {"review", "f1"}, {"another purpose", "f2"}, {"another purpose", "f2"}};
+    std::size_t pos = 0, skipped = 0;
+    EntryContext context;
+    EntryRef ref;
+    for (const auto& [purpose, fingerprint] : want) {
+        OutboxEntry e;
+        REQUIRE(decode_entry(row, pos, e, ref, &context) == EntryForm::Reference);
+        CHECK(std::string(e.purpose.c_str()) == purpose);
+        CHECK(std::string(e.profile.c_str()) == "p");
+        CHECK(e.profile_version == 3);
+        CHECK(ref.fingerprint == fingerprint);
+        CHECK(ref.lawful_basis);
+        CHECK(ref.routed_at == (fingerprint == "f1" ? 100 : 200));
+        REQUIRE(skip_entry(row, skipped));
+        CHECK(skipped == pos);
+    }
+    CHECK(pos == row.size());
+    // A repeat with nothing before it, or read without a context: unreadable.
+    std::size_t at = 0;
+    OutboxEntry e;
+    std::string lone;
+    encode_repeat(lone);
+    EntryContext fresh;
+    CHECK(decode_entry(lone, at, e, ref, &fresh) == EntryForm::Bad);
+    std::string pair;
+    full(pair, "x", "f", 1);
+    encode_repeat(pair);
+    at = 0;
+    CHECK(decode_entry(pair, at, e, ref) == EntryForm::Reference);
+    CHECK(decode_entry(pair, at, e, ref) == EntryForm::Bad); // no context given
+    // After an entry with a record (a tombstone), a repeat is unreadable too.
+    std::string after_record;
+    OutboxEntry gone;
+    gone.profile = kErasedProfile;
+    gone.record = std::make_shared<sb_record>();
+    encode_entry(gone, after_record);
+    encode_repeat(after_record);
+    at = 0;
+    EntryContext c2;
+    CHECK(decode_entry(after_record, at, e, ref, &c2) == EntryForm::Record);
+    CHECK(decode_entry(after_record, at, e, ref, &c2) == EntryForm::Bad);
+}
+
 TEST_CASE("delivery ids: handed out in order, settled at the back or anywhere, each once") {
     pipeline::DeliveryIds ids;
     for (std::uint64_t id = 1; id <= 10; ++id) ids.insert(id);
@@ -1492,13 +1555,14 @@ TEST_CASE("pipeline: destinations draining one backlog together make every copy 
             pipeline::Journal::ChunkCache cache;
             for (const auto& row : rows) {
                 std::size_t pos = 0;
+                pipeline::EntryContext context; // a row's entries may repeat the one before
+                pipeline::EntryRef ref;
                 for (std::uint32_t k = 0; k < row.count; ++k) {
                     pipeline::OutboxEntry e;
-                    pipeline::EntryRef ref;
                     e.chunk = row.chunk;
                     e.index = pipeline::outbox_index(row.indexes, k);
                     e.record_id = pipeline::record_id(row.chunk, e.index);
-                    if (pipeline::decode_entry(row.payloads, pos, e, ref) != pipeline::EntryForm::Reference) {
+                    if (pipeline::decode_entry(row.payloads, pos, e, ref, &context) != pipeline::EntryForm::Reference) {
                         ++wrong;
                         break;
                     }
