@@ -96,6 +96,17 @@ std::int64_t real_now() {
 struct Node : sbtest::Node {
     Node() : sbtest::Node(kConfig, real_now(), "sb-erasure") {}
 
+    // Emits `records` in one commit (one chunk); their ids, in order.
+    std::vector<std::string> emit_in_one_chunk(std::vector<std::unique_ptr<sb_record>> records) {
+        const std::size_t n = records.size();
+        REQUIRE(sbtest::Node::emit("verint", std::move(records))[0] == SB_OK);
+        std::int64_t newest = 0;
+        for (const auto& c : store->chunks_expiring_before(INT64_MAX, 100000)) newest = std::max(newest, c.id);
+        std::vector<std::string> ids;
+        for (std::uint32_t i = 0; i < n; ++i) ids.push_back(pipeline::record_id(newest, i));
+        return ids;
+    }
+
     // One record per commit (its own chunk) or several in one; their ids.
     std::vector<std::string> emit_names(const std::vector<std::string>& names) {
         std::vector<std::unique_ptr<sb_record>> records;
@@ -108,12 +119,7 @@ struct Node : sbtest::Node {
             REQUIRE(r->data.set("hints.topic", t, "classification.hint") == SB_OK);
             records.push_back(std::move(r));
         }
-        REQUIRE(sbtest::Node::emit("verint", std::move(records))[0] == SB_OK);
-        std::int64_t newest = 0;
-        for (const auto& c : store->chunks_expiring_before(INT64_MAX, 100000)) newest = std::max(newest, c.id);
-        std::vector<std::string> ids;
-        for (std::uint32_t i = 0; i < names.size(); ++i) ids.push_back(pipeline::record_id(newest, i));
-        return ids;
+        return emit_in_one_chunk(std::move(records));
     }
 
     // The same, set as a source with a record shape sets them: written as
@@ -132,12 +138,7 @@ struct Node : sbtest::Node {
             records.push_back(std::move(r));
         }
         sb::detail::shape_free(shape);
-        REQUIRE(sbtest::Node::emit("verint", std::move(records))[0] == SB_OK);
-        std::int64_t newest = 0;
-        for (const auto& c : store->chunks_expiring_before(INT64_MAX, 100000)) newest = std::max(newest, c.id);
-        std::vector<std::string> ids;
-        for (std::uint32_t i = 0; i < names.size(); ++i) ids.push_back(pipeline::record_id(newest, i));
-        return ids;
+        return emit_in_one_chunk(std::move(records));
     }
 
     std::vector<sb_record> chunk_records(const std::string& id) {
