@@ -747,6 +747,20 @@ std::string unescape(std::string_view s) {
     return out;
 }
 
+std::string seq_run(std::uint64_t first, std::uint64_t last) {
+    return std::to_string(first) + "-" + std::to_string(last);
+}
+
+bool parse_seq_run(std::string_view text, std::uint64_t& first, std::uint64_t& last) {
+    const auto dash = text.find('-');
+    if (dash == std::string_view::npos) return false;
+    auto number = [](std::string_view s, std::uint64_t& v) {
+        auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        return !s.empty() && ec == std::errc() && p == s.data() + s.size();
+    };
+    return number(text.substr(0, dash), first) && number(text.substr(dash + 1), last) && first > 0 && first <= last;
+}
+
 std::vector<std::pair<std::string, std::string>> parse_detail(std::string_view detail) {
     std::vector<std::pair<std::string, std::string>> out;
     std::size_t start = 0;

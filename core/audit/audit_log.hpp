@@ -122,6 +122,11 @@ std::string format_detail(const std::vector<Attr>& attrs);
 std::vector<std::pair<std::string, std::string>> parse_detail(std::string_view detail);
 // Undoes the escaping of one record id or value.
 std::string unescape(std::string_view text);
+// A run of sequence numbers, as a `deliver` entry for several deliveries
+// names them ("seqs=F-L"): written, and read back (false unless "F-L" with
+// 0 < F <= L).
+std::string seq_run(std::uint64_t first, std::uint64_t last);
+bool parse_seq_run(std::string_view text, std::uint64_t& first, std::uint64_t& last);
 
 // One entry read back from the files.
 struct Record {

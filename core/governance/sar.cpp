@@ -190,11 +190,9 @@ void apply_audit(std::vector<FoundRecord>& records, const std::vector<audit::Rec
         if (e.kind == "deliver" && e.record_id.empty()) {
             // A run of seqs delivered together ("seqs=F-L"): each is the
             // disclosure to that destination with that seq, whoever's.
-            const std::string dest = attr("destination"), seqs = attr("seqs");
-            const auto dash = seqs.find('-');
-            if (dash == std::string::npos) continue;
-            const std::uint64_t first = number(seqs.substr(0, dash)), last = number(seqs.substr(dash + 1));
-            if (!first || last < first) continue;
+            const std::string dest = attr("destination");
+            std::uint64_t first = 0, last = 0;
+            if (!audit::parse_seq_run(attr("seqs"), first, last)) continue;
             for (auto& f : records)
                 for (auto& d : f.disclosures)
                     if (d.destination == dest && d.seq >= first && d.seq <= last && !d.delivered_at)

@@ -538,8 +538,7 @@ void audit_deliveries(audit::AuditLog& audit, std::int64_t now, const std::strin
         detail.clear();
         audit::append_attr(detail, "destination", dest);
         if (end - i >= 2) {
-            audit::append_attr(detail, "seqs",
-                               std::to_string(first.seq) + "-" + std::to_string(delivered[end - 1].seq));
+            audit::append_attr(detail, "seqs", audit::seq_run(first.seq, delivered[end - 1].seq));
             audit::append_attr(detail, "attempt", std::to_string(first.attempt));
             audit.append(now, audit::kind::deliver, "", detail);
         } else {

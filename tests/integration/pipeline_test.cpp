@@ -493,10 +493,8 @@ TEST_CASE("pipeline: audit entries written ahead of a commit that never happened
             if (r.kind != "deliver") continue;
             std::map<std::string, std::string> a;
             for (auto& [k, v] : audit::parse_detail(r.detail)) a[k] = v;
-            const std::string& runs = a["seqs"];
-            n["delivered"] += runs.empty() ? 1
-                                           : std::stoull(runs.substr(runs.find('-') + 1)) -
-                                                 std::stoull(runs.substr(0, runs.find('-'))) + 1;
+            std::uint64_t first = 0, last = 0;
+            n["delivered"] += audit::parse_seq_run(a["seqs"], first, last) ? last - first + 1 : 1;
         }
         return n;
     };
@@ -893,10 +891,9 @@ TEST_CASE("audit: every seq disclosed is delivered once in the trail, and a subj
         CHECK(a["destination"] == "d");
         if (a.count("seqs")) {
             CHECK(r.record_id.empty());
-            const std::string& s = a["seqs"];
-            const auto dash = s.find('-');
-            REQUIRE(dash != std::string::npos);
-            for (std::uint64_t q = std::stoull(s.substr(0, dash)); q <= std::stoull(s.substr(dash + 1)); ++q) {
+            std::uint64_t first = 0, last = 0;
+            REQUIRE(audit::parse_seq_run(a["seqs"], first, last));
+            for (std::uint64_t q = first; q <= last; ++q) {
                 ++delivered[q];
                 in_run.insert(q);
             }
