@@ -302,7 +302,8 @@ std::vector<std::string> capability_names(std::uint64_t caps) {
     std::vector<std::string> out;
     const std::pair<std::uint64_t, const char*> names[] = {
         {SB_CAP_ERASE, "erase"},   {SB_CAP_HTTP, "http"},           {SB_CAP_POLL, "poll"},
-        {SB_CAP_TIMERS, "timers"}, {SB_CAP_ASYNC_ACK, "async-ack"}, {SB_CAP_ATTACHMENTS, "attachments"}};
+        {SB_CAP_TIMERS, "timers"}, {SB_CAP_ASYNC_ACK, "async-ack"}, {SB_CAP_ATTACHMENTS, "attachments"},
+        {SB_CAP_JSON_RECORDS, "json-records"}};
     for (auto [bit, name] : names)
         if (caps & bit) out.emplace_back(name);
     return out;

@@ -24,8 +24,29 @@ std::int64_t steady_ms() {
 // core's cache).
 sb_record* with_record_id(const OutboxEntry& e) {
     static const int id = sb::detail::meta_index("id");
-    if (e.record && !e.record->data.meta_at(id)) e.record->data.set_meta_at(id, e.record_id);
+    if (e.record && !e.record->data.meta_at(id)) {
+        if (e.record->is_rendered) sb::detail::set_rendered_id(*e.record, e.record_id);
+        else e.record->data.set_meta_at(id, e.record_id);
+    }
     return e.record.get();
+}
+
+// Fetches what delivering `r` will read first: its JSON when rendered.
+void prefetch(const sb_record& r) {
+    if (!r.is_rendered) return r.data.prefetch();
+    for (std::size_t i = r.rendered_at; i < r.rendered.size(); i += 64) __builtin_prefetch(r.rendered.data() + i);
+}
+
+// A plugin that declares SB_CAP_JSON_RECORDS and read a rendered record's
+// fields all the same: the delivery fails, never half done in silence.
+bool broke_json_promise(const OutboxEntry& e, sb_status& st, std::string& error) {
+    if (!e.record || !e.record->fields_read) return false;
+    e.record->fields_read = false;
+    st = SB_ERR_PERMANENT;
+    error = "the plugin declares json-records (SB_CAP_JSON_RECORDS) but read the record's fields, "
+            "which a record rendered as JSON does not have: the plugin must read record_json only, "
+            "or not declare json-records";
+    return true;
 }
 
 } // namespace
@@ -44,7 +65,8 @@ std::string receipt_text(std::string_view receipt) {
 DeliveryWorker::DeliveryWorker(plugin::Instance& instance, Journal& journal, Clock clock,
                                plugin::Metrics* metrics)
     : instance_(instance), journal_(journal), clock_(std::move(clock)), metrics_(metrics),
-      config_(instance.config()) {}
+      config_(instance.config()),
+      json_records_((instance.descriptor().capabilities & SB_CAP_JSON_RECORDS) != 0) {}
 
 DeliveryWorker::~DeliveryWorker() { stop(); }
 
@@ -278,6 +300,7 @@ sb_status DeliveryWorker::deliver_one(const OutboxEntry& e, std::uint32_t attemp
         waiting_.insert(d.delivery_id);
     }
     sb_status st = instance_.deliver(d, error);
+    broke_json_promise(e, st, error);
     if (st != SB_PENDING) {
         std::lock_guard lock(pending_mutex_);
         waiting_.erase(d.delivery_id);
@@ -328,7 +351,7 @@ bool DeliveryWorker::deliver_some() {
         const OutboxEntry& e = *fresh[k];
         // The copies were made on the preparing threads a commit ago: the
         // next one's values are fetched while this one is delivered.
-        if (k + 1 < fresh.size() && fresh[k + 1]->record) fresh[k + 1]->record->data.prefetch();
+        if (k + 1 < fresh.size() && fresh[k + 1]->record) prefetch(*fresh[k + 1]->record);
         Inflight f;
         f.entry = &e;
         auto failed = attempts_.find(e.seq); // (most have none: no map node made for them)
@@ -367,6 +390,7 @@ bool DeliveryWorker::deliver_some() {
             waiting_.insert(f.delivery_id);
         }
         sb_status st = instance_.deliver(d, f.error);
+        broke_json_promise(e, st, f.error);
         handed = true;
         if (st != SB_PENDING) {
             std::lock_guard lock(pending_mutex_);
@@ -506,7 +530,8 @@ bool DeliveryWorker::deliver_some() {
         for (std::size_t i = 0; i < done && !queue_.empty(); ++i) {
             // Behind: the copy goes back to the filler, unless the plugin
             // kept a hold of it.
-            if (keep && queue_.front().record && queue_.front().record.use_count() == 1)
+            if (keep && queue_.front().record && queue_.front().record.use_count() == 1 &&
+                !queue_.front().record->is_rendered)
                 spent.push_back(std::move(queue_.front().record));
             queue_.pop_front();
         }

@@ -117,6 +117,7 @@ public:
 
     void offer(std::vector<OutboxEntry>&& entries) override;
     bool wants_copies() const override { return !behind_now_.load(std::memory_order_relaxed); }
+    bool wants_json() const override { return json_records_; }
     void complete(std::uint64_t id, sb_status status, const char* receipt) override;
 
     const std::string& destination() const;
@@ -162,6 +163,7 @@ private:
     Clock clock_;
     plugin::Metrics* metrics_;
     const config::InstanceConfig& config_;
+    const bool json_records_; // the plugin declares SB_CAP_JSON_RECORDS
 
     std::mutex mutex_;
     std::condition_variable wake_;

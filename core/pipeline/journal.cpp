@@ -494,6 +494,7 @@ std::shared_ptr<plugin::Emission> Journal::begin(const std::string& instance,
         transforms = transforms_;
         for (const auto& [dest, listener] : listeners_)
             if (listener && !listener->wants_copies()) in.deferred.push_back(dest);
+            else if (listener && listener->wants_json()) in.rendered.push_back(dest);
     }
     const bool overlap = transforms.empty();
     auto enqueue = [&] {
@@ -862,9 +863,20 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
             c.route = route;
             summary.clear();
             std::uint64_t shape = 0;
-            if (!in.deferred.empty() &&
-                std::find(in.deferred.begin(), in.deferred.end(), route->destination) != in.deferred.end()) {
+            auto among = [&](const std::vector<std::string>& dests) {
+                return !dests.empty() && std::find(dests.begin(), dests.end(), route->destination) != dests.end();
+            };
+            if (among(in.deferred)) {
                 shape = route->profile->sent_summary(*rec, route->has_lawful_basis(), now, summary);
+            } else if (data.attachments().empty() && among(in.rendered)) {
+                // Made in a copy this thread keeps (its buffers reused from
+                // one record to the next), rendered while it is in the
+                // cache, and handed on as its JSON and envelope.
+                static thread_local sb_record scratch;
+                route->profile->apply(*rec, scratch, route->has_lawful_basis(), now, nullptr, &summary);
+                shape = scratch.data.shape_id();
+                c.record = std::make_shared<sb_record>();
+                sb::detail::render_record(scratch, *c.record);
             } else {
                 c.record = std::make_shared<sb_record>();
                 route->profile->apply(*rec, *c.record, route->has_lawful_basis(), now, nullptr, &summary);
@@ -1055,7 +1067,7 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
         const Route* route;
         std::uint64_t* seq;
         std::vector<OutboxEntry>* out;
-        util::SharedText purpose, profile;
+        util::SharedText purpose, profile, fingerprint;
         std::uint64_t deferred = 0; // copies not made (Ingest::deferred)
     };
     std::deque<RouteSlots> slots; // (stays put as it grows)
@@ -1063,7 +1075,8 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
         for (RouteSlots& s : slots)
             if (s.route == route) return s;
         return slots.emplace_back(RouteSlots{route, &seqs[route->destination], &out[route->destination],
-                                             route->purpose, route->profile->name()});
+                                             route->purpose, route->profile->name(),
+                                             route->profile->fingerprint()});
     };
     // Chunk by chunk: a destination's copies of one chunk get consecutive
     // seqs (in the order their records came), so one row holds them all.
@@ -1113,6 +1126,9 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
                 e.purpose = slot.purpose;
                 e.profile = slot.profile;
                 e.profile_version = static_cast<std::uint32_t>(route->profile->version());
+                e.fingerprint = slot.fingerprint;
+                e.lawful_basis = route->has_lawful_basis();
+                e.routed_at = now;
                 if (c.record)
                     e.record = std::move(c.record);
                 else

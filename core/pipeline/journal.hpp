@@ -93,6 +93,12 @@ struct OutboxEntry {
     util::SharedText purpose;
     util::SharedText profile;
     std::uint32_t profile_version = 1;
+    // How the copy was made, as the entry's outbox row holds it (EntryRef):
+    // a copy rendered as JSON (sb_record::is_rendered), which has no tree
+    // to store, is dead-lettered as this reference.
+    util::SharedText fingerprint;
+    bool lawful_basis = false;
+    std::int64_t routed_at = 0;
     std::shared_ptr<sb_record> record;
     // Set instead of `record` when the copy could not be made again from the
     // store (Journal::rebuild): the reference and why. The worker
@@ -125,6 +131,10 @@ public:
     // False while offers would be declined (the worker is behind): the
     // journal then makes no copies for it (it offers entries without them).
     virtual bool wants_copies() const { return true; }
+    // True when the destination reads records as JSON only
+    // (SB_CAP_JSON_RECORDS): its copies are then rendered where they are
+    // made (sb::detail::render_record), and no tree of fields is handed on.
+    virtual bool wants_json() const { return false; }
     // SB_PENDING completions reported by the plugin through host->complete.
     virtual void complete(std::uint64_t id, sb_status status, const char* receipt) = 0;
 };
@@ -318,6 +328,8 @@ private:
         // decline what is offered, reading the store instead): their copies
         // are not made, only decided for the audit (Profile::sent_summary).
         std::vector<std::string> deferred;
+        // Destinations whose copies are rendered (OutboxListener::wants_json).
+        std::vector<std::string> rendered;
         // One per record, filled a slice (kSlice records) at a time by the
         // emitting thread and the helpers, while the writer already stores
         // the slices ready before them. Sized up front: never reallocated.

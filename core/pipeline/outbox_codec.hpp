@@ -61,7 +61,9 @@ inline void encode_entry_head(std::string_view purpose, std::string_view profile
 
 inline void encode_entry(const OutboxEntry& e, std::string& out) {
     encode_entry_head(e.purpose, e.profile, e.profile_version, out);
-    if (e.record)
+    if (e.record && e.record->is_rendered) // no tree to store: made again from its chunk
+        encode_reference(EntryRef{e.fingerprint, e.lawful_basis, e.routed_at}, out);
+    else if (e.record)
         store::encode(*e.record, out);
     else if (e.unbuilt)
         encode_reference(e.unbuilt->ref, out);

@@ -296,13 +296,13 @@ TEST_CASE("plugins lists name, version, kind, ABI, file and config schema; --jso
     CHECK(text.code == 0);
     CHECK(text.out.find("memory-source ") != std::string::npos);
     CHECK(text.out.find("memory-sink ") != std::string::npos);
-    CHECK(text.out.find("  source  ABI 1.3  ") != std::string::npos);
+    CHECK(text.out.find("  source  ABI 1.4  ") != std::string::npos);
     CHECK(text.out.find("    count (integer) [default 10, min 0]") != std::string::npos);
 
     auto json = sbtest::run({sbtest::switchboard_binary(), "plugins", "--json", "--plugin-dir",
                              sbtest::plugin_dir()});
     CHECK(json.code == 0);
-    CHECK(json.out.find("\"abi\":{\"major\":1,\"minor\":3}") != std::string::npos);
+    CHECK(json.out.find("\"abi\":{\"major\":1,\"minor\":4}") != std::string::npos);
     CHECK(json.out.find("\"name\":\"memory-sink\"") != std::string::npos);
     CHECK(json.out.find("\"kind\":\"destination\"") != std::string::npos);
     CHECK(json.out.find("{\"key\":\"count\",\"type\":\"integer\",\"required\":false,\"secret\":false,"
@@ -328,7 +328,7 @@ TEST_CASE("--help everywhere; version; unknown commands and options are usage er
     const char* chosen = std::getenv("SB_ALLOCATOR");
     REQUIRE(chosen);
     const std::string expect = std::string(chosen) == "system" ? "glibc " : std::string(chosen) + " ";
-    const std::string first = "switchboard 0.1.0 (plugin ABI 1.3)\n";
+    const std::string first = "switchboard 0.1.0 (plugin ABI 1.4)\n";
     CHECK(v.out.rfind(first + "malloc: " + expect, 0) == 0);
     CHECK(v.out.find('\n', first.size()) == v.out.size() - 1); // two lines
 

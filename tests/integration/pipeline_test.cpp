@@ -1324,6 +1324,109 @@ profile = "p"
     CHECK(lines(node.dir.path / "flaky.jsonl").size() == kRecords);
 }
 
+TEST_CASE("pipeline: a destination that reads records as JSON only is handed each copy rendered, the JSON "
+          "its tree gives with its id; one that reads fields all the same has each delivery dead-lettered, "
+          "saying why") {
+    // memory-sink declares SB_CAP_JSON_RECORDS; mode "read-fields" breaks
+    // that promise.
+    Node node(R"(
+[sources.src]
+plugin = "memory-source"
+[sources.src.config]
+count = 0
+[destinations.json]
+plugin = "memory-sink"
+[destinations.json.config]
+output = "json.jsonl"
+[destinations.liar]
+plugin = "memory-sink"
+max_attempts = 3
+[destinations.liar.config]
+mode = "read-fields"
+[[route]]
+category = "unclassified"
+destination = "json"
+purpose = "p"
+profile = "p"
+[[route]]
+category = "few"
+destination = "json"
+purpose = "p"
+profile = "p"
+[[route]]
+category = "few"
+destination = "liar"
+purpose = "p"
+profile = "p"
+[[classify.rule]]
+category = "few"
+field = "k"
+equals = "liar"
+[profiles.p.fields]
+"a" = "keep"
+"n.*" = "keep"
+)");
+    // All go to "json"; the first kLiar also to "liar", whose failures are
+    // settled one at a time (order kept), each with its own commit.
+    constexpr int kRecords = 1000, kLiar = 60;
+    std::vector<std::unique_ptr<sb_record>> batch;
+    for (int i = 0; i < kRecords; ++i)
+        batch.push_back(make({{"a", "v\"" + std::to_string(i), "x"},
+                              {"n.m", "w" + std::to_string(i), "y"},
+                              {"k", i < kLiar ? "liar" : "json", "z"},
+                              {"secret", "canary-" + std::to_string(i), "z"}}));
+    node.emit("src", std::move(batch));
+    node.wait_delivered("json", kRecords);
+
+    const auto out = lines(node.dir.path / "json.jsonl");
+    REQUIRE(out.size() == kRecords);
+    std::set<std::string> ids;
+    for (const auto& line : out) {
+        // {"seq":…,"record_id":"…",…,"record":<record_json>}
+        const auto rid_at = line.find(R"("record_id":")") + 13;
+        const std::string rid = line.substr(rid_at, line.find('"', rid_at) - rid_at);
+        const auto rec_at = line.find(R"(,"record":)") + 10;
+        const std::string json = line.substr(rec_at, line.size() - 1 - rec_at);
+        // Read back as a tree and written again: the same bytes.
+        sb_record tree;
+        sb::detail::JsonError err;
+        sb::detail::RecordReadOptions opts;
+        opts.envelope = true;
+        REQUIRE(sb::detail::read_record_json(json, tree, err, opts));
+        CHECK(tree.data.json() == json);
+        const char* id = tree.data.meta("id");
+        REQUIRE(id != nullptr);
+        CHECK(id == rid);
+        CHECK(tree.data.leaves().size() == 2); // a and n.m: "secret" is not in the profile
+        CHECK(json.find("canary-") == std::string::npos);
+        ids.insert(rid);
+    }
+    CHECK(ids.size() == kRecords);
+
+    // The liar: every delivery failed for good at its first attempt, with
+    // the reason.
+    REQUIRE(sbtest::wait_until([&] { return node.store->dead_letters("liar").size() == kLiar; }, 60s));
+    // A rendered copy has no tree to keep: each dead letter holds the
+    // reference its outbox row holds, and a retry makes the copy again
+    // from the chunk (a tree, which the plugin may read). Twenty retried.
+    constexpr std::size_t kRetried = 20;
+    std::size_t asked = 0;
+    for (const auto& d : node.store->dead_letters("liar")) {
+        CHECK(d.attempts == 1);
+        CHECK(d.error.find("declares json-records (SB_CAP_JSON_RECORDS) but read the record's fields") !=
+              std::string::npos);
+        pipeline::OutboxEntry e;
+        pipeline::EntryRef ref;
+        std::size_t pos = 0;
+        REQUIRE(pipeline::decode_entry(d.payload, pos, e, ref) == pipeline::EntryForm::Reference);
+        CHECK_FALSE(ref.fingerprint.empty());
+        CHECK(ref.routed_at == 1'736'154'000'000); // the node's clock at ingest
+        CHECK(d.payload.find("canary-") == std::string::npos);
+        if (asked++ < kRetried) node.store->write([&](store::Txn& t) { REQUIRE(t.request_retry(d.id)); });
+    }
+    REQUIRE(sbtest::wait_until([&] { return node.store->dead_letters("liar").size() == kLiar - kRetried; }, 60s));
+}
+
 namespace {
 
 // Two destinations with one profile: "live" takes deliveries, "down"

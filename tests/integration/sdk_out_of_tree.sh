@@ -37,7 +37,7 @@ exported=$(nm -D --defined-only "$module" | awk '$2 == "T" {print $3}')
 [ "$exported" = switchboard_plugin_descriptor ] || fail "module exports more than the entry point: $exported"
 
 echo "# the daemon lists, validates and runs it"
-"$switchboard" plugins --plugin-dir "$work/hello" | grep -q '^hello-source .* source  ABI 1\.3' \
+"$switchboard" plugins --plugin-dir "$work/hello" | grep -q '^hello-source .* source  ABI 1\.4' \
   || fail "switchboard plugins does not list hello-source"
 mkdir -p "$work/cfg"
 cat > "$work/cfg/hello.toml" <<TOML

@@ -197,7 +197,7 @@ TEST_CASE("harness: a descriptor for another ABI major or a newer minor is refus
     d.abi_major = SB_ABI_MAJOR;
     d.abi_minor = SB_ABI_MINOR + 1;
     CHECK_THROWS_WITH(Harness(&d),
-                      Catch::Contains("refused: expected plugin ABI minor 3 or older, found 4"));
+                      Catch::Contains("refused: expected plugin ABI minor 4 or older, found 5"));
     d.abi_minor = SB_ABI_MINOR;
     const int bogus = 42; // what a C plugin may put in an enum field
     std::memcpy(&d.kind, &bogus, sizeof bogus);
@@ -372,6 +372,7 @@ TEST_CASE("memory-sink: descriptor, capabilities and schema") {
     CHECK((d.capabilities & SB_CAP_ERASE) != 0);
     CHECK((d.capabilities & SB_CAP_POLL) == 0);
     CHECK((d.capabilities & SB_CAP_HTTP) != 0);
+    CHECK((d.capabilities & SB_CAP_JSON_RECORDS) != 0);
     const auto& schema = h.schema();
     REQUIRE(schema.size() == 3);
     CHECK(std::string(schema[0].key) == "mode");
@@ -379,7 +380,8 @@ TEST_CASE("memory-sink: descriptor, capabilities and schema") {
     CHECK(std::string(schema[0].choices[0]) == "ok");
     CHECK(std::string(schema[0].choices[1]) == "transient");
     CHECK(std::string(schema[0].choices[2]) == "permanent");
-    CHECK(schema[0].choices[3] == nullptr);
+    CHECK(std::string(schema[0].choices[3]) == "read-fields");
+    CHECK(schema[0].choices[4] == nullptr);
     CHECK(std::string(schema[1].key) == "fail_first");
     CHECK(std::string(schema[2].key) == "output");
     CHECK(schema[2].type == SB_CFG_PATH);
@@ -818,6 +820,16 @@ TEST_CASE("memory-sink: mode and fail_first choose the answer") {
         REQUIRE(h.start() == SB_OK);
         CHECK(h.deliver(rec) == SB_ERR_PERMANENT);
         CHECK(h.http("GET", "/plugins/memory-sink/test/records").body == "[]");
+    }
+    {
+        // It declares json-records: a plugin that reads fields all the same
+        // fails its test here, as the daemon fails such a delivery.
+        Harness h(module("memory-sink"));
+        h.config("mode", "\"read-fields\"");
+        REQUIRE(h.create() == SB_OK);
+        REQUIRE(h.start() == SB_OK);
+        CHECK_THROWS_WITH(h.deliver(rec),
+                          Catch::Contains("declares SB_CAP_JSON_RECORDS but read the record's fields"));
     }
     {
         Harness h(module("memory-sink"));

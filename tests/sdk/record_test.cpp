@@ -812,3 +812,60 @@ TEST_CASE("JSON strings: the word-at-a-time scan stops at every byte that needs 
         }
     }
 }
+
+TEST_CASE("rendered records (SB_CAP_JSON_RECORDS): the JSON of the tree, byte for byte, with each id set "
+          "in place; the envelope answers, the fields do not, and asking is noted") {
+    Rec r;
+    REQUIRE(r.str("citizen.name", "Ada \"Quoted\" Lovelace") == SB_OK);
+    REQUIRE(r.integer("visits", 3) == SB_OK);
+    REQUIRE(r.str("turns[1].text", "hello\nthere") == SB_OK);
+    REQUIRE(r.rec.data.set_meta("channel", "web_chat") == SB_OK);
+    REQUIRE(r.rec.data.set_meta("expires_at", "2026-12-27T22:30:45.000Z") == SB_OK);
+
+    sb_record rendered;
+    sb::detail::render_record(r.rec, rendered);
+    auto json_of = [&](const sb_record* rec) {
+        std::size_t len = 0;
+        const char* j = r.api.record_json(rec, &len);
+        REQUIRE(j != nullptr);
+        CHECK(std::strlen(j) == len); // NUL terminated where it ends
+        return std::string(j, len);
+    };
+    // No id yet: as the tree gives it.
+    CHECK(json_of(&rendered) == r.rec.data.json());
+
+    // Ids short, at the room's limit, longer (the JSON moves), needing
+    // escapes, and set again over an earlier one: always the tree's JSON.
+    // {"id":"…" in place of {"id":null fills the room exactly:
+    const std::string longest(sb::detail::kRenderedIdRoom + 2, '9');
+    for (const std::string& id : {std::string("R1-2"), std::string("R9223372036854775807-4294967295"), longest,
+                                 longest + "0", std::string(100, 'x'), std::string("a\"b\\c"),
+                                 std::string("R2-7")}) {
+        sb::detail::set_rendered_id(rendered, id);
+        REQUIRE(r.rec.data.set_meta("id", id) == SB_OK);
+        CHECK(json_of(&rendered) == r.rec.data.json());
+        CHECK(std::string(r.api.record_get_meta(&rendered, "id")) == id);
+    }
+
+    // The envelope answers; fields and attachments do not, and the fields'
+    // accessors note that they were asked.
+    CHECK(std::string(r.api.record_get_meta(&rendered, "channel")) == "web_chat");
+    CHECK(std::string(r.api.record_get_meta(&rendered, "expires_at")) == "2026-12-27T22:30:45.000Z");
+    CHECK(r.api.record_get_meta(&rendered, "source") == nullptr); // not set
+    CHECK(r.api.record_get_meta(&rendered, "nonsense") == nullptr);
+    CHECK(r.api.record_attachment_count(&rendered) == 0);
+    CHECK_FALSE(rendered.fields_read);
+    CHECK(r.api.record_field_count(&rendered) == 0);
+    CHECK(rendered.fields_read);
+    rendered.fields_read = false;
+    sb_field f{};
+    f.struct_size = sizeof f;
+    CHECK(r.api.record_field_at(&rendered, 0, &f) == SB_ERR_UNSUPPORTED);
+    CHECK(rendered.fields_read);
+    rendered.fields_read = false;
+    CHECK(r.api.record_get(&rendered, "visits", &f) == SB_ERR_UNSUPPORTED);
+    CHECK(rendered.fields_read);
+    // The tree itself still answers as before.
+    CHECK(r.api.record_field_count(&r.rec) == 3);
+    CHECK_FALSE(r.rec.fields_read);
+}

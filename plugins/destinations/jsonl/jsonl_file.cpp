@@ -89,7 +89,7 @@ public:
         i.licence = "Apache-2.0";
         i.description = "Writes delivered records as JSON lines, one file per day, expired on the retention clock";
         i.kind = SB_KIND_DESTINATION;
-        i.capabilities = SB_CAP_TIMERS;
+        i.capabilities = SB_CAP_TIMERS | SB_CAP_JSON_RECORDS; // reads record_json only
         i.config = {
             sb::Field::path("dir").required().describe(
                 "Directory of the output files <instance>-YYYY-MM-DD[.N].jsonl"),

@@ -216,7 +216,7 @@ public:
         i.description = "Department feed over ZeroMQ (CURVE + ZAP): records under a credit window, "
                         "acknowledged by the client; erase notices with receipts";
         i.kind = SB_KIND_DESTINATION;
-        i.capabilities = SB_CAP_ASYNC_ACK;
+        i.capabilities = SB_CAP_ASYNC_ACK | SB_CAP_JSON_RECORDS; // record_json and meta only
         i.config = {
             sb::Field::string("endpoint").required().describe(
                 "Where the ROUTER socket binds, e.g. tcp://0.0.0.0:5601 (tcp://127.0.0.1:* for any free port)"),

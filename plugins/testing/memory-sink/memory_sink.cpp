@@ -36,10 +36,11 @@ public:
         i.licence = "Apache-2.0";
         i.description = "Test destination: keeps deliveries in memory and optionally a JSON-lines file";
         i.kind = SB_KIND_DESTINATION;
-        i.capabilities = SB_CAP_HTTP;
+        i.capabilities = SB_CAP_HTTP | SB_CAP_JSON_RECORDS; // record_json only, but see read-fields
         i.config = {
-            sb::Field::string("mode").choices({"ok", "transient", "permanent"}).fallback("\"ok\"")
-                .describe("What deliver answers: ok, transient (retry) or permanent (dead-letter)"),
+            sb::Field::string("mode").choices({"ok", "transient", "permanent", "read-fields"}).fallback("\"ok\"")
+                .describe("What deliver answers: ok, transient (retry) or permanent (dead-letter); "
+                          "read-fields: ok, after reading a field, which breaks the json-records promise"),
             sb::Field::integer("fail_first").min(0).fallback("0").describe(
                 "Answer SB_ERR_TRANSIENT to the first N deliver calls"),
             sb::Field::path("output").describe(
@@ -80,6 +81,7 @@ public:
             host().count("deliveries_permanent");
             return SB_ERR_PERMANENT;
         }
+        if (mode_ == "read-fields") (void)d.record.get("contact_id"); // (tests of SB_CAP_JSON_RECORDS)
         // The record id is the idempotency key: a retry of something already
         // held (by this instance, or in the output file before a restart) is
         // acknowledged, not held twice.

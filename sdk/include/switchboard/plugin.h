@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define SB_ABI_MAJOR 1
-#define SB_ABI_MINOR 3
+#define SB_ABI_MINOR 4
 
 /* The one symbol a plugin library exports. Returns a pointer to a descriptor
  * with static storage duration; it is called once, on the main thread, right
@@ -107,6 +107,13 @@ typedef enum sb_plugin_kind {
 #define SB_CAP_TIMERS ((uint64_t)1 << 3)     /* uses host timers */
 #define SB_CAP_ASYNC_ACK ((uint64_t)1 << 4)  /* may answer SB_PENDING */
 #define SB_CAP_ATTACHMENTS ((uint64_t)1 << 5) /* emits or accepts attachments */
+/* A destination that reads a delivered record with record_json and
+ * record_get_meta only (ABI 1.4). The host may then hand it a record that
+ * holds its JSON and envelope and no field tree: record_field_count gives 0
+ * and record_field_at and record_get SB_ERR_UNSUPPORTED on it, and a
+ * delivery during which the plugin called one of those fails (dead-lettered,
+ * with the reason). */
+#define SB_CAP_JSON_RECORDS ((uint64_t)1 << 6)
 
 typedef enum sb_config_type {
     SB_CFG_STRING = 1,

@@ -744,7 +744,20 @@ public:
         d.profile_version = options.profile_version;
         d.attempt = it->second.attempts;
         d.record = copy.handle();
+        // A plugin that reads records as JSON only is handed them rendered,
+        // as the daemon does: reading their fields is then a failure here.
+        const bool json_only = (d_.capabilities & SB_CAP_JSON_RECORDS) && copy.handle()->data.attachments().empty();
+        sb_record rendered;
+        if (json_only) {
+            sb::detail::render_record(*copy.handle(), rendered);
+            sb::detail::set_rendered_id(rendered, id);
+            d.record = &rendered;
+        }
         sb_status s = run("deliver", [&] { return d_.deliver(instance_ptr_, &d); });
+        if (json_only && rendered.fields_read)
+            throw std::logic_error("deliver: the plugin declares SB_CAP_JSON_RECORDS but read the record's fields "
+                                   "(record_field_count, record_field_at or record_get): read record_json only, "
+                                   "or do not declare json-records");
         std::lock_guard lock(mu_);
         deliveries_.push_back({d.delivery_id, d.sequence, id, options.purpose, options.profile,
                                d.attempt, s});

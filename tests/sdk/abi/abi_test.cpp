@@ -111,12 +111,13 @@ std::unique_ptr<plugin::Instance> instance_of(const PluginDir& dir, const config
 
 } // namespace
 
-TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.3)") {
+TEST_CASE("public structs keep their published size and layout (x86_64, ABI 1.4)") {
     // Changing any of these is an ABI break: append fields (minor bump) or
     // bump the major. See docs/sdk.md.
     STATIC_REQUIRE(SB_ABI_MAJOR == SB_MESON_ABI_MAJOR);
     STATIC_REQUIRE(SB_ABI_MAJOR == 1);
-    STATIC_REQUIRE(SB_ABI_MINOR == 3);
+    STATIC_REQUIRE(SB_ABI_MINOR == 4);
+    STATIC_REQUIRE(SB_CAP_JSON_RECORDS == (uint64_t{1} << 6)); // ABI 1.4
     STATIC_REQUIRE(sizeof(sb_plugin_descriptor) == 160);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, struct_size) == 0);
     STATIC_REQUIRE(offsetof(sb_plugin_descriptor, abi_major) == 4);
@@ -155,14 +156,14 @@ TEST_CASE("a plugin built for another ABI major is refused, naming file, expecte
 TEST_CASE("a plugin built for a newer minor is refused") {
     CHECK(refusal_of("newer-minor") ==
           "plugin " + plugin_file("newer-minor").string() +
-              ": refused: expected plugin ABI minor 3 or older, found 4 (the plugin needs a newer "
+              ": refused: expected plugin ABI minor 4 or older, found 5 (the plugin needs a newer "
               "Switchboard)");
 }
 
 TEST_CASE("a descriptor smaller than the one the host knows is refused") {
     CHECK(refusal_of("small-descriptor") ==
           "plugin " + plugin_file("small-descriptor").string() +
-              ": refused: expected a descriptor of at least 160 bytes for ABI 1.3, found 64 bytes");
+              ": refused: expected a descriptor of at least 160 bytes for ABI 1.4, found 64 bytes");
 }
 
 TEST_CASE("a library without the entry point is refused") {

@@ -201,9 +201,10 @@ inline bool is_config_key(std::string_view s) {
 // Size of sb_plugin_descriptor as published at each minor of the current
 // major. A plugin built for minor m must stamp at least this much.
 inline std::size_t descriptor_size_for_minor(unsigned minor) {
-    // Minors 0 to 3 (1.1, 1.2 and 1.3 grew the host table, not the descriptor).
+    // Minors 0 to 4 (1.1, 1.2 and 1.3 grew the host table, 1.4 added a
+    // capability bit: none grew the descriptor).
     static const std::size_t sizes[] = {sizeof(sb_plugin_descriptor), sizeof(sb_plugin_descriptor),
-                                        sizeof(sb_plugin_descriptor),
+                                        sizeof(sb_plugin_descriptor), sizeof(sb_plugin_descriptor),
                                         sizeof(sb_plugin_descriptor)}; // append, never change
     constexpr unsigned known = sizeof(sizes) / sizeof(sizes[0]);
     static_assert(known == SB_ABI_MINOR + 1, "add the new minor's descriptor size");

@@ -923,13 +923,17 @@ public:
         return json_;
     }
 
-    void write_json(std::string& out) const {
-        // About what it takes, so that `out` grows once: the values, the
-        // paths (more than the keys written) and the punctuation.
+    // About what write_json takes, so that its output grows once: the
+    // values, the paths (more than the keys written) and the punctuation.
+    std::size_t json_size_hint() const {
         std::size_t size = 160;
         for (const std::string& m : meta_) size += m.size() + 16;
         for (const Leaf& leaf : leaves_) size += leaf.str.size() + leaf.path().size() + 8;
-        out.reserve(out.size() + size);
+        return size;
+    }
+
+    void write_json(std::string& out) const {
+        out.reserve(out.size() + json_size_hint());
         out += "{\"id\":";
         const char* id = meta("id");
         if (id)
@@ -1225,6 +1229,22 @@ inline std::unique_ptr<ShapeData> ShapeData::make(const char* const* paths,
 // The opaque handles of the C ABI, defined for the host side.
 struct sb_record {
     sb::detail::RecordData data;
+    // A copy for a destination that reads records as JSON only
+    // (SB_CAP_JSON_RECORDS), rendered where it was made (render_record), so
+    // that the destination's thread neither reads nor frees a tree of
+    // fields. `rendered` then holds, in one buffer: room for the record's
+    // id (which the core knows only at commit: set_rendered_id), the JSON
+    // from `rendered_at` on, a NUL, and the envelope's values, each NUL
+    // terminated, at `rendered_meta[k]` for kMetaKeys[k] (0: not set).
+    // `data` holds the id alone.
+    std::string rendered;
+    std::uint32_t rendered_at = 0;
+    std::uint32_t rendered_end = 0; // where the JSON ends (its NUL)
+    std::uint32_t rendered_meta[std::size(sb::detail::kMetaKeys)] = {};
+    bool is_rendered = false;
+    // Set when a field accessor is called on a rendered record: the plugin
+    // broke its SB_CAP_JSON_RECORDS promise, and the delivery fails.
+    mutable bool fields_read = false;
 };
 struct sb_shape {
     sb::detail::ShapeData data;
@@ -1274,10 +1294,27 @@ inline sb_status record_add_attachment(sb_record* r, const sb_attachment* a) {
 
 inline const char* record_get_meta(const sb_record* r, const char* key) {
     if (!r || !key) return nullptr;
+    if (r->is_rendered) { // the id in data, the rest after the JSON
+        if (const char* id = r->data.meta(key)) return id;
+        const int k = meta_index(key);
+        if (k < 0 || !r->rendered_meta[k]) return nullptr;
+        return r->rendered.c_str() + r->rendered_meta[k];
+    }
     return r->data.meta(key);
 }
 
-inline size_t record_field_count(const sb_record* r) { return r ? r->data.leaves().size() : 0; }
+// A rendered record (sb_record::is_rendered) has no field tree to answer
+// from: the accessors say so, and note that they were asked.
+inline bool fields_unavailable(const sb_record* r) {
+    if (!r->is_rendered) return false;
+    r->fields_read = true;
+    return true;
+}
+
+inline size_t record_field_count(const sb_record* r) {
+    if (!r || fields_unavailable(r)) return 0;
+    return r->data.leaves().size();
+}
 
 inline void fill_field(const Leaf& l, sb_field* out) {
     sb_field f{};
@@ -1291,6 +1328,7 @@ inline void fill_field(const Leaf& l, sb_field* out) {
 
 inline sb_status record_field_at(const sb_record* r, size_t index, sb_field* out) {
     if (!r || !out) return SB_ERR_INVALID;
+    if (fields_unavailable(r)) return SB_ERR_UNSUPPORTED;
     if (index >= r->data.leaves().size()) return SB_ERR_NOT_FOUND;
     fill_field(r->data.leaves()[index], out);
     return SB_OK;
@@ -1298,6 +1336,7 @@ inline sb_status record_field_at(const sb_record* r, size_t index, sb_field* out
 
 inline sb_status record_get(const sb_record* r, const char* path, sb_field* out) {
     if (!r || !path || !out) return SB_ERR_INVALID;
+    if (fields_unavailable(r)) return SB_ERR_UNSUPPORTED;
     const Leaf* l = r->data.find(path);
     if (!l) return SB_ERR_NOT_FOUND;
     fill_field(*l, out);
@@ -1326,9 +1365,87 @@ inline sb_status record_attachment_at(const sb_record* r, size_t index, sb_attac
 
 inline const char* record_json(const sb_record* r, size_t* len) {
     if (!r) return nullptr;
+    if (r->is_rendered) {
+        if (len) *len = r->rendered_end - r->rendered_at;
+        return r->rendered.c_str() + r->rendered_at;
+    }
     const std::string& j = r->data.json();
     if (len) *len = j.size();
     return j.c_str();
+}
+
+// Room before a rendered record's JSON for its id: `{"id":"` and the id
+// where the JSON has `{"id":null`. The core's ids ("R<chunk>-<index>") take
+// at most 31 bytes; a longer one moves the JSON.
+inline constexpr std::size_t kRenderedIdRoom = 32;
+
+// Makes `out` the rendered form of `copy` (a record without attachments):
+// its meta, and its JSON as record_json gives it, with room for an id.
+// One buffer, allocated once: the id's room, the JSON, the envelope.
+inline void render_record(const sb_record& copy, sb_record& out) {
+    static const int id_index = meta_index("id");
+    for (int k = 0; k < static_cast<int>(std::size(kMetaKeys)); ++k) // (a rendered record's meta is its id)
+        if (out.data.meta_at(k)) out.data.clear_meta_at(k);
+    std::string& j = out.rendered;
+    j.clear();
+    std::size_t envelope = 0;
+    for (int k = 0; k < static_cast<int>(std::size(kMetaKeys)); ++k)
+        if (const std::string* v = copy.data.meta_at(k)) envelope += v->size() + 1;
+    j.reserve(kRenderedIdRoom + copy.data.json_size_hint() + 1 + envelope);
+    j.append(kRenderedIdRoom, ' ');
+    copy.data.write_json(j);
+    out.rendered_at = static_cast<std::uint32_t>(kRenderedIdRoom);
+    out.rendered_end = static_cast<std::uint32_t>(j.size());
+    j.push_back('\0');
+    for (int k = 0; k < static_cast<int>(std::size(kMetaKeys)); ++k) {
+        out.rendered_meta[k] = 0;
+        const std::string* v = copy.data.meta_at(k);
+        if (!v) continue;
+        if (k == id_index) { // kept where set_rendered_id keeps it
+            out.data.set_meta_at(k, *v);
+            continue;
+        }
+        out.rendered_meta[k] = static_cast<std::uint32_t>(j.size());
+        j.append(*v).push_back('\0');
+    }
+    out.is_rendered = true;
+    out.fields_read = false;
+}
+
+// Gives a rendered record its id: in its meta, and in its JSON in place of
+// the id it had (null, or a string).
+inline void set_rendered_id(sb_record& r, std::string_view id) {
+    static const int id_index = meta_index("id");
+    r.data.set_meta_at(id_index, id);
+    std::string& j = r.rendered;
+    const std::size_t at = r.rendered_at;
+    constexpr std::string_view open = "{\"id\":";
+    if (j.compare(at, open.size(), open) != 0) return; // not record_json's form
+    // Where the old id's value ends.
+    std::size_t end = at + open.size();
+    if (j.compare(end, 4, "null") == 0) {
+        end += 4;
+    } else if (end < j.size() && j[end] == '"') {
+        for (++end; end < j.size() && j[end] != '"'; ++end)
+            if (j[end] == '\\') ++end;
+        ++end;
+    } else {
+        return;
+    }
+    std::string head(open);
+    append_json_string(head, id);
+    if (head.size() <= end) {
+        std::memcpy(j.data() + end - head.size(), head.data(), head.size());
+        r.rendered_at = static_cast<std::uint32_t>(end - head.size());
+        return;
+    }
+    // Longer than the room: what follows moves.
+    const std::size_t grown = head.size() - end;
+    j.replace(0, end, head);
+    r.rendered_at = 0;
+    r.rendered_end += static_cast<std::uint32_t>(grown);
+    for (std::uint32_t& at : r.rendered_meta)
+        if (at) at += static_cast<std::uint32_t>(grown);
 }
 
 // Fills the record functions of a host table.
