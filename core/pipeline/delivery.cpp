@@ -39,14 +39,13 @@ void prefetch(const sb_record& r) {
 
 // A plugin that declares SB_CAP_JSON_RECORDS and read a rendered record's
 // fields all the same: the delivery fails, never half done in silence.
-bool broke_json_promise(const OutboxEntry& e, sb_status& st, std::string& error) {
-    if (!e.record || !e.record->fields_read) return false;
+void broke_json_promise(const OutboxEntry& e, sb_status& st, std::string& error) {
+    if (!e.record || !e.record->fields_read) return;
     e.record->fields_read = false;
     st = SB_ERR_PERMANENT;
     error = "the plugin declares json-records (SB_CAP_JSON_RECORDS) but read the record's fields, "
             "which a record rendered as JSON does not have: the plugin must read record_json only, "
             "or not declare json-records";
-    return true;
 }
 
 } // namespace

@@ -1060,7 +1060,6 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
                               std::map<std::string, std::uint64_t>& seqs) {
     const std::int64_t now = in.now;
     std::string detail, id;
-    EntryRef ref;
     // Each route's destination's next seq and outbox entries: looked up in
     // their maps once per batch, not once per copy (map nodes stay put).
     struct RouteSlots {
@@ -1144,10 +1143,7 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
                     encode_repeat(row.payloads);
                 } else {
                     encode_entry_head(e.purpose, e.profile, e.profile_version, row.payloads);
-                    ref.fingerprint = route->profile->fingerprint();
-                    ref.lawful_basis = route->has_lawful_basis();
-                    ref.routed_at = now;
-                    encode_reference(ref, row.payloads);
+                    encode_reference(e, row.payloads);
                     at->second.last = route;
                 }
                 slot.out->push_back(std::move(e));

@@ -42,14 +42,24 @@ struct EntryContext {
     std::uint64_t version = 0;
 };
 
-inline void encode_reference(const EntryRef& ref, std::string& out) {
+inline void encode_reference(std::string_view fingerprint, bool lawful_basis, std::int64_t routed_at,
+                             std::string& out) {
     std::string body;
     body.push_back(static_cast<char>(kReferenceForm));
-    store::put_string(body, ref.fingerprint);
-    store::put_varint(body, ref.lawful_basis ? 1 : 0);
-    store::put_varint(body, static_cast<std::uint64_t>(std::max<std::int64_t>(ref.routed_at, 0)));
+    store::put_string(body, fingerprint);
+    store::put_varint(body, lawful_basis ? 1 : 0);
+    store::put_varint(body, static_cast<std::uint64_t>(std::max<std::int64_t>(routed_at, 0)));
     store::put_varint(out, body.size());
     out += body;
+}
+
+inline void encode_reference(const EntryRef& ref, std::string& out) {
+    encode_reference(ref.fingerprint, ref.lawful_basis, ref.routed_at, out);
+}
+
+// The reference of an entry made at commit (OutboxEntry's own fields).
+inline void encode_reference(const OutboxEntry& e, std::string& out) {
+    encode_reference(e.fingerprint, e.lawful_basis, e.routed_at, out);
 }
 
 inline void encode_entry_head(std::string_view purpose, std::string_view profile, std::uint64_t version,
@@ -62,7 +72,7 @@ inline void encode_entry_head(std::string_view purpose, std::string_view profile
 inline void encode_entry(const OutboxEntry& e, std::string& out) {
     encode_entry_head(e.purpose, e.profile, e.profile_version, out);
     if (e.record && e.record->is_rendered) // no tree to store: made again from its chunk
-        encode_reference(EntryRef{e.fingerprint, e.lawful_basis, e.routed_at}, out);
+        encode_reference(e, out);
     else if (e.record)
         store::encode(*e.record, out);
     else if (e.unbuilt)

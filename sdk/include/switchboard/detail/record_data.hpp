@@ -1384,13 +1384,13 @@ inline constexpr std::size_t kRenderedIdRoom = 32;
 // One buffer, allocated once: the id's room, the JSON, the envelope.
 inline void render_record(const sb_record& copy, sb_record& out) {
     static const int id_index = meta_index("id");
-    for (int k = 0; k < static_cast<int>(std::size(kMetaKeys)); ++k) // (a rendered record's meta is its id)
-        if (out.data.meta_at(k)) out.data.clear_meta_at(k);
+    std::size_t envelope = 0;
+    for (int k = 0; k < static_cast<int>(std::size(kMetaKeys)); ++k) {
+        if (out.data.meta_at(k)) out.data.clear_meta_at(k); // (a rendered record's meta is its id)
+        if (const std::string* v = copy.data.meta_at(k)) envelope += v->size() + 1;
+    }
     std::string& j = out.rendered;
     j.clear();
-    std::size_t envelope = 0;
-    for (int k = 0; k < static_cast<int>(std::size(kMetaKeys)); ++k)
-        if (const std::string* v = copy.data.meta_at(k)) envelope += v->size() + 1;
     j.reserve(kRenderedIdRoom + copy.data.json_size_hint() + 1 + envelope);
     j.append(kRenderedIdRoom, ' ');
     copy.data.write_json(j);
