@@ -2,6 +2,7 @@
 
 #include "log.hpp"
 #include "pipeline/outbox_codec.hpp"
+#include "pipeline/cards.hpp"
 #include "pipeline/pii.hpp"
 #include "store/codec.hpp"
 
@@ -808,14 +809,9 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
             continue;
         }
         // Card numbers never come to rest here, whatever the profiles say.
-        std::uint32_t cards = 0;
-        for (auto& leaf : data.mutable_leaves()) {
-            if (leaf.type != SB_VALUE_STRING) continue;
-            if (auto redacted = pii::redact_cards(leaf.str)) {
-                leaf.str = std::move(*redacted);
-                ++cards;
-            }
-        }
+        // (Most were redacted as their source set them: redact_card_leaves
+        // looks again only at leaves changed since.)
+        const std::uint32_t cards = redact_card_leaves(data);
         policy_.decide(*rec, decision);
         const std::string& category = decision.classified.category;
         data.set_meta_at(kMetaCategory, category);

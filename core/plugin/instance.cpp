@@ -2,6 +2,7 @@
 
 #include "http/server.hpp"
 #include "log.hpp"
+#include "pipeline/cards.hpp"
 #include "pipeline/pii.hpp"
 #include "timers.hpp"
 #include "util/text.hpp"
@@ -231,6 +232,16 @@ sb_status h_emit(sb_host_ctx* ctx, sb_record* record) {
     return s == SB_OK ? result : s;
 }
 
+// A source sets a whole record's fields in one call (ABI 1.2): card numbers
+// are redacted in them here, where the values are still in this core's
+// cache, rather than when the journal takes the batch (which then looks
+// only at leaves changed since: pii::redact_card_leaves).
+sb_status h_record_set_shape(sb_record* record, const sb_shape* shape, const sb_value* values) {
+    const sb_status s = sb::detail::record_set_shape(record, shape, values);
+    if (s == SB_OK) pipeline::redact_card_leaves(record->data);
+    return s;
+}
+
 sb_status h_quarantine(sb_host_ctx* ctx, const void* bytes, size_t len, const char* reason,
                        const char* ref) {
     Instance* inst = self(ctx);
@@ -395,6 +406,7 @@ sb_host_api make_api() {
     api.record_new = &h_record_new;
     api.record_free = &h_record_free;
     sb::detail::fill_record_api(api);
+    api.record_set_shape = &h_record_set_shape;
     api.emit = &h_emit;
     api.emit_batch = &h_emit_batch;
     api.emit_begin = &h_emit_begin;

@@ -281,6 +281,78 @@ contains = " "
     CHECK(audit.find("arrears") == std::string::npos);
 }
 
+TEST_CASE("pipeline: card data a source sets by shape is redacted as it is set, and a field set after is "
+          "looked at again at ingest") {
+    Node node(R"(
+[sources.chat]
+plugin = "memory-source"
+[sources.chat.config]
+count = 0
+[destinations.everything]
+plugin = "memory-sink"
+[destinations.everything.config]
+output = "everything.jsonl"
+[[route]]
+category = "*"
+destination = "everything"
+purpose = "test"
+profile = "all"
+lawful_basis = "test only: everything, to prove the journal strips cards itself"
+[[classify.rule]]
+category = "payments"
+field = "content.text"
+contains = " "
+[profiles.all.fields]
+"*" = "keep"
+)");
+    // The host table the source's plugin is given.
+    const plugin::Instance* chat = nullptr;
+    for (const auto& inst : node.instances)
+        if (inst->name() == "chat") chat = inst.get();
+    REQUIRE(chat);
+    const sb_host_api& api = *chat->api();
+    const char* paths[] = {"content.text", "content.subject"};
+    sb_shape* shape = api.shape_new(paths, nullptr, 2);
+    REQUIRE(shape);
+    auto shaped = [&](const std::string& text) {
+        auto r = std::make_unique<sb_record>();
+        const sb_value v[] = {{SB_VALUE_STRING, text.data(), text.size(), 0, 0},
+                              {SB_VALUE_STRING, "payment", 7, 0, 0}};
+        REQUIRE(api.record_set_shape(r.get(), shape, v) == SB_OK);
+        REQUIRE(api.record_set_meta(r.get(), "channel", "web_chat") == SB_OK);
+        return r;
+    };
+    std::vector<std::unique_ptr<sb_record>> batch;
+    // Redacted as it is set: the value the source reads back has no card.
+    batch.push_back(shaped("card is 4111 1111 1111 1111 exp 09/27"));
+    const sb_record& first = *batch.back();
+    CHECK(first.data.find("content.text")->str.find("4111") == std::string::npos);
+    CHECK(first.data.cards_clean());
+    CHECK(first.data.cards_redacted() == 1);
+    // A field the source sets after the shape, with a card in it: the
+    // journal looks at the record again, and counts both.
+    batch.push_back(shaped("card is 5555 5555 5555 4444"));
+    const std::string late = "the long number 378282246310005";
+    const sb_value lv{SB_VALUE_STRING, late.data(), late.size(), 0, 0};
+    REQUIRE(api.record_set(batch.back().get(), "content.late", &lv, "content.free_text") == SB_OK);
+    CHECK_FALSE(batch.back()->data.cards_clean());
+    CHECK(batch.back()->data.find("content.late")->str == late);
+    // And one without card data.
+    batch.push_back(shaped("no card here, just 12 apples"));
+    for (auto st : node.emit("chat", std::move(batch))) CHECK(st == SB_OK);
+    node.wait_delivered("everything", 3);
+    node.store->scrub();
+    const std::string raw = slurp_tree(node.dir.path);
+    for (const char* pan : {"4111 1111 1111 1111", "5555 5555 5555 4444", "378282246310005"})
+        CHECK(raw.find(pan) == std::string::npos);
+    CHECK(raw.find("just 12 apples") != std::string::npos);
+    node.journal->flush_audit();
+    const std::string audit = slurp_tree(node.data() / "audit");
+    CHECK(audit.find("cards_redacted=1") != std::string::npos);
+    CHECK(audit.find("cards_redacted=2") != std::string::npos);
+    api.shape_free(shape);
+}
+
 TEST_CASE("pipeline: after expiry, canaries are gone from every byte of the data directory; the "
           "vendor erase hook and department erase notices ran; all of it is audited") {
     Node node(R"(

@@ -607,6 +607,62 @@ TEST_CASE("a recycled record is a new record, and the next record of its shape r
     used.api.shape_free(shape);
 }
 
+TEST_CASE("cards: a record the host noted as looked at stays so until a leaf changes; the envelope does not "
+          "count; recycling forgets the count") {
+    // The host redacts card data as a source sets a record (record_set_shape)
+    // and looks again at ingest only if a leaf changed since (cards_clean).
+    Rec r;
+    REQUIRE(r.str("a", "x") == SB_OK);
+    sb::detail::RecordData& d = r.rec.data;
+    CHECK_FALSE(d.cards_clean());
+    CHECK(d.cards_redacted() == 0);
+    d.note_cards_redacted(2);
+    CHECK(d.cards_clean());
+    CHECK(d.cards_redacted() == 2);
+
+    // The envelope and attachments are not looked at: no change.
+    REQUIRE(r.api.record_set_meta(&r.rec, "channel", "web_chat") == SB_OK);
+    sb_attachment a{sizeof(sb_attachment), "scan", "vendor://scan/1", nullptr, -1, nullptr, nullptr};
+    REQUIRE(r.api.record_add_attachment(&r.rec, &a) == SB_OK);
+    CHECK(d.cards_clean());
+
+    // Each way of changing a leaf makes it look again; the count is kept.
+    auto changes = [&](const char* what, auto&& change) {
+        INFO(what);
+        d.note_cards_redacted(0);
+        REQUIRE(d.cards_clean());
+        change();
+        CHECK_FALSE(d.cards_clean());
+        CHECK(d.cards_redacted() == 2);
+    };
+    changes("set", [&] { REQUIRE(r.str("b", "y") == SB_OK); });
+    changes("set again", [&] { REQUIRE(r.str("a", "z") == SB_OK); });
+    changes("mutable_leaves", [&] { (void)d.mutable_leaves(); });
+    changes("erase", [&] { CHECK(d.erase("b") == 1); });
+    Rec other;
+    REQUIRE(other.str("c", "w") == SB_OK);
+    changes("append_copy", [&] { d.append_copy(other.rec.data.leaves()[0]); });
+
+    // A copy is the same record: what was looked at, and the count.
+    d.note_cards_redacted(1);
+    sb::detail::RecordData copy = d;
+    CHECK(copy.cards_clean());
+    CHECK(copy.cards_redacted() == 3);
+
+    // Recycled: a new record, and the next one set by its shape is new too.
+    d.recycle();
+    CHECK_FALSE(d.cards_clean());
+    CHECK(d.cards_redacted() == 0);
+    d.note_cards_redacted(0);
+    const char* paths[] = {"a"};
+    sb_shape* shape = r.api.shape_new(paths, nullptr, 1);
+    REQUIRE(shape);
+    const sb_value v[] = {{SB_VALUE_STRING, "q", 1, 0, 0}};
+    REQUIRE(r.api.record_set_shape(&r.rec, shape, v) == SB_OK);
+    CHECK_FALSE(d.cards_clean());
+    r.api.shape_free(shape);
+}
+
 TEST_CASE("a recycled record made again leaf by leaf (a profile's copy) reuses its leaves' buffers in turn") {
     // The source: a record of three leaves, two with long values.
     Rec src;

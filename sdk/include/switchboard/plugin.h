@@ -591,6 +591,8 @@ struct sb_host_api {
      * its category, on a record that has no fields yet: the same as calling
      * record_set for each, in one call. SB_ERR_INVALID, setting nothing, if
      * the record already has fields or a value is one record_set refuses.
+     * Switchboard redacts card data in the values as it sets them, as the
+     * journal would at ingest.
      *
      * Added in ABI 1.2: check SB_HAS_FIELD(host, sb_host_api,
      * record_set_shape) before using them. */

@@ -597,6 +597,8 @@ public:
         json_ = other.json_;
         json_valid_ = other.json_valid_;
         shape_id_ = other.shape_id_;
+        cards_redacted_ = other.cards_redacted_;
+        cards_clean_ = other.cards_clean_;
         owned_paths_.clear();
         owned_categories_.clear();
         for (Leaf& leaf : leaves_) {
@@ -668,7 +670,7 @@ public:
         leaf.category_ = category_atom((category && *category) ? category : "unknown");
         assign_value(leaf, value);
         shape_id_ = 0;
-        dirty();
+        leaves_changed();
         return SB_OK;
     }
 
@@ -698,7 +700,7 @@ public:
             assign_value(leaf, v);
         }
         shape_id_ = shape.id;
-        dirty();
+        leaves_changed();
         return SB_OK;
     }
 
@@ -724,7 +726,20 @@ public:
         json_.clear();
         json_valid_ = false;
         shape_id_ = 0;
+        cards_redacted_ = 0;
+        cards_clean_ = false;
     }
+
+    // For the host, which redacts card numbers in the leaves as they are
+    // set, while they are in the cache: `n` were found and redacted. Until
+    // the leaves next change, cards_clean() says none are left to look for.
+    void note_cards_redacted(std::uint32_t n) {
+        cards_redacted_ += n;
+        cards_clean_ = true;
+    }
+    bool cards_clean() const { return cards_clean_; }
+    // The card numbers note_cards_redacted() counted since the record was new.
+    std::uint32_t cards_redacted() const { return cards_redacted_; }
 
     // The id of the shape (ShapeData::id) whose set_shape() gave this
     // record its paths, while they are still exactly those; else 0.
@@ -776,7 +791,7 @@ public:
         leaf.path_ = adopt(src.path_);
         leaf.category_ = adopt(src.category_);
         shape_id_ = 0;
-        dirty();
+        leaves_changed();
         return leaf;
     }
 
@@ -798,7 +813,7 @@ public:
         leaves_.erase(first, last);
         if (leaves_.size() != before) {
             shape_id_ = 0;
-            dirty();
+            leaves_changed();
         }
         return before - leaves_.size();
     }
@@ -870,7 +885,7 @@ public:
     // place); a leaf's path and category stay as they are.
     std::span<Leaf> mutable_leaves() {
         sort_leaves();
-        dirty();
+        leaves_changed();
         return leaves_;
     }
 
@@ -904,7 +919,7 @@ public:
         leaf.path_ = path;
         leaf.category_ = category;
         shape_id_ = 0;
-        dirty();
+        leaves_changed();
         return leaf;
     }
 
@@ -1171,6 +1186,10 @@ private:
     }
 
     void dirty() { json_valid_ = false; }
+    void leaves_changed() {
+        dirty();
+        cards_clean_ = false;
+    }
 
     // A recycled leaf's string buffer, given back when it is far larger than
     // the `need` bytes about to be set in it: a recycled record keeps no
@@ -1196,6 +1215,9 @@ private:
     // part of the record. append_path_of() takes them from spare_next_ on.
     std::vector<Leaf> spare_;
     std::size_t spare_next_ = 0;
+    // note_cards_redacted()
+    std::uint32_t cards_redacted_ = 0;
+    bool cards_clean_ = false;
 };
 
 inline std::unique_ptr<ShapeData> ShapeData::make(const char* const* paths,
