@@ -1,8 +1,8 @@
 #include "pipeline/journal.hpp"
 
 #include "log.hpp"
-#include "pipeline/outbox_codec.hpp"
 #include "pipeline/cards.hpp"
+#include "pipeline/outbox_codec.hpp"
 #include "pipeline/pii.hpp"
 #include "store/codec.hpp"
 

@@ -235,7 +235,7 @@ sb_status h_emit(sb_host_ctx* ctx, sb_record* record) {
 // A source sets a whole record's fields in one call (ABI 1.2): card numbers
 // are redacted in them here, where the values are still in this core's
 // cache, rather than when the journal takes the batch (which then looks
-// only at leaves changed since: pii::redact_card_leaves).
+// only at leaves changed since: pipeline::redact_card_leaves).
 sb_status h_record_set_shape(sb_record* record, const sb_shape* shape, const sb_value* values) {
     const sb_status s = sb::detail::record_set_shape(record, shape, values);
     if (s == SB_OK) pipeline::redact_card_leaves(record->data);
