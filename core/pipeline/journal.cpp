@@ -3,7 +3,6 @@
 #include "log.hpp"
 #include "pipeline/cards.hpp"
 #include "pipeline/outbox_codec.hpp"
-#include "pipeline/pii.hpp"
 #include "store/codec.hpp"
 
 #include <switchboard/detail/abi.hpp>

@@ -86,6 +86,31 @@ profile = "p"
 "a" = "keep"
 )";
 
+// One source ("chat") and one destination ("everything") that gets every
+// field of every record: whatever card data reaches it, the journal let by.
+const char* const kChatToEverything = R"(
+[sources.chat]
+plugin = "memory-source"
+[sources.chat.config]
+count = 0
+[destinations.everything]
+plugin = "memory-sink"
+[destinations.everything.config]
+output = "everything.jsonl"
+[[route]]
+category = "*"
+destination = "everything"
+purpose = "test"
+profile = "all"
+lawful_basis = "test only: everything, to prove the journal strips cards itself"
+[[classify.rule]]
+category = "payments"
+field = "content.text"
+contains = " "
+[profiles.all.fields]
+"*" = "keep"
+)";
+
 std::vector<std::string> lines(const std::filesystem::path& file) {
     std::vector<std::string> out;
     std::ifstream in(file);
@@ -234,28 +259,7 @@ profile = "waste"
 }
 
 TEST_CASE("pipeline: card numbers never reach the store, whatever the profiles say") {
-    Node node(R"(
-[sources.chat]
-plugin = "memory-source"
-[sources.chat.config]
-count = 0
-[destinations.everything]
-plugin = "memory-sink"
-[destinations.everything.config]
-output = "everything.jsonl"
-[[route]]
-category = "*"
-destination = "everything"
-purpose = "test"
-profile = "all"
-lawful_basis = "test only: everything, to prove the journal strips cards itself"
-[[classify.rule]]
-category = "payments"
-field = "content.text"
-contains = " "
-[profiles.all.fields]
-"*" = "keep"
-)");
+    Node node(kChatToEverything);
     // The Landbot fixture's card, and the common written forms.
     std::vector<std::string> texts = {
         "also can i pay the £42.10 arrears now? card is 4111 1111 1111 1111 exp 09/27 cvv 123",
@@ -283,28 +287,7 @@ contains = " "
 
 TEST_CASE("pipeline: card data a source sets by shape is redacted as it is set, and a field set after is "
           "looked at again at ingest") {
-    Node node(R"(
-[sources.chat]
-plugin = "memory-source"
-[sources.chat.config]
-count = 0
-[destinations.everything]
-plugin = "memory-sink"
-[destinations.everything.config]
-output = "everything.jsonl"
-[[route]]
-category = "*"
-destination = "everything"
-purpose = "test"
-profile = "all"
-lawful_basis = "test only: everything, to prove the journal strips cards itself"
-[[classify.rule]]
-category = "payments"
-field = "content.text"
-contains = " "
-[profiles.all.fields]
-"*" = "keep"
-)");
+    Node node(kChatToEverything);
     // The host table the source's plugin is given.
     const plugin::Instance* chat = nullptr;
     for (const auto& inst : node.instances)
