@@ -34,7 +34,15 @@ sb_record* with_record_id(const OutboxEntry& e) {
 // Fetches what delivering `r` will read first: its JSON when rendered.
 void prefetch(const sb_record& r) {
     if (!r.is_rendered) return r.data.prefetch();
-    for (std::size_t i = r.rendered_at; i < r.rendered.size(); i += 64) __builtin_prefetch(r.rendered.data() + i);
+    for (std::size_t i = r.rendered_at; i < r.rendered.size(); i += 64)
+        sb::detail::prefetch_line(r.rendered.data() + i);
+}
+
+// Fetches the record itself (its envelope, and where its JSON is), so that
+// prefetch() finds it in the cache.
+void prefetch_envelope(const sb_record& r) {
+    const char* p = reinterpret_cast<const char*>(&r);
+    for (std::size_t i = 0; i < sizeof r; i += 64) sb::detail::prefetch_line(p + i);
 }
 
 // A plugin that declares SB_CAP_JSON_RECORDS and read a rendered record's
@@ -348,9 +356,11 @@ bool DeliveryWorker::deliver_some() {
     bool handed = false;
     for (std::size_t k = 0; k < fresh.size(); ++k) {
         const OutboxEntry& e = *fresh[k];
-        // The copies were made on the preparing threads a commit ago: the
-        // next one's values are fetched while this one is delivered.
-        if (k + 1 < fresh.size() && fresh[k + 1]->record) prefetch(*fresh[k + 1]->record);
+        // The copies were made on the preparing threads a commit ago, and
+        // are no longer in this core's cache: each record is fetched four
+        // deliveries ahead, and its JSON (found through it) two ahead.
+        if (k + 2 < fresh.size() && fresh[k + 2]->record) prefetch(*fresh[k + 2]->record);
+        if (k + 4 < fresh.size() && fresh[k + 4]->record) prefetch_envelope(*fresh[k + 4]->record);
         Inflight f;
         f.entry = &e;
         auto failed = attempts_.find(e.seq); // (most have none: no map node made for them)
