@@ -1032,8 +1032,15 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             info.id = txn.next_chunk_id();
             info.created_at = now;
         }
-        for (std::size_t k : members) {
-            Prepared& p = in.prepared[k];
+        for (std::size_t j = 0; j < members.size(); ++j) {
+            // The ingest entry's detail, made on a preparing thread: fetched
+            // two records ahead.
+            if (j + 2 < members.size()) {
+                const std::string& ahead = in.prepared[members[j + 2]].ingest_detail;
+                for (std::size_t at = 0; at < ahead.size(); at += 64) sb::detail::prefetch_line(ahead.data() + at);
+            }
+            Prepared& p = in.prepared[members[j]];
+            const std::size_t k = members[j];
             const std::uint32_t idx = info.count++;
             info.expires_at = std::max(info.expires_at, p.expires);
             // The record itself does not get its id (its chunk does, with
@@ -1085,7 +1092,16 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
         (void)bucket;
         const store::ChunkInfo& info = chunk.info;
         row_of.clear();
-        for (const auto& [k, idx] : chunk.members) {
+        const auto& members = chunk.members;
+        for (std::size_t j = 0; j < members.size(); ++j) {
+            const auto [k, idx] = members[j];
+            // Made on the preparing threads and stored a batch's worth of
+            // encodings ago: each record's copies are fetched two ahead,
+            // found through its Prepared, fetched four ahead.
+            if (j + 4 < members.size()) sb::detail::prefetch_line(&in.prepared[members[j + 4].first].copies);
+            if (j + 2 < members.size())
+                if (const auto& ahead = in.prepared[members[j + 2].first].copies; !ahead.empty())
+                    sb::detail::prefetch_line(ahead.data());
             Prepared& p = in.prepared[k];
             id = record_id(info.id, idx);
             for (Prepared::Copy& c : p.copies) {
