@@ -777,7 +777,11 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
         sb_record* rec = records[i].get();
         // A batch is parsed whole before it is prepared: its records have
         // left the cache by then, and each stage began with a wait for its
-        // first read of each value.
+        // first read of each value. So each record is fetched in three
+        // steps, each one record ahead of the next: itself, its leaves, its
+        // values.
+        if (i + 3 < to && records[i + 3]) records[i + 3]->data.prefetch_self();
+        if (i + 2 < to && records[i + 2]) records[i + 2]->data.prefetch_leaves();
         if (i + 1 < to && records[i + 1]) records[i + 1]->data.prefetch();
         sb_status& result = in.results[i];
         if (!rec || (rec->data.leaves().empty() && rec->data.attachments().empty())) {
