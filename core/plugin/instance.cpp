@@ -440,6 +440,14 @@ std::unique_ptr<sb_record> RecordPool::take() {
         if (!kept_.empty()) {
             std::unique_ptr<sb_record> record = std::move(kept_.back());
             kept_.pop_back();
+            // Kept since a batch ago, out of the cache: the records the next
+            // takes hand out are fetched in three steps, one take apart
+            // (the record, the leaves set aside, their strings), for
+            // set_shape to write into.
+            const std::size_t m = kept_.size();
+            if (m >= 3) kept_[m - 3]->data.prefetch_self();
+            if (m >= 2) kept_[m - 2]->data.prefetch_spare_leaves();
+            if (m >= 1) kept_[m - 1]->data.prefetch_spare_values();
             return record;
         }
     }

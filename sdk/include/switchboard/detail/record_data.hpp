@@ -777,10 +777,13 @@ public:
         const char* p = reinterpret_cast<const char*>(this);
         for (std::size_t at = 0; at < sizeof *this; at += 64) prefetch_line(p + at);
     }
-    void prefetch_leaves() const {
-        const char* p = reinterpret_cast<const char*>(leaves_.data());
-        const std::size_t bytes = leaves_.size() * sizeof(Leaf);
-        for (std::size_t at = 0; at < bytes; at += 64) prefetch_line(p + at);
+    void prefetch_leaves() const { prefetch_leaves(leaves_); }
+    // The same two steps for a recycled record, whose next set_shape()
+    // writes into the leaves recycle() set aside (RecordPool::take, for the
+    // records it hands out next).
+    void prefetch_spare_leaves() const { prefetch_leaves(spare_); }
+    void prefetch_spare_values() const {
+        for (const Leaf& leaf : spare_) prefetch_line(leaf.str.data());
     }
 
     // For the host: gives the record shape id `id` (from new_shape_id()),
@@ -1212,6 +1215,11 @@ private:
     }
 
     void dirty() { json_valid_ = false; }
+    static void prefetch_leaves(const std::vector<Leaf>& leaves) {
+        const char* p = reinterpret_cast<const char*>(leaves.data());
+        const std::size_t bytes = leaves.size() * sizeof(Leaf);
+        for (std::size_t at = 0; at < bytes; at += 64) prefetch_line(p + at);
+    }
     void leaves_changed() {
         dirty();
         cards_clean_ = false;
