@@ -34,15 +34,8 @@ sb_record* with_record_id(const OutboxEntry& e) {
 // Fetches what delivering `r` will read first: its JSON when rendered.
 void prefetch(const sb_record& r) {
     if (!r.is_rendered) return r.data.prefetch();
-    for (std::size_t i = r.rendered_at; i < r.rendered.size(); i += 64)
-        sb::detail::prefetch_line(r.rendered.data() + i);
-}
-
-// Fetches the record itself (its envelope, and where its JSON is), so that
-// prefetch() finds it in the cache.
-void prefetch_envelope(const sb_record& r) {
-    const char* p = reinterpret_cast<const char*>(&r);
-    for (std::size_t i = 0; i < sizeof r; i += 64) sb::detail::prefetch_line(p + i);
+    if (r.rendered_at < r.rendered.size())
+        sb::detail::prefetch_bytes(r.rendered.data() + r.rendered_at, r.rendered.size() - r.rendered_at);
 }
 
 // A plugin that declares SB_CAP_JSON_RECORDS and read a rendered record's
@@ -360,7 +353,8 @@ bool DeliveryWorker::deliver_some() {
         // are no longer in this core's cache: each record is fetched four
         // deliveries ahead, and its JSON (found through it) two ahead.
         if (k + 2 < fresh.size() && fresh[k + 2]->record) prefetch(*fresh[k + 2]->record);
-        if (k + 4 < fresh.size() && fresh[k + 4]->record) prefetch_envelope(*fresh[k + 4]->record);
+        if (k + 4 < fresh.size() && fresh[k + 4]->record)
+            sb::detail::prefetch_bytes(fresh[k + 4]->record.get(), sizeof(sb_record)); // where its JSON is
         Inflight f;
         f.entry = &e;
         auto failed = attempts_.find(e.seq); // (most have none: no map node made for them)

@@ -1041,10 +1041,10 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             // two records ahead.
             if (j + 2 < members.size()) {
                 const std::string& ahead = in.prepared[members[j + 2]].ingest_detail;
-                for (std::size_t at = 0; at < ahead.size(); at += 64) sb::detail::prefetch_line(ahead.data() + at);
+                sb::detail::prefetch_bytes(ahead.data(), ahead.size());
             }
-            Prepared& p = in.prepared[members[j]];
             const std::size_t k = members[j];
+            Prepared& p = in.prepared[k];
             const std::uint32_t idx = info.count++;
             info.expires_at = std::max(info.expires_at, p.expires);
             // The record itself does not get its id (its chunk does, with

@@ -593,6 +593,11 @@ inline void prefetch_line(const void* p) {
     (void)p;
 #endif
 }
+// The same for every cache line of the `n` bytes at `p`.
+inline void prefetch_bytes(const void* p, std::size_t n) {
+    const char* c = static_cast<const char*>(p);
+    for (std::size_t at = 0; at < n; at += 64) prefetch_line(c + at);
+}
 
 class RecordData {
 public:
@@ -773,15 +778,12 @@ public:
     // stalls where they are not in the cache. prefetch_self() asks for the
     // record's own lines (where its leaves are); prefetch_leaves(), called
     // later, reads those and asks for the leaves.
-    void prefetch_self() const {
-        const char* p = reinterpret_cast<const char*>(this);
-        for (std::size_t at = 0; at < sizeof *this; at += 64) prefetch_line(p + at);
-    }
-    void prefetch_leaves() const { prefetch_leaves(leaves_); }
+    void prefetch_self() const { prefetch_bytes(this, sizeof *this); }
+    void prefetch_leaves() const { prefetch_bytes(leaves_.data(), leaves_.size() * sizeof(Leaf)); }
     // The same two steps for a recycled record, whose next set_shape()
     // writes into the leaves recycle() set aside (RecordPool::take, for the
     // records it hands out next).
-    void prefetch_spare_leaves() const { prefetch_leaves(spare_); }
+    void prefetch_spare_leaves() const { prefetch_bytes(spare_.data(), spare_.size() * sizeof(Leaf)); }
     void prefetch_spare_values() const {
         for (const Leaf& leaf : spare_) prefetch_line(leaf.str.data());
     }
@@ -1215,11 +1217,6 @@ private:
     }
 
     void dirty() { json_valid_ = false; }
-    static void prefetch_leaves(const std::vector<Leaf>& leaves) {
-        const char* p = reinterpret_cast<const char*>(leaves.data());
-        const std::size_t bytes = leaves.size() * sizeof(Leaf);
-        for (std::size_t at = 0; at < bytes; at += 64) prefetch_line(p + at);
-    }
     void leaves_changed() {
         dirty();
         cards_clean_ = false;
