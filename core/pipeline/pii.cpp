@@ -142,14 +142,45 @@ bool word_before(std::string_view s, std::size_t i) {
     return cp.valid && is_word_cp(cp.cp);
 }
 
-// The high bit of each of 8 bytes at p that is an ASCII digit (SWAR).
-std::uint64_t digit_mask(const char* p) {
-    constexpr std::uint64_t kLow = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+// SWAR: eight bytes in a word, each test leaving the high bit of each byte
+// that passes.
+constexpr std::uint64_t kLow = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+
+// Eight bytes at p, the first in the low byte whatever the machine's byte
+// order.
+std::uint64_t load8(const char* p) {
     std::uint64_t x;
     std::memcpy(&x, p, 8);
+    if constexpr (std::endian::native == std::endian::big) x = __builtin_bswap64(x);
+    return x;
+}
+
+// The bytes of `text` from `i` (fewer than eight are left) as load8() would
+// give them, the missing ones zero (no letter, no digit). A text of eight
+// bytes or more gives its last eight, shifted; a shorter one is read byte
+// by byte (a memcpy of a variable length is a call, and its bytes then
+// stall the word's load).
+std::uint64_t load_tail(std::string_view text, std::size_t i) {
+    const std::size_t left = text.size() - i;
+    if (text.size() >= 8) return load8(text.data() + text.size() - 8) >> (8 * (8 - left));
+    std::uint64_t x = 0;
+    for (std::size_t k = 0; k < left; ++k) x |= std::uint64_t{static_cast<unsigned char>(text[i + k])} << (8 * k);
+    return x;
+}
+
+// The bytes of x that are ASCII digits.
+std::uint64_t digit_mask(std::uint64_t x) {
     const std::uint64_t y = x & ~kHigh; // 7-bit values: the adds below cannot carry
     // >= '0', and not >= ':', and ASCII.
     return (y + (0x80 - '0') * kLow) & ~(y + (0x80 - ':') * kLow) & ~x & kHigh;
+}
+std::uint64_t digit_mask(const char* p) { return digit_mask(load8(p)); }
+
+// The bytes of x that are ASCII letters, either case ('A'-'Z' | 0x20 is
+// 'a'-'z', and nothing else lands there).
+std::uint64_t letter_mask(std::uint64_t x) {
+    const std::uint64_t y = (x | 0x20 * kLow) & ~kHigh;
+    return (y + (0x80 - 'a') * kLow) & ~(y + (0x80 - '{') * kLow) & ~x & kHigh;
 }
 
 // Postcodes ----------------------------------------------------------------------
@@ -1220,12 +1251,23 @@ bool has_card_length_chain(std::string_view text) {
 // settled here without a scan.
 bool card_data_possible(std::string_view text) {
     if (has_digits(text, 13) && has_card_length_chain(text)) return true;
+    // The keyword scanner (keyword_led) takes a phrase only where a word
+    // starts, so only letters after a byte that is not an ASCII letter or
+    // digit are looked at: a few per value, found eight bytes at a time.
     const auto letter = [](char c) { return static_cast<unsigned>((c | 0x20) - 'a'); };
-    for (std::size_t i = 0; i + 1 < text.size(); ++i) {
-        const unsigned a = letter(text[i]);
-        if (a >= 26) continue;
-        const unsigned b = letter(text[i + 1]);
-        if (b < 26 && kCardKeywordStarts[a][b]) return true;
+    const std::size_t n = text.size();
+    std::uint64_t alnum_before = 0; // the last byte of the previous eight, if alnum, at the first's place
+    for (std::size_t i = 0; i < n; i += 8) {
+        const std::uint64_t x = i + 8 <= n ? load8(text.data() + i) : load_tail(text, i);
+        const std::uint64_t letters = letter_mask(x);
+        const std::uint64_t alnum = letters | digit_mask(x);
+        for (std::uint64_t m = letters & ~((alnum << 8) | alnum_before); m != 0; m &= m - 1) {
+            const std::size_t at = i + (static_cast<std::size_t>(std::countr_zero(m)) >> 3);
+            if (at + 1 >= n) break;
+            const unsigned b = letter(text[at + 1]);
+            if (b < 26 && kCardKeywordStarts[letter(text[at])][b]) return true;
+        }
+        alnum_before = alnum >> 56;
     }
     return false;
 }

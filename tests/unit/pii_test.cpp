@@ -583,7 +583,7 @@ TEST_CASE("redaction never splits a UTF-8 sequence (random text)") {
         " ", " ", "-", "/", "@", ".", ",", "(", ")", "+", "0", "1", "4", "7", "9", "44", "0151",
         "496", "0732", "07700", "900312", "4111", "1111", "QQ", "12", "34", "56", "C", "L8", "0ZZ",
         "cvv", "exp", "09/27", "sort code", "account", "example", "org", "é", "ł", "电", "🙂", "\xff",
-        "a", "b", "x"};
+        "a", "b", "x", "CVC2", "Expiry", "security code", "valid to", "123", "4111111111111111", ":"};
     std::mt19937 rng(20250106);
     std::uniform_int_distribution<std::size_t> pick(0, pieces.size() - 1), len(0, 40);
     for (int round = 0; round < 20000; ++round) {
@@ -608,6 +608,12 @@ TEST_CASE("redaction never splits a UTF-8 sequence (random text)") {
         REQUIRE(out == rebuilt);
         const auto cards = redact_cards(text);
         if (cards) REQUIRE(*cards != text);
+        // Card data the full scan finds, the ingest pass (with its quick
+        // look for digits and keywords first) finds too.
+        const bool card_data = std::any_of(found.begin(), found.end(), [](const Finding& f) {
+            return f.kind == Kind::Card || f.kind == Kind::Cvv || f.kind == Kind::Expiry;
+        });
+        if (card_data) REQUIRE(cards);
     }
 }
 
@@ -658,6 +664,22 @@ TEST_CASE("redact_cards finds every keyword phrase in any case, and card numbers
             CHECK(redact_cards(k + " 09/27") == std::optional<std::string>(k + " [EXPIRY]"));
         }
     CHECK(redact_cards("4222222222222") == std::optional<std::string>("[CARD]"));
+    // The pass looks for a keyword only where a word starts, eight bytes at
+    // a time: one at every offset from a word start, after each kind of
+    // byte that ends a word, and in the last bytes of short and long texts.
+    for (const char* before : {"", " ", "(", "\"", "\t", "/", ":", "\xc3\xa9 ", "\xe2\x80\x9c"})
+        for (std::size_t pad = 0; pad <= 17; ++pad) {
+            const std::string lead = std::string(pad, 'x') + (pad > 0 && *before == 0 ? " " : "") + before;
+            for (const char* k : {"cvv", "Exp", "security code", "VALID TO"}) {
+                const std::string value = std::string(k) == "cvv" || std::string(k) == "security code" ? "123" : "09/27";
+                const std::string tag = value == "123" ? "[CVV]" : "[EXPIRY]";
+                INFO(lead << k << " " << value);
+                CHECK(redact_cards(lead + k + " " + value) == std::optional<std::string>(lead + k + " " + tag));
+            }
+        }
+    // Inside a word, a keyword is not one, and the pass need not look.
+    CHECK_FALSE(redact_cards("xcvv 123"));
+    CHECK_FALSE(redact_cards("ref 2024 reexp 09/27"));
     // What the pass now settles without a scan: nothing to find in them.
     for (const char* v : {"2026-11-29T23:01:22Z", "0113 833 5925", "072109747451", "LS12 5FH",
                           "YC619176D", "CAS-398382-FF", "207 Park Road", "C000000001"})
