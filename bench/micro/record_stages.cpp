@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
     auto parse = [&] {
         for (std::size_t i = 0; i < n; ++i) {
             records[i] = std::make_unique<sb_record>();
-            sorting.begin(records[i].get());
+            sorting.begin(records[i].get(), sample.lines[i]);
             if (!reader.read_flat(sample.lines[i], sorting, sorted_options) || sorting.finish() != SB_OK)
                 die("line " + std::to_string(i + 1) + " does not parse");
             records[i]->data.set_meta("source", "contacts");

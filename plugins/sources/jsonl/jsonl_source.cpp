@@ -772,7 +772,7 @@ private:
         sb::Record rec = host().record();
         bool ok;
         if (flat_) {
-            sorting_->begin(rec.handle());
+            sorting_->begin(rec.handle(), text);
             ok = reader_.read_flat(text, *sorting_, sorted_options_);
             if (ok && sorting_->finish() != SB_OK) {
                 // Never expected: read it the plain way, for the reader's

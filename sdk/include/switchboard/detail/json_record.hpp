@@ -256,6 +256,13 @@ public:
     virtual sb_status set_meta(const char* key, const char* value) = 0;
     virtual sb_status set_field(const char* path, const sb_value& value,
                                 const char* category) = 0;
+    // The same, with the path's length (path[path_len] is its NUL), for
+    // sinks that copy it.
+    virtual sb_status set_field(const char* path, std::size_t path_len, const sb_value& value,
+                                const char* category) {
+        (void)path_len;
+        return set_field(path, value, category);
+    }
     virtual sb_status add_attachment(const sb_attachment& attachment) = 0;
 };
 
@@ -406,7 +413,7 @@ public:
         const CategoryMap* map = options.categories;
         auto leaf = [&](std::string_view path, const sb_value& v) {
             const char* cat = map ? map->category_for(path) : "unknown";
-            if (out.set_field(path.data(), v, cat) != SB_OK)
+            if (out.set_field(path.data(), path.size(), v, cat) != SB_OK)
                 return fail_at("field refused by the record", value_at_);
             if (!options.external_id_field.empty() && path == options.external_id_field &&
                 !meta_from_leaf(out, SB_META_EXTERNAL_ID, v))
@@ -1310,8 +1317,12 @@ public:
     SortingSink& operator=(const SortingSink&) = delete;
     ~SortingSink() override { forget_shapes(); }
 
-    void begin(sb_record* record) {
+    // `document`: the text being read, if it stays valid until finish():
+    // string values that are views of it (those without escapes) are then
+    // not copied.
+    void begin(sb_record* record, std::string_view document = {}) {
         record_ = record;
+        document_ = document;
         fields_.clear();
         paths_.clear();
         values_.clear();
@@ -1320,15 +1331,33 @@ public:
     sb_status set_meta(const char* key, const char* value) override {
         return api_->record_set_meta(record_, key, value);
     }
-    sb_status set_field(const char* path, const sb_value& value, const char*) override {
-        Field f{static_cast<std::uint32_t>(paths_.size()), value, 0};
-        paths_.append(path);
-        paths_.push_back('\0');
-        if (value.type == SB_VALUE_STRING) { // the reader's buffer is reused: copy
-            f.str = static_cast<std::uint32_t>(values_.size());
-            values_.append(value.str ? value.str : "", value.len);
+    sb_status set_field(const char* path, const sb_value& value, const char* category) override {
+        return set_field(path, std::strlen(path), value, category);
+    }
+    sb_status set_field(const char* path, std::size_t path_len, const sb_value& value,
+                        const char*) override {
+        // Each member stored once, in place, from the member it comes from:
+        // a Field built whole on the stack and then copied is read back in
+        // wider loads than the stores that made it, and each such load
+        // waits for those stores to reach the cache. (So does a copy of
+        // `value` whole, which its reader has just set member by member.)
+        Field& f = fields_.emplace_back();
+        f.path = static_cast<std::uint32_t>(paths_.size());
+        f.type = value.type;
+        switch (value.type) {
+        case SB_VALUE_STRING:
+            f.len = value.len;
+            if (value.str && in_document(value.str)) {
+                f.doc = value.str;
+            } else { // in the reader's buffer, which is reused: copied
+                f.str = static_cast<std::uint32_t>(values_.size());
+                values_.append(value.str ? value.str : "", value.len);
+            }
+            break;
+        case SB_VALUE_FLOAT: f.f = value.f; break;
+        default: f.i = value.i; break;
         }
-        fields_.push_back(f);
+        paths_.append(path, path_len + 1); // with its NUL
         return SB_OK;
     }
     sb_status add_attachment(const sb_attachment& a) override {
@@ -1342,17 +1371,13 @@ public:
         const Shape& shape = shape_of();
         if (shape.host) {
             values_out_.resize(fields_.size());
-            for (std::size_t k = 0; k < fields_.size(); ++k) {
-                const Field& f = fields_[k];
-                values_out_[k] = f.value;
-                if (f.value.type == SB_VALUE_STRING) values_out_[k].str = values_.data() + f.str;
-            }
+            for (std::size_t k = 0; k < fields_.size(); ++k) fill(values_out_[k], fields_[k]);
             return api_->record_set_shape(record_, shape.host, values_out_.data());
         }
         for (std::uint32_t k : shape.order) {
             const Field& f = fields_[k];
-            sb_value v = f.value;
-            if (v.type == SB_VALUE_STRING) v.str = values_.data() + f.str;
+            sb_value v;
+            fill(v, f);
             sb_status st = api_->record_set(record_, paths_.data() + f.path, &v, shape.categories[k]);
             if (st != SB_OK) return st;
         }
@@ -1362,9 +1387,23 @@ public:
 private:
     struct Field {
         std::uint32_t path; // offset in paths_ (NUL-terminated)
-        sb_value value;
-        std::uint32_t str;  // offset in values_ of a string value
+        sb_value_type type;
+        std::uint32_t str;  // STRING: offset in values_, unless doc
+        const char* doc;    // STRING: in the document
+        std::size_t len;    // STRING: length
+        std::int64_t i;     // INT, BOOL
+        double f;           // FLOAT
     };
+
+    // Sets every member of `v` from `f`, one store each, in place (see
+    // set_field).
+    void fill(sb_value& v, const Field& f) const {
+        v.type = f.type;
+        v.str = f.type != SB_VALUE_STRING ? nullptr : f.doc ? f.doc : values_.data() + f.str;
+        v.len = f.len;
+        v.i = f.i;
+        v.f = f.f;
+    }
     struct Shape {
         std::vector<std::uint32_t> order;     // field indexes in path order
         std::vector<const char*> categories;  // per field (document order)
@@ -1412,10 +1451,16 @@ private:
         return s;
     }
 
+    bool in_document(const char* p) const {
+        return std::greater_equal<const char*>()(p, document_.data()) &&
+               std::less<const char*>()(p, document_.data() + document_.size());
+    }
+
     const sb_host_api* api_;
     const CategoryMap* categories_;
     const bool host_shapes_;
     sb_record* record_ = nullptr;
+    std::string_view document_;
     std::vector<Field> fields_;
     std::vector<sb_value> values_out_; // finish(): the values in document order
     std::string paths_;  // this line's paths, NUL-separated: its shape
