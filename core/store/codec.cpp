@@ -184,6 +184,17 @@ std::size_t rest_size_hint(const sb::detail::RecordData& r) {
 }
 } // namespace
 
+void put_varint_long(std::string& out, std::uint64_t v) {
+    // Byte by byte into the string: bytes stored one at a time into a small
+    // buffer and then copied with a wider load stalled that load until the
+    // stores had reached the cache (store forwarding fails).
+    while (v >= 0x80) {
+        out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+        v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+}
+
 bool get_varint(std::string_view in, std::size_t& pos, std::uint64_t& v) {
     v = 0;
     for (int shift = 0; shift < 64; shift += 7) {

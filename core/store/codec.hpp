@@ -86,20 +86,16 @@ private:
 };
 
 // Low-level pieces, shared with other store formats. Inline: a record's
-// encoding writes several per field, most of them a single byte.
+// encoding writes several per field, most of them a single byte; longer
+// ones go out of line (put_varint_long), so that this stays small enough
+// to be inlined where it is called.
+void put_varint_long(std::string& out, std::uint64_t v);
 inline void put_varint(std::string& out, std::uint64_t v) {
-    if (v < 0x80) {
+    if (v < 0x80) [[likely]] {
         out.push_back(static_cast<char>(v));
         return;
     }
-    char buf[10];
-    int n = 0;
-    while (v >= 0x80) {
-        buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    buf[n++] = static_cast<char>(v);
-    out.append(buf, static_cast<std::size_t>(n));
+    put_varint_long(out, v);
 }
 bool get_varint(std::string_view in, std::size_t& pos, std::uint64_t& v);
 inline void put_string(std::string& out, std::string_view s) {

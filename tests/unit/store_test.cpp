@@ -74,6 +74,32 @@ void decode_whole(const std::string& body, sb_record& r) {
 
 } // namespace
 
+TEST_CASE("codec: varints round-trip at every length, one byte per seven bits") {
+    const std::vector<std::pair<std::uint64_t, std::size_t>> cases = {
+        {0, 1}, {1, 1}, {127, 1}, {128, 2}, {300, 2}, {16383, 2}, {16384, 3}, {(1ull << 21) - 1, 3},
+        {1ull << 32, 5}, {1ull << 63, 10}, {~0ull, 10}};
+    std::string all;
+    for (const auto& [v, bytes] : cases) {
+        INFO(v);
+        std::string one = "x"; // after other bytes, as in a record
+        store::put_varint(one, v);
+        CHECK(one.size() == 1 + bytes);
+        std::size_t pos = 1;
+        std::uint64_t back = 0;
+        REQUIRE(store::get_varint(one, pos, back));
+        CHECK(back == v);
+        CHECK(pos == one.size());
+        store::put_varint(all, v);
+    }
+    std::size_t pos = 0;
+    for (const auto& [v, bytes] : cases) {
+        std::uint64_t back = 0;
+        REQUIRE(store::get_varint(all, pos, back));
+        CHECK(back == v);
+    }
+    CHECK(pos == all.size());
+}
+
 TEST_CASE("codec: a record survives encode and decode exactly") {
     std::string buf;
     for (int n = 0; n < 3; ++n) {
