@@ -252,8 +252,11 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
         log::error(kComponent, e.what());
         return 1;
     }
+    pipeline::Journal::Options journal_options;
+    journal_options.prepare_helpers =
+        c.node.prepare_helpers.value_or(pipeline::Journal::default_prepare_helpers());
     pipeline::Journal journal(*store, *audit_log, *prepared->policy, pipeline::RetentionRules(c), clock,
-                              &metrics, {});
+                              &metrics, journal_options);
     try {
         journal.start();
     } catch (const std::exception& e) {
@@ -408,7 +411,8 @@ int run_daemon(std::unique_ptr<Prepared> prepared, const RunOptions& options) {
     log::info(kComponent, "ready: node " + c.node.name + ", " + std::to_string(sources.size()) +
                               " source(s), " + std::to_string(destinations.size()) +
                               " destination(s), http " + http_text + ", data " +
-                              c.node.data_dir.string());
+                              c.node.data_dir.string() + ", prepare helpers " +
+                              std::to_string(journal_options.prepare_helpers));
 
     for (;;) {
         int sig = 0;

@@ -139,6 +139,10 @@ Spec build_core_schema() {
                                           "where the journal, outbox, audit and quarantine live"))
                    .field("store", S::string().choices({"sqlite", "postgresql"}).fallback("\"sqlite\"")
                                        .describe("journal backend"))
+                   .field("prepare_helpers",
+                          S::integer().min(0).max(16).describe(
+                              "threads that help a source prepare a large batch (default: 1 on a "
+                              "machine of more than 2 CPUs, else 0)"))
                    .field("postgresql", S::table().field(
                                             "url", S::string().secret().required().describe(
                                                        "connection URL (env: or file: reference)"))));
@@ -304,6 +308,7 @@ void extract(Config& c, Diagnostics& out) {
     if (auto* d = node.get("data_dir"); d && d->is_string())
         c.node.data_dir = resolve_path(*d, d->as_string()->get());
     c.node.store = get_string(node, "store").value_or("sqlite");
+    if (auto v = get_int(node, "prepare_helpers")) c.node.prepare_helpers = static_cast<unsigned>(*v);
     c.node.postgresql_url = get_string(table_at(node, "postgresql"), "url").value_or("");
     if (c.node.store == "postgresql" && !node.contains("postgresql"))
         out.error(location_of(node), "node.postgresql.url",

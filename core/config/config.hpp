@@ -75,6 +75,8 @@ struct NodeConfig {
     std::filesystem::path data_dir;
     std::string store = "sqlite";
     std::string postgresql_url; // secret reference until resolved
+    // Journal::Options::prepare_helpers; unset: Journal::default_prepare_helpers().
+    std::optional<unsigned> prepare_helpers;
 };
 
 struct LogConfig {

@@ -151,12 +151,22 @@ public:
         // Threads that help an emitting thread prepare a large batch (see
         // prepare()): with one, a busy source uses a second core for its
         // classification, profiles and encoding. 0: the emitting thread
-        // prepares alone.
+        // prepares alone. The daemon gives [node] prepare_helpers, or
+        // default_prepare_helpers().
         unsigned prepare_helpers = 1;
         // How long a lazy write (submit_lazy) waits at most for another
         // commit to join.
         std::int64_t lazy_ms = 20;
     };
+
+    // One helper on a machine of more than two CPUs, none on two or fewer:
+    // there the writer and the delivery workers already share the second
+    // core, and a helper took CPU from them, and more of it (its records
+    // were made on the other core), for a few per cent of throughput
+    // (docs/performance.md, fifteenth session).
+    static unsigned default_prepare_helpers(unsigned cpus = std::thread::hardware_concurrency()) {
+        return cpus > 2 ? 1 : 0;
+    }
 
     Journal(store::Store& store, audit::AuditLog& audit, const Policy& policy,
             RetentionRules retention, Clock clock, plugin::Metrics* metrics, Options options);

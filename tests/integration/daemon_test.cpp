@@ -209,6 +209,25 @@ TEST_CASE("SIGINT stops the daemon cleanly too") {
     CHECK(*code == 0);
 }
 
+TEST_CASE("[node] prepare_helpers sets the journal's helper threads; unset, the machine's CPUs decide") {
+    TempDir data, dir;
+    auto config = dir.write("plain.toml", "[node]\ndata_dir = \"d\"\n");
+    {
+        auto daemon = start(config.string(), data, {"--set", "node.prepare_helpers=2"});
+        sbtest::ready_port(*daemon);
+        CHECK(daemon->wait_for_log("ready: .*, prepare helpers 2\n", 5s));
+        daemon->signal(SIGTERM);
+        CHECK(daemon->wait(15s) == 0);
+    }
+    TempDir data2;
+    auto daemon = start(config.string(), data2);
+    sbtest::ready_port(*daemon);
+    const unsigned cpus = std::thread::hardware_concurrency();
+    CHECK(daemon->wait_for_log("ready: .*, prepare helpers " + std::string(cpus > 2 ? "1" : "0") + "\n", 5s));
+    daemon->signal(SIGTERM);
+    CHECK(daemon->wait(15s) == 0);
+}
+
 TEST_CASE("a second daemon on the same data directory refuses to start") {
     TempDir data;
     auto first = start(default_config(), data);
@@ -230,7 +249,7 @@ TEST_CASE("run refuses an invalid config, listing every error, and starts nothin
                           "--plugin-dir", sbtest::plugin_dir()});
     CHECK(r.code == 2);
     CHECK(r.err.find(config.string() + ":3:1: node.bogus: unknown key; valid keys: name, data_dir, "
-                                       "store, postgresql") != std::string::npos);
+                                       "store, prepare_helpers, postgresql") != std::string::npos);
     CHECK(r.err.find(config.string() + ":5:11: http.threads: must be at least 1 (found 0)") !=
           std::string::npos);
     CHECK(r.err.find("2 error(s); not starting") != std::string::npos);

@@ -121,6 +121,14 @@ std::vector<std::string> lines(const std::filesystem::path& file) {
 
 } // namespace
 
+TEST_CASE("default prepare helpers: one on a machine of more than two CPUs, none on two or fewer") {
+    CHECK(pipeline::Journal::default_prepare_helpers(1) == 0);
+    CHECK(pipeline::Journal::default_prepare_helpers(2) == 0);
+    CHECK(pipeline::Journal::default_prepare_helpers(3) == 1);
+    CHECK(pipeline::Journal::default_prepare_helpers(64) == 1);
+    CHECK(pipeline::Journal::default_prepare_helpers(0) == 0); // hardware_concurrency() unknown
+}
+
 TEST_CASE("pipeline: thousands of random records; every payload is within its profile, unrouted "
           "destinations get nothing, and undeclared canaries appear nowhere") {
     const std::string config = R"(

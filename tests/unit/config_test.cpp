@@ -109,6 +109,7 @@ TEST_CASE("a minimal config is valid and gets the documented defaults") {
     const config::Config& c = *r.config;
     CHECK(c.node.data_dir == dir.path / "data");
     CHECK(c.node.store == "sqlite");
+    CHECK_FALSE(c.node.prepare_helpers); // the daemon then asks Journal::default_prepare_helpers()
     CHECK(c.http.enabled);
     CHECK(c.http.host == "127.0.0.1");
     CHECK(c.http.port == 8080);
@@ -127,7 +128,7 @@ TEST_CASE("bad configs: each error names file:line:column, key path and what is 
         {"unknown key, with the valid keys and a suggestion",
          "[node]\ndata_dir = \"d\"\ndatadir = \"x\"\n",
          {"<dir>/main.toml:3:1: node.datadir: unknown key (did you mean 'data_dir'?); valid keys: "
-          "name, data_dir, store, postgresql"}},
+          "name, data_dir, store, prepare_helpers, postgresql"}},
         {"unknown top-level section",
          std::string(kValidBase) + "[retension]\ndefault = \"28d\"\n",
          {"<dir>/main.toml:3:2: retension: unknown key (did you mean 'retention'?); valid keys: "
@@ -136,6 +137,12 @@ TEST_CASE("bad configs: each error names file:line:column, key path and what is 
         {"wrong type",
          std::string(kValidBase) + "[http]\nthreads = \"four\"\n",
          {"<dir>/main.toml:4:11: http.threads: expected an integer, found string"}},
+        {"prepare_helpers: out of range",
+         "[node]\ndata_dir = \"d\"\nprepare_helpers = 17\n",
+         {"<dir>/main.toml:3:19: node.prepare_helpers: must be at most 16 (found 17)"}},
+        {"prepare_helpers: wrong type",
+         "[node]\ndata_dir = \"d\"\nprepare_helpers = \"auto\"\n",
+         {"<dir>/main.toml:3:19: node.prepare_helpers: expected an integer, found string"}},
         {"out of range",
          std::string(kValidBase) + "[http]\nthreads = 0\nmax_body = \"512MiB\"\n",
          {"<dir>/main.toml:4:11: http.threads: must be at least 1 (found 0)",
