@@ -191,7 +191,7 @@ bool DeliveryWorker::fill() {
             e.seq = row.first_seq + k;
             e.chunk = row.chunk;
             e.index = outbox_index(row.indexes, k);
-            e.record_id = record_id(row.chunk, e.index);
+            assign_record_id(e.record_id, row.chunk, e.index);
             e.expires_at = row.expires_at;
             EntryForm form = row.payloads.empty() ? EntryForm::Bad : decode_entry(row.payloads, pos, e, ref, &context);
             if (form == EntryForm::Bad) {

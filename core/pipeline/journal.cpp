@@ -123,8 +123,33 @@ std::optional<audit::Head> committed_audit_head(store::Store& store) {
 
 // --- record ids -----------------------------------------------------------
 
+void assign_record_id(std::string& out, std::int64_t chunk, std::uint32_t index) {
+    if (chunk < 0) { // never made (chunk ids count from 1), but kept exact
+        out = "R" + std::to_string(chunk) + "-" + std::to_string(index);
+        return;
+    }
+    // Written in place, in a string whose buffer the caller reuses: made by
+    // concatenation, the id took four strings, a move of each part, and
+    // digits stored a byte at a time then copied with wider loads.
+    auto digits = [](std::uint64_t v) {
+        std::size_t n = 1;
+        for (; v >= 10; v /= 10) ++n;
+        return n;
+    };
+    const std::size_t a = digits(static_cast<std::uint64_t>(chunk)), b = digits(index);
+    out.resize(a + b + 2);
+    char* p = out.data();
+    *p++ = 'R';
+    std::to_chars(p, p + a, chunk);
+    p += a;
+    *p++ = '-';
+    std::to_chars(p, p + b, index);
+}
+
 std::string record_id(std::int64_t chunk, std::uint32_t index) {
-    return "R" + std::to_string(chunk) + "-" + std::to_string(index);
+    std::string id;
+    assign_record_id(id, chunk, index);
+    return id;
 }
 
 bool parse_record_id(std::string_view id, std::int64_t& chunk, std::uint32_t& index) {
@@ -1051,7 +1076,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             // append_head; the source gave it up at emit), and neither do its
             // copies here: their worker sets it as it delivers them (made on
             // the preparing threads, they are in another core's cache).
-            id = record_id(info.id, idx);
+            assign_record_id(id, info.id, idx);
             audit_.append(now, audit::kind::ingest, id, p.ingest_detail);
             if (!p.copies.empty()) chunk.members.emplace_back(static_cast<std::uint32_t>(k), idx);
             p.body.append_head(id, p.body.heads() ? chunk.heads_index(p.body.heads()) : 0, chunk.heads);
@@ -1107,7 +1132,7 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
                 if (const auto& ahead = in.prepared[members[j + 2].first].copies; !ahead.empty())
                     sb::detail::prefetch_line(ahead.data());
             Prepared& p = in.prepared[k];
-            id = record_id(info.id, idx);
+            assign_record_id(id, info.id, idx);
             for (Prepared::Copy& c : p.copies) {
                 const Route* route = c.route;
                 RouteSlots& slot = slots_of(route);

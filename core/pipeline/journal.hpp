@@ -69,6 +69,8 @@ std::optional<audit::Head> committed_audit_head(store::Store& store);
 
 // A record id names where the record is kept: "R<chunk>-<index>".
 std::string record_id(std::int64_t chunk, std::uint32_t index);
+// The same into `out`, reusing its buffer.
+void assign_record_id(std::string& out, std::int64_t chunk, std::uint32_t index);
 bool parse_record_id(std::string_view id, std::int64_t& chunk, std::uint32_t& index);
 
 // What an outbox entry stores in place of its minimised copy: the copy is

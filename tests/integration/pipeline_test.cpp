@@ -121,6 +121,22 @@ std::vector<std::string> lines(const std::filesystem::path& file) {
 
 } // namespace
 
+TEST_CASE("record ids: R<chunk>-<index>, exact at every number of digits, and parsed back") {
+    std::string reused = "a longer id left in the buffer, R123456789-987654";
+    for (const std::int64_t chunk : {1LL, 9LL, 10LL, 99LL, 100LL, 123456789LL, 9223372036854775807LL})
+        for (const std::uint32_t index : {0u, 9u, 10u, 99999u, 100000u}) {
+            const std::string want = "R" + std::to_string(chunk) + "-" + std::to_string(index);
+            CHECK(pipeline::record_id(chunk, index) == want);
+            pipeline::assign_record_id(reused, chunk, index);
+            CHECK(reused == want);
+            std::int64_t c = 0;
+            std::uint32_t i = 0;
+            REQUIRE(pipeline::parse_record_id(want, c, i));
+            CHECK(c == chunk);
+            CHECK(i == index);
+        }
+}
+
 TEST_CASE("default prepare helpers: one on a machine of more than two CPUs, none on two or fewer") {
     CHECK(pipeline::Journal::default_prepare_helpers(1) == 0);
     CHECK(pipeline::Journal::default_prepare_helpers(2) == 0);
