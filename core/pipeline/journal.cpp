@@ -863,21 +863,11 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
         p.expires = expires;
         p.cards = cards;
         p.external = data.meta_at(kMetaExternal);
-        std::string& detail = p.ingest_detail;
-        detail.reserve(192); // what its attributes take, about: one allocation
-        audit::append_attr(detail, "source", in.instance);
+        audit::append_attr(p.ingest_detail, "expires", expires_text);
         const std::string* channel = data.meta_at(kMetaChannel);
-        audit::append_attr(detail, "channel", channel ? std::string_view(*channel) : "-");
-        audit::append_attr(detail, "category", category);
-        audit::append_attr(detail, "rule",
-                           decision.classified.rule >= 0
-                               ? "classify.rule[" + std::to_string(decision.classified.rule) + "]"
-                               : "none");
-        audit::append_attr(detail, "expires", expires_text);
-        audit::append_attr(detail, "fields", std::to_string(data.leaves().size()));
-        if (!data.attachments().empty())
-            audit::append_attr(detail, "attachments", std::to_string(data.attachments().size()));
-        if (cards) audit::append_attr(detail, "cards_redacted", std::to_string(cards));
+        p.ingest_common = ingest_shared(in.instance, channel ? std::string_view(*channel) : "-", category,
+                                        decision.classified.rule, data.leaves().size(),
+                                        data.attachments().size(), cards);
 
         // The minimised copies; the record's id is added at commit (the
         // profile would copy it; nothing else depends on it).
@@ -910,6 +900,44 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
         }
         p.body.assign(*rec);
     }
+}
+
+std::shared_ptr<const std::string> Journal::ingest_shared(const std::string& source, std::string_view channel,
+                                                         const std::string& category, int rule,
+                                                         std::size_t fields, std::size_t attachments,
+                                                         std::uint32_t cards) {
+    struct Memo {
+        std::string source, channel, category;
+        int rule = 0;
+        std::size_t fields = 0, attachments = 0;
+        std::uint32_t cards = 0;
+        std::shared_ptr<const std::string> shared;
+    };
+    std::uint64_t key = 0xcbf29ce484222325ull; // FNV-1a over the parts
+    auto mix = [&](std::string_view part) {
+        for (const char c : part) key = (key ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+        key = (key ^ 0xff) * 0x100000001b3ull; // no two parts run into each other
+    };
+    mix(source);
+    mix(channel);
+    mix(category);
+    key ^= static_cast<std::uint64_t>(static_cast<std::uint32_t>(rule)) << 32 ^ fields ^ attachments << 20 ^
+           std::uint64_t{cards} << 44;
+    Memo& m = sb::detail::thread_memo_slot<Memo, 6>(key);
+    if (m.shared && m.source == source && m.channel == channel && m.category == category && m.rule == rule &&
+        m.fields == fields && m.attachments == attachments && m.cards == cards)
+        return m.shared;
+    std::string text;
+    audit::append_attr(text, "source", source);
+    audit::append_attr(text, "channel", channel);
+    audit::append_attr(text, "category", category);
+    audit::append_attr(text, "rule", rule >= 0 ? "classify.rule[" + std::to_string(rule) + "]" : "none");
+    audit::append_attr(text, "fields", std::to_string(fields));
+    if (attachments) audit::append_attr(text, "attachments", std::to_string(attachments));
+    if (cards) audit::append_attr(text, "cards_redacted", std::to_string(cards));
+    m = {source, std::string(channel), category, rule, fields, attachments, cards,
+         std::make_shared<const std::string>(std::move(text))};
+    return m.shared;
 }
 
 std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, std::uint64_t shape,
@@ -1077,7 +1105,7 @@ void Journal::store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::si
             // copies here: their worker sets it as it delivers them (made on
             // the preparing threads, they are in another core's cache).
             assign_record_id(id, info.id, idx);
-            audit_.append(now, audit::kind::ingest, id, p.ingest_detail);
+            audit_.append_shared(now, audit::kind::ingest, id, p.ingest_detail, p.ingest_common);
             if (!p.copies.empty()) chunk.members.emplace_back(static_cast<std::uint32_t>(k), idx);
             p.body.append_head(id, p.body.heads() ? chunk.heads_index(p.body.heads()) : 0, chunk.heads);
             chunk.records.emplace_back(chunk.heads.size(), &p.body);

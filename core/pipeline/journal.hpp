@@ -295,7 +295,11 @@ private:
         // The record's external id (in the record), or null: the writer
         // looks here, not into the record, which another core prepared.
         const std::string* external = nullptr;
-        std::string ingest_detail;    // the ingest audit entry's detail
+        // The ingest audit entry: its own detail (expires), and the
+        // attributes it shares with the records of its source, channel,
+        // category, rule and number of fields (ingest_shared).
+        std::string ingest_detail;
+        std::shared_ptr<const std::string> ingest_common;
         store::PreEncoded body;       // the record as stored, without its id
         struct Copy {                 // one per route with a profile
             const Route* route = nullptr;
@@ -315,6 +319,7 @@ private:
             cards = 0;
             external = nullptr;
             ingest_detail.clear();
+            ingest_common.reset();
             body.clear(64u << 10);
             copies.clear();
         }
@@ -418,6 +423,14 @@ private:
     // `shape`: the copy's shape id when it has no attachments, else 0.
     static std::shared_ptr<const std::string> disclose_tail(const Route& route, std::uint64_t shape,
                                                             const std::string& summary);
+    // An ingest entry's attributes but expires: the same for every record
+    // of one source, channel, category, rule and count of fields (and of
+    // attachments and card data redacted), and so written once per audit
+    // file as a set (AuditLog::append_shared), like a disclosure's.
+    static std::shared_ptr<const std::string> ingest_shared(const std::string& source, std::string_view channel,
+                                                            const std::string& category, int rule,
+                                                            std::size_t fields, std::size_t attachments,
+                                                            std::uint32_t cards);
     void store_slice(store::Txn& txn, Ingest& in, std::size_t from, std::size_t to,
                      std::map<std::int64_t, OpenChunk>& chunks, std::uint64_t& count,
                      std::uint64_t& duplicates, std::uint64_t& cards, std::uint64_t& accepted);

@@ -399,7 +399,11 @@ TEST_CASE("a plugin's HTTP route is served by the daemon's listener; its log lin
         std::ifstream in(f.path());
         audit += std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     }
-    CHECK(audit.find("\tingest\tR1-0\tsource=mem;") != std::string::npos);
+    // The ingest entry: its expiry, and the set of what it shares with the
+    // source's other records of its kind (source, channel, category...).
+    CHECK(audit.find("\tingest\tR1-0\texpires=") != std::string::npos);
+    CHECK(audit.find("\tset\t-\tset=") != std::string::npos);
+    CHECK(audit.find(";source=mem;channel=") != std::string::npos);
     CHECK(audit.find("Canary-Body-7731") == std::string::npos);
 }
 
@@ -530,12 +534,12 @@ format = "flat"
     };
     auto ok = verify();
     REQUIRE(ok.code == 0);
-    CHECK(ok.out.find("audit trail OK: 20 entries") != std::string::npos);
+    CHECK(ok.out.find("audit trail OK: 21 entries") != std::string::npos);
 
     std::filesystem::path file;
     for (auto& e : std::filesystem::directory_iterator(dir.path / "data" / "audit")) file = e.path();
     auto original = read_lines(file);
-    REQUIRE(original.size() == 20);
+    REQUIRE(original.size() == 21);
     auto rewrite = [&](std::vector<std::string> lines) {
         std::ofstream out(file, std::ios::trunc);
         for (auto& l : lines) out << l << "\n";
@@ -543,7 +547,8 @@ format = "flat"
     std::string name = file.filename().string();
 
     auto edited = original;
-    edited[4].replace(edited[4].find("source=src"), 10, "source=xyz");
+    REQUIRE(edited[4].find("\tingest\t") != std::string::npos);
+    edited[4].replace(edited[4].find("expires=2"), 9, "expires=3");
     rewrite(edited);
     auto r1 = verify();
     CHECK(r1.code == 1);
