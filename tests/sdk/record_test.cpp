@@ -925,3 +925,39 @@ TEST_CASE("rendered records (SB_CAP_JSON_RECORDS): the JSON of the tree, byte fo
     CHECK(r.api.record_field_count(&r.rec) == 3);
     CHECK_FALSE(r.rec.fields_read);
 }
+
+namespace memo_test {
+struct Slot {
+    std::uint64_t key = 0;
+    int made = 0;
+};
+} // namespace memo_test
+
+TEST_CASE("thread_memo_slot: keys that share a set keep their slots, four to a set, the oldest replaced") {
+    using memo_test::Slot;
+    // With 2 sets, keys 1..9 put at least five into one of them.
+    auto slot = [](std::uint64_t key) -> Slot& { return sb::detail::thread_memo_slot<Slot, 1>(key); };
+    auto set_of = [](std::uint64_t key) { return (key * 0x9E3779B97F4A7C15u) >> 63; };
+    std::vector<std::uint64_t> same;
+    for (std::uint64_t k = 1; same.size() < 5; ++k)
+        if (set_of(k) == set_of(1)) same.push_back(k);
+    // Four keys of one set, in turn, as records of four kinds would ask:
+    // each is filled once and then found as it was left.
+    for (int round = 0; round < 3; ++round)
+        for (std::size_t i = 0; i < 4; ++i) {
+            Slot& s = slot(same[i]);
+            if (s.key != same[i]) s = {same[i], 0};
+            ++s.made;
+        }
+    for (std::size_t i = 0; i < 4; ++i) {
+        CHECK(slot(same[i]).key == same[i]);
+        CHECK(slot(same[i]).made == 3); // filled once, found twice more
+    }
+    // A fifth takes the oldest's place; the other three stay.
+    Slot& fifth = slot(same[4]);
+    CHECK(fifth.key == same[0]); // what was there: the caller sees it is not its own
+    fifth = {same[4], 1};
+    for (std::size_t i = 1; i < 4; ++i) CHECK(slot(same[i]).key == same[i]);
+    CHECK(slot(same[4]).made == 1);
+    CHECK(slot(same[0]).key != same[0]); // gone (and asking takes the next oldest's place)
+}

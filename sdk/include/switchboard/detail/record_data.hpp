@@ -536,15 +536,34 @@ inline bool is_rfc3339(std::string_view s) {
            s[i + 3] == ':' && num(i + 4, 2, om) && oh <= 23 && om <= 59;
 }
 
-// This thread's slot for `key` in a direct-mapped memo of 2^Bits T's (one
-// array per T): the per-thread memos of what a record shape determines.
-// The caller checks that the slot holds what it wants, and refills it if
-// not.
+// This thread's slot for `key` in a memo of 2^Bits sets of four T's (one
+// memo per T): the per-thread memos of what a record shape determines. The
+// slot last given for `key` if it is still in its set, else the set's
+// oldest, for the caller to refill: the caller checks that the slot holds
+// what it wants, and refills it if not. Four to a set: with one (a
+// direct-mapped memo), two of a few keys that fell in one slot took it in
+// turn and were made again for every record (two of the bench's five
+// profiles did, with a new copy shape each time, and so a new disclosure
+// text for the audit trail).
 template <class T, unsigned Bits>
 T& thread_memo_slot(std::uint64_t key) {
     static_assert(Bits > 0 && Bits < 32);
-    static thread_local T memo[std::size_t{1} << Bits];
-    return memo[(key * 0x9E3779B97F4A7C15u) >> (64 - Bits)];
+    constexpr unsigned kWays = 4;
+    struct Set {
+        std::uint64_t keys[kWays] = {};
+        bool used[kWays] = {};
+        unsigned next = 0; // the next to replace: the oldest
+        T values[kWays];
+    };
+    static thread_local Set memo[std::size_t{1} << Bits];
+    Set& set = memo[(key * 0x9E3779B97F4A7C15u) >> (64 - Bits)];
+    for (unsigned w = 0; w < kWays; ++w)
+        if (set.used[w] && set.keys[w] == key) return set.values[w];
+    const unsigned w = set.next;
+    set.next = (w + 1) % kWays;
+    set.keys[w] = key;
+    set.used[w] = true;
+    return set.values[w];
 }
 
 // A new shape id: unique for the life of the process, never 0.
