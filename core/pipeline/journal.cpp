@@ -902,6 +902,15 @@ void Journal::prepare_range(Ingest& in, std::size_t from, std::size_t to,
     }
 }
 
+namespace {
+
+std::uint64_t fnv_mix(std::uint64_t key, std::string_view part) {
+    for (const char c : part) key = (key ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+    return (key ^ 0xff) * 0x100000001b3ull; // no two parts run into each other
+}
+
+} // namespace
+
 std::shared_ptr<const std::string> Journal::ingest_shared(const std::string& source, std::string_view channel,
                                                          const std::string& category, int rule,
                                                          std::size_t fields, std::size_t attachments,
@@ -913,14 +922,7 @@ std::shared_ptr<const std::string> Journal::ingest_shared(const std::string& sou
         std::uint32_t cards = 0;
         std::shared_ptr<const std::string> shared;
     };
-    std::uint64_t key = 0xcbf29ce484222325ull; // FNV-1a over the parts
-    auto mix = [&](std::string_view part) {
-        for (const char c : part) key = (key ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-        key = (key ^ 0xff) * 0x100000001b3ull; // no two parts run into each other
-    };
-    mix(source);
-    mix(channel);
-    mix(category);
+    std::uint64_t key = fnv_mix(fnv_mix(fnv_mix(0xcbf29ce484222325ull, source), channel), category);
     key ^= static_cast<std::uint64_t>(static_cast<std::uint32_t>(rule)) << 32 ^ fields ^ attachments << 20 ^
            std::uint64_t{cards} << 44;
     Memo& m = sb::detail::thread_memo_slot<Memo, 6>(key);
@@ -955,8 +957,19 @@ std::shared_ptr<const std::string> Journal::disclose_tail(const Route& route, st
         return std::make_shared<const std::string>(std::move(tail));
     };
     // The fields sent are those of the copy's shape (attachments aside):
-    // every copy of one shape on one route has the same tail.
-    if (shape == 0) return build();
+    // every copy of one shape on one route has the same tail. A copy with
+    // no shape (one that lost a value to a transform, or has attachments)
+    // is found by its summary: most are the same as others.
+    if (shape == 0) {
+        struct ByText {
+            const Route* route = nullptr;
+            std::string summary;
+            std::shared_ptr<const std::string> tail;
+        };
+        ByText& m = sb::detail::thread_memo_slot<ByText, 4>(fnv_mix(reinterpret_cast<std::uintptr_t>(&route), summary));
+        if (!m.tail || m.route != &route || m.summary != summary) m = {&route, summary, build()};
+        return m.tail;
+    }
     struct Memo {
         const Route* route = nullptr;
         std::uint64_t shape = 0;
@@ -1159,6 +1172,11 @@ void Journal::disclose_chunks(Ingest& in, std::map<std::int64_t, OpenChunk>& chu
             if (j + 2 < members.size())
                 if (const auto& ahead = in.prepared[members[j + 2].first].copies; !ahead.empty())
                     sb::detail::prefetch_line(ahead.data());
+            // And the copies themselves one ahead: the outbox entry takes a
+            // reference to each, whose count shares the copy's first line.
+            if (j + 1 < members.size())
+                for (const Prepared::Copy& c : in.prepared[members[j + 1].first].copies)
+                    if (c.record) sb::detail::prefetch_line(c.record.get());
             Prepared& p = in.prepared[k];
             assign_record_id(id, info.id, idx);
             for (Prepared::Copy& c : p.copies) {
