@@ -155,12 +155,13 @@ std::uint64_t load8(const char* p) {
     return x;
 }
 
-// The bytes of `text` from `i` (fewer than eight are left) as load8() would
-// give them, the missing ones zero (no letter, no digit). A text of eight
-// bytes or more gives its last eight, shifted; a shorter one is read byte
-// by byte (a memcpy of a variable length is a call, and its bytes then
+// The eight bytes of `text` from `i` as load8() gives them; where fewer
+// are left, the missing ones zero (no letter, no digit). Such a tail is the
+// text's last eight bytes, shifted, or for a text shorter than eight read
+// byte by byte (a memcpy of a variable length is a call, and its bytes then
 // stall the word's load).
-std::uint64_t load_tail(std::string_view text, std::size_t i) {
+std::uint64_t load_at(std::string_view text, std::size_t i) {
+    if (i + 8 <= text.size()) return load8(text.data() + i);
     const std::size_t left = text.size() - i;
     if (text.size() >= 8) return load8(text.data() + text.size() - 8) >> (8 * (8 - left));
     std::uint64_t x = 0;
@@ -1200,9 +1201,7 @@ std::size_t count_digits(std::string_view text, std::size_t cap) {
     // (Digits are few in most text: clearing one bit at a time is quicker
     // than std::popcount, which the x86-64 baseline has no instruction for.)
     for (std::size_t i = 0; i < n && count < cap; i += 8)
-        for (std::uint64_t m = digit_mask(i + 8 <= n ? load8(text.data() + i) : load_tail(text, i)); m != 0;
-             m &= m - 1)
-            ++count;
+        for (std::uint64_t m = digit_mask(load_at(text, i)); m != 0; m &= m - 1) ++count;
     return count;
 }
 
@@ -1263,7 +1262,7 @@ bool card_data_possible(std::string_view text) {
     const std::size_t n = text.size();
     std::uint64_t alnum_before = 0; // the last byte of the previous eight, if alnum, at the first's place
     for (std::size_t i = 0; i < n; i += 8) {
-        const std::uint64_t x = i + 8 <= n ? load8(text.data() + i) : load_tail(text, i);
+        const std::uint64_t x = load_at(text, i);
         const std::uint64_t letters = letter_mask(x);
         const std::uint64_t alnum = letters | digit_mask(x);
         for (std::uint64_t m = letters & ~((alnum << 8) | alnum_before); m != 0; m &= m - 1) {

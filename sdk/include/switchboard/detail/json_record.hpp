@@ -139,6 +139,13 @@ inline int hex_value(char c) {
     return -1;
 }
 
+// Whether `p` points into `text` (compared as std::less does, so that
+// pointers into other objects compare too).
+inline bool points_into(std::string_view text, const char* p) {
+    return std::greater_equal<const char*>()(p, text.data()) &&
+           std::less<const char*>()(p, text.data() + text.size());
+}
+
 // The key rule: whether `key` may be a path segment as it is.
 inline bool is_json_path_key(std::string_view key) {
     if (key.empty()) return false;
@@ -807,7 +814,7 @@ private:
         return std::string_view(r.ptr ? r.ptr : key_arena_.data() + r.off, r.len);
     }
     bool in_document(const char* p) const {
-        return std::greater_equal<const char*>()(p, begin_) && std::less<const char*>()(p, end_);
+        return points_into(std::string_view(begin_, static_cast<std::size_t>(end_ - begin_)), p);
     }
 
     void table_insert(std::vector<std::uint32_t>& t, std::uint32_t index) {
@@ -1347,7 +1354,7 @@ public:
         switch (value.type) {
         case SB_VALUE_STRING:
             f.len = value.len;
-            if (value.str && in_document(value.str)) {
+            if (value.str && points_into(document_, value.str)) {
                 f.doc = value.str;
             } else { // in the reader's buffer, which is reused: copied
                 f.str = static_cast<std::uint32_t>(values_.size());
@@ -1449,11 +1456,6 @@ private:
             s.host = api_->shape_new(paths.data(), s.categories.data(), paths.size());
         }
         return s;
-    }
-
-    bool in_document(const char* p) const {
-        return std::greater_equal<const char*>()(p, document_.data()) &&
-               std::less<const char*>()(p, document_.data() + document_.size());
     }
 
     const sb_host_api* api_;
